@@ -1,0 +1,86 @@
+"""The `isthmus` command: one entry point that routes to each process's own `main`.
+
+Rule: this module imports neither `controller` nor `edge`. It names their entry
+points as module paths and loads the one asked for, so each process keeps its own
+composition root and the two packages stay independent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from typing import cast
+
+import isthmus
+from isthmus.configfile import ConfigError, read_toml
+
+# command -> (module with `main(argv) -> int`, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "controller": ("controller.__main__", "run the controller (--config FILE)"),
+    "edge": ("edge.__main__", "run an edge (--config FILE)"),
+    "status": ("edge.status", "show a running edge's status ([--json] [--config F | --socket P])"),
+    "keygen": ("isthmus.keygen", "make an edge key pair (--out FILE)"),
+    "demo": ("isthmus.lab.demo", "run a three-site demo mesh in network namespaces"),
+}
+
+# config kind -> module with `load(path)` raising ConfigError
+CONFIG_LOADERS = {"controller": "controller.config", "edge": "edge.config"}
+
+USAGE = (
+    "usage: isthmus COMMAND [ARGS]\n\ncommands:\n"
+    + "".join(f"  {name:<12}{help_}\n" for name, (_, help_) in COMMANDS.items())
+    + (
+        "  config      check FILE [--kind controller|edge]: validate a config file, start nothing\n"
+        "  version     print the version\n"
+    )
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "version":
+        print(f"isthmus {isthmus.__version__}")
+        return 0
+    if command == "config":
+        return config_command(rest)
+    if command not in COMMANDS:
+        print(f"isthmus: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
+        return 2
+    entry = cast(Callable[[list[str]], int], _load(COMMANDS[command][0], "main"))
+    return entry(rest)
+
+
+def config_command(argv: list[str]) -> int:
+    """`isthmus config check FILE [--kind controller|edge]`: exit 0 valid, 1 invalid."""
+    parser = argparse.ArgumentParser(prog="isthmus config")
+    sub = parser.add_subparsers(dest="action", required=True)
+    check = sub.add_parser("check", help="validate a config file; start nothing")
+    check.add_argument("file")
+    check.add_argument("--kind", choices=sorted(CONFIG_LOADERS), help="default: guessed")
+    args = parser.parse_args(argv)
+    try:
+        kind = args.kind or guess_kind(args.file)
+        load = cast(Callable[[str], object], _load(CONFIG_LOADERS[kind], "load"))
+        load(args.file)
+    except ConfigError as e:
+        print(f"{args.file}: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: valid {kind} config")
+    return 0
+
+
+def guess_kind(path: str) -> str:
+    """A controller config lists `edges`; an edge config does not."""
+    from pathlib import Path
+
+    return "controller" if "edges" in read_toml(Path(path)) else "edge"
+
+
+def _load(module: str, attr: str) -> object:
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,104 @@
+"""Curve25519 keys as the operator sees them: 32 bytes, written in standard base64.
+
+Owns parsing and formatting of public keys and reading private key files.
+Never logs or formats private key material.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+KEY_LEN = 32
+
+# Curve25519 points of small order (from the WireGuard netns.sh selftest list and
+# libsodium's blocklist): a shared secret with one of them is predictable, so a
+# map or config naming one is refused before any packet is sent.
+_LOW_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """An edge's Curve25519 public key."""
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != KEY_LEN:
+            raise ValueError(f"a public key is {KEY_LEN} bytes, got {len(self.raw)}")
+        if self.raw in _LOW_ORDER:
+            raise ValueError("the public key is a low-order Curve25519 point, which is refused")
+
+    @classmethod
+    def from_base64(cls, text: str) -> PublicKey:
+        """Parse standard base64 (44 characters).
+
+        Raises:
+            ValueError: not base64, not 32 bytes, or a low-order point.
+        """
+        try:
+            raw = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(
+                f"{text!r} is not a base64 public key (44 characters, as printed by "
+                "'isthmus keygen')"
+            ) from None
+        return cls(raw)
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self.raw).decode("ascii")
+
+    def __str__(self) -> str:
+        return self.to_base64()
+
+
+def read_private_key(path: Path) -> bytes:
+    """Read a private key file written by `isthmus keygen` (base64, one line).
+
+    Raises:
+        ValueError: unreadable, readable by group or others, or not a 32-byte base64 key.
+            The message never contains key material.
+    """
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(
+            f"{path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            "allowed: readable only by its owner (chmod 600)"
+        )
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{path} does not hold a base64 private key") from None
+    if len(raw) != KEY_LEN:
+        raise ValueError(f"{path} holds {len(raw)} bytes; a private key is {KEY_LEN} bytes")
+    return raw
+
+
+def write_private_key(path: Path, raw: bytes) -> None:
+    """Create `path` with mode 0600 holding `raw` as base64; refuse to overwrite.
+
+    Raises:
+        FileExistsError: the file exists.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(base64.b64encode(raw).decode("ascii") + "\n")

@@ -1,0 +1,121 @@
+"""The route map: every route (a CIDR) with the edge that owns it, at one version.
+
+Owns the domain types the controller publishes and the edges apply, and the rules
+every map obeys: edge names and keys are unique and routes of different edges never
+overlap. The controller validates a map when it writes it, every edge again when it
+receives it: never trust the wire.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from isthmus.endpoint import Endpoint
+from isthmus.ids import EdgeName
+from isthmus.keys import PublicKey
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ROUTE_RULE = "an IPv4 or IPv6 network in CIDR form with no host bits set, e.g. 10.244.0.0/16"
+
+
+class MapError(ValueError):
+    """A map breaks one of the rules; the message names the edge, route and rule."""
+
+
+def parse_route(text: object) -> Network:
+    """Parse one route.
+
+    Raises:
+        ValueError: the message quotes the text and says what is allowed.
+    """
+    if not isinstance(text, str) or "/" not in text:
+        raise ValueError(f"{text!r} is not a route: use {ROUTE_RULE}")
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a route ({e}): use {ROUTE_RULE}") from None
+
+
+def overlaps(a: Network, b: Network) -> bool:
+    """True when the two networks share at least one address."""
+    return a.version == b.version and (a.subnet_of(b) or b.subnet_of(a))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeEntry:
+    """One edge as the map shows it."""
+
+    name: EdgeName
+    public_key: PublicKey
+    endpoints: tuple[Endpoint, ...]
+    routes: tuple[Network, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMap:
+    """All edges with their routes, at `version` (0 means "no map yet")."""
+
+    version: int
+    edges: tuple[EdgeEntry, ...] = field(default=())
+
+    def edge(self, name: str) -> EdgeEntry | None:
+        for e in self.edges:
+            if e.name == name:
+                return e
+        return None
+
+    def routes(self) -> Iterator[tuple[Network, EdgeEntry]]:
+        """Every (route, owning edge) pair."""
+        for e in self.edges:
+            for r in e.routes:
+                yield r, e
+
+    def validate(self) -> RouteMap:
+        """Check the map rules and return self.
+
+        Raises:
+            MapError: duplicate edge name or key, or routes of two edges overlapping.
+        """
+        if self.version < 0:
+            raise MapError(f"version {self.version} is negative")
+        names: set[str] = set()
+        keys: dict[bytes, str] = {}
+        for e in self.edges:
+            if e.name in names:
+                raise MapError(f"edge {e.name!r} appears twice")
+            names.add(e.name)
+            if e.public_key.raw in keys:
+                raise MapError(
+                    f"edges {keys[e.public_key.raw]!r} and {e.name!r} have the same public key"
+                )
+            keys[e.public_key.raw] = e.name
+        conflict = first_conflict(self.routes())
+        if conflict is not None:
+            (r1, e1), (r2, e2) = conflict
+            raise MapError(
+                f"route {r2} of edge {e2.name!r} overlaps route {r1} of edge {e1.name!r}; "
+                "routes of different edges must not overlap"
+            )
+        return self
+
+
+def first_conflict(
+    pairs: Iterable[tuple[Network, EdgeEntry]],
+) -> tuple[tuple[Network, EdgeEntry], tuple[Network, EdgeEntry]] | None:
+    """The first two routes of *different* edges that overlap, or None.
+
+    Sorting by (version, first address, prefix length) puts any overlapping pair
+    next to a common covering route, so one pass against the open covers suffices.
+    """
+    items = sorted(pairs, key=lambda p: (p[0].version, int(p[0].network_address), p[0].prefixlen))
+    stack: list[tuple[Network, EdgeEntry]] = []
+    for net, edge in items:
+        while stack and not overlaps(stack[-1][0], net):
+            stack.pop()
+        for covering, owner in stack:
+            if owner.name != edge.name:
+                return (covering, owner), (net, edge)
+        stack.append((net, edge))
+    return None

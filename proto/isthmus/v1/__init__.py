@@ -1,0 +1,1 @@
+"""Generated wire contract; nothing hand-written lives here."""

@@ -1,0 +1,121 @@
+"""Route parsing, overlap detection and map validation, with a brute-force model."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from nacl.bindings import crypto_box_seed_keypair
+
+from isthmus.endpoint import Endpoint
+from isthmus.ids import EdgeName
+from isthmus.keys import PublicKey
+from isthmus.routemap import (
+    EdgeEntry,
+    MapError,
+    Network,
+    RouteMap,
+    first_conflict,
+    overlaps,
+    parse_route,
+)
+
+
+def key(seed: int) -> PublicKey:
+    return PublicKey(crypto_box_seed_keypair(bytes([seed]) * 32)[0])
+
+
+def edge(name: str, seed: int, *routes: str) -> EdgeEntry:
+    return EdgeEntry(
+        EdgeName(name),
+        key(seed),
+        (Endpoint.parse(f"198.18.0.{seed}:51820"),),
+        tuple(parse_route(r) for r in routes),
+    )
+
+
+def test_parse_route_accepts_networks() -> None:
+    assert parse_route("10.244.0.0/16") == ipaddress.ip_network("10.244.0.0/16")
+    assert parse_route("fd00::/64") == ipaddress.ip_network("fd00::/64")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("10.244.0.1/16", "has host bits set"),
+        ("10.244.0.0", "is not a route"),
+        ("10.0.0/8x", "is not a route"),
+        (42, "is not a route"),
+    ],
+)
+def test_parse_route_rejects(text: object, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment) as info:
+        parse_route(text)
+    assert "e.g. 10.244.0.0/16" in str(info.value)
+
+
+def test_valid_map() -> None:
+    m = RouteMap(
+        3,
+        (
+            edge("vpc-a", 1, "10.244.0.0/16", "10.96.0.0/16"),
+            edge("vpc-b", 2, "10.245.0.0/16", "10.97.0.0/16"),
+        ),
+    )
+    assert m.validate() is m
+    assert m.edge("vpc-b") is m.edges[1]
+    assert m.edge("nope") is None
+    assert len(list(m.routes())) == 4
+
+
+def test_overlap_between_edges_is_refused_naming_both() -> None:
+    m = RouteMap(1, (edge("vpc-a", 1, "10.0.0.0/8"), edge("vpc-b", 2, "10.245.0.0/16")))
+    with pytest.raises(MapError) as info:
+        m.validate()
+    assert str(info.value) == (
+        "route 10.245.0.0/16 of edge 'vpc-b' overlaps route 10.0.0.0/8 of edge 'vpc-a'; "
+        "routes of different edges must not overlap"
+    )
+
+
+def test_overlap_within_one_edge_is_allowed() -> None:
+    RouteMap(1, (edge("vpc-a", 1, "10.0.0.0/8", "10.1.0.0/16"),)).validate()
+
+
+def test_duplicate_name_and_key() -> None:
+    with pytest.raises(MapError, match="edge 'a' appears twice"):
+        RouteMap(1, (edge("a", 1), edge("a", 2))).validate()
+    with pytest.raises(MapError, match="edges 'a' and 'b' have the same public key"):
+        RouteMap(1, (edge("a", 1), edge("b", 1))).validate()
+
+
+def brute_conflict(pairs: list[tuple[Network, str]]) -> bool:
+    return any(a[1] != b[1] and overlaps(a[0], b[0]) for a, b in itertools.combinations(pairs, 2))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 255), st.integers(0, 255), st.integers(4, 24), st.sampled_from("abc")
+        ),
+        max_size=12,
+    )
+)
+def test_first_conflict_matches_brute_force(raw: list[tuple[int, int, int, str]]) -> None:
+    pairs: list[tuple[Network, str]] = [
+        (ipaddress.ip_network(f"10.{x}.{y}.0/{p}", strict=False), owner) for x, y, p, owner in raw
+    ]
+    entries = {o: edge(o, i + 1) for i, o in enumerate("abc")}
+    found = first_conflict((net, entries[o]) for net, o in pairs)
+    assert (found is not None) == brute_conflict(pairs)
+    if found is not None:
+        (n1, e1), (n2, e2) = found
+        assert e1.name != e2.name and overlaps(n1, n2)
+
+
+def test_low_order_key_refused() -> None:
+    with pytest.raises(ValueError, match="low-order"):
+        PublicKey(bytes(32))
