@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import isthmus
@@ -66,8 +67,8 @@ def config_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         kind = args.kind or guess_kind(args.file)
-        load = cast(Callable[[str], object], _load(CONFIG_LOADERS[kind], "load"))
-        load(args.file)
+        load = cast(Callable[[Path], object], _load(CONFIG_LOADERS[kind], "load"))
+        load(Path(args.file))
     except ConfigError as e:
         print(f"{args.file}: {e}", file=sys.stderr)
         return 1
@@ -77,8 +78,6 @@ def config_command(argv: list[str]) -> int:
 
 def guess_kind(path: str) -> str:
     """A controller config lists `edges`; an edge config does not."""
-    from pathlib import Path
-
     return "controller" if "edges" in read_toml(Path(path)) else "edge"
 
 

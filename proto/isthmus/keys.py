@@ -17,8 +17,9 @@ KEY_LEN = 32
 
 # Curve25519 points of small order (from the WireGuard netns.sh selftest list and
 # libsodium's blocklist): a shared secret with one of them is predictable, so a
-# map or config naming one is refused before any packet is sent.
-_LOW_ORDER = frozenset(
+# map or config naming one is refused before any packet is sent. X25519 ignores the
+# top bit of the last byte, so each point also appears with that bit set.
+_LOW_ORDER_POINTS = tuple(
     bytes.fromhex(h)
     for h in (
         "0000000000000000000000000000000000000000000000000000000000000000",
@@ -29,6 +30,9 @@ _LOW_ORDER = frozenset(
         "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
         "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
     )
+)
+_LOW_ORDER = frozenset(
+    p[:31] + bytes([p[31] | bit]) for p in _LOW_ORDER_POINTS for bit in (0x00, 0x80)
 )
 
 

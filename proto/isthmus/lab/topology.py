@@ -1,0 +1,269 @@
+"""The demo topology as data, the builder that makes it out of namespaces, and its configs.
+
+```
+                        underlay ns "ul": bridge br0 198.18.0.1/24, the controller :7000
+             +--------------------+---------+----------+-----------------------+
+             | u-vpc-a            | u-vpc-b            | u-office              |
+     ul0 198.18.0.11        ul0 198.18.0.12      ul0 198.18.0.13      UDP :51820
+  +------------------+   +------------------+   +------------------+
+  | edge ns vpc-a    |   | edge ns vpc-b    |   | edge ns office   |
+  | isthmus0 (TUN)   |   | isthmus0 (TUN)   |   | isthmus0 (TUN)   |
+  | lan0 10.244.1.1  |   | lan0 10.245.1.1  |   | lan0 172.16.0.1  |
+  +--------+---------+   +--------+---------+   +--------+---------+
+           | eth0                 | eth0                 | eth0
+  +--------+---------+   +--------+---------+   +--------+---------+
+  | vpc-a-pod        |   | vpc-b-pod        |   | office-host      |
+  | 10.244.1.10      |   | 10.245.1.10      |   | 172.16.0.10      |
+  | lo 10.96.0.10    |   | lo 10.97.0.10    |   |                  |
+  +------------------+   +------------------+   +------------------+
+```
+Each workload's default route is its edge; each edge routes its service range via the
+workload. Owns no process; `isthmus.lab.mesh` runs the controller and the edges.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from isthmus.lab.netns import Lab
+
+UNDERLAY_BRIDGE = "br0"
+EDGE_UNDERLAY_IF = "ul0"
+EDGE_LAN_IF = "lan0"
+WORKLOAD_IF = "eth0"
+TUN_NAME = "isthmus0"
+TUN_MTU = 1420
+ROUTE_PROTO = 149
+
+_EDGE_SYSCTLS = {
+    "net.ipv4.ip_forward": 1,
+    "net.ipv4.conf.all.rp_filter": 0,
+    "net.ipv4.conf.default.rp_filter": 0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One site: an edge namespace and one workload namespace behind it."""
+
+    name: str
+    routes: tuple[str, ...]  # the CIDRs the edge owns
+    underlay_ip: str  # the edge's address on the underlay; its endpoint is this:udp_port
+    tun_address: str  # the edge's TUN address, inside its own routes
+    edge_lan: str  # the edge's LAN interface address, with prefix length
+    workload: str  # short name of the workload namespace ("pod", "host")
+    workload_lan: str  # the workload's address on the LAN, with prefix length
+    service: str | None = None  # an extra /32 on the workload's lo
+    service_route: str | None = None  # routed by the edge via the workload
+
+    @property
+    def workload_ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self.workload_lan).ip)
+
+    @property
+    def service_ip(self) -> str | None:
+        return None if self.service is None else str(ipaddress.IPv4Interface(self.service).ip)
+
+    @property
+    def edge_lan_ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self.edge_lan).ip)
+
+    def owns(self, ip: str) -> bool:
+        address = ipaddress.IPv4Address(ip)
+        return any(address in ipaddress.IPv4Network(route) for route in self.routes)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    sites: tuple[Site, ...]
+    underlay_cidr: str = "198.18.0.0/24"
+    controller_ip: str = "198.18.0.1"
+    controller_port: int = 7000
+    udp_port: int = 51820
+
+    @property
+    def controller_address(self) -> str:
+        return f"{self.controller_ip}:{self.controller_port}"
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        return tuple(site.name for site in self.sites)
+
+    def site(self, name: str) -> Site:
+        for site in self.sites:
+            if site.name == name:
+                return site
+        raise KeyError(f"no site {name!r}; sites: {', '.join(self.site_names)}")
+
+    def site_of(self, ip: str) -> Site:
+        """The site whose routes hold `ip`."""
+        for site in self.sites:
+            if site.owns(ip):
+                return site
+        raise KeyError(f"no site owns {ip}")
+
+    def endpoint(self, site: Site) -> str:
+        return f"{site.underlay_ip}:{self.udp_port}"
+
+    def underlay_prefixlen(self) -> int:
+        return ipaddress.IPv4Network(self.underlay_cidr).prefixlen
+
+
+DEMO = Topology(
+    sites=(
+        Site(
+            name="vpc-a",
+            routes=("10.244.0.0/16", "10.96.0.0/16"),
+            underlay_ip="198.18.0.11",
+            tun_address="10.244.255.254/32",
+            edge_lan="10.244.1.1/24",
+            workload="pod",
+            workload_lan="10.244.1.10/24",
+            service="10.96.0.10/32",
+            service_route="10.96.0.0/16",
+        ),
+        Site(
+            name="vpc-b",
+            routes=("10.245.0.0/16", "10.97.0.0/16"),
+            underlay_ip="198.18.0.12",
+            tun_address="10.245.255.254/32",
+            edge_lan="10.245.1.1/24",
+            workload="pod",
+            workload_lan="10.245.1.10/24",
+            service="10.97.0.10/32",
+            service_route="10.97.0.0/16",
+        ),
+        Site(
+            name="office",
+            routes=("172.16.0.0/24",),
+            underlay_ip="198.18.0.13",
+            tun_address="172.16.0.254/32",
+            edge_lan="172.16.0.1/24",
+            workload="host",
+            workload_lan="172.16.0.10/24",
+        ),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Namespaces:
+    """The namespaces `build` made: the underlay, and per site name its edge and workload."""
+
+    underlay: str
+    edges: Mapping[str, str]
+    workloads: Mapping[str, str]
+
+
+def underlay_port(site: Site) -> str:
+    """The name of a site's veth end on the underlay bridge (at most 15 characters)."""
+    return f"u-{site.name}"[:15]
+
+
+def build(lab: Lab, topology: Topology) -> Namespaces:
+    """Create the namespaces, links, addresses, routes and sysctls of `topology`."""
+    underlay = lab.add_netns("ul")
+    lab.add_bridge(underlay, UNDERLAY_BRIDGE)
+    prefixlen = topology.underlay_prefixlen()
+    lab.add_address(underlay, UNDERLAY_BRIDGE, f"{topology.controller_ip}/{prefixlen}")
+    edges: dict[str, str] = {}
+    workloads: dict[str, str] = {}
+    for site in topology.sites:
+        edge = lab.add_netns(site.name)
+        workload = lab.add_netns(f"{site.name}-{site.workload}")
+        edges[site.name] = edge
+        workloads[site.name] = workload
+        lab.sysctl(edge, _EDGE_SYSCTLS)
+
+        lab.add_veth(underlay, underlay_port(site), edge, EDGE_UNDERLAY_IF)
+        lab.set_master(underlay, underlay_port(site), UNDERLAY_BRIDGE)
+        lab.add_address(edge, EDGE_UNDERLAY_IF, f"{site.underlay_ip}/{prefixlen}")
+
+        lab.add_veth(edge, EDGE_LAN_IF, workload, WORKLOAD_IF)
+        lab.add_address(edge, EDGE_LAN_IF, site.edge_lan)
+        lab.add_address(workload, WORKLOAD_IF, site.workload_lan)
+        lab.add_route(workload, "default", via=site.edge_lan_ip)
+        if site.service is not None:
+            lab.add_address(workload, "lo", site.service)
+        if site.service_route is not None:
+            lab.add_route(edge, site.service_route, via=site.workload_ip, dev=EDGE_LAN_IF)
+    return Namespaces(underlay=underlay, edges=edges, workloads=workloads)
+
+
+# -- config files (docs/design.md "Config files") --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EdgePaths:
+    config: Path
+    private_key: Path
+    state_dir: Path
+    admin_socket: Path
+    log: Path
+
+
+def edge_paths(root: Path, site: Site) -> EdgePaths:
+    base = root / site.name
+    return EdgePaths(
+        config=base / "edge.toml",
+        private_key=base / "private.key",
+        state_dir=base / "state",
+        admin_socket=base / "admin.sock",
+        log=base / "edge.log",
+    )
+
+
+def edge_config(topology: Topology, site: Site, paths: EdgePaths) -> str:
+    return "\n".join(
+        [
+            f"name = {_s(site.name)}",
+            f"private_key_file = {_s(str(paths.private_key))}",
+            f"controller = {_s(topology.controller_address)}",
+            f"listen = {_s(f'0.0.0.0:{topology.udp_port}')}",
+            f"endpoint = {_s(topology.endpoint(site))}",
+            f"routes = {_list(site.routes)}",
+            f"state_dir = {_s(str(paths.state_dir))}",
+            f"admin_socket = {_s(str(paths.admin_socket))}",
+            "",
+            "[tun]",
+            f"name = {_s(TUN_NAME)}",
+            f"address = {_s(site.tun_address)}",
+            f"mtu = {TUN_MTU}",
+            "",
+        ]
+    )
+
+
+def controller_config(
+    topology: Topology,
+    state_dir: Path,
+    public_keys: Mapping[str, str],
+    allowed: Mapping[str, Sequence[str]],
+) -> str:
+    """`allowed` maps each site name to the routes the controller lets it own."""
+    lines = [
+        f"listen = {_s(topology.controller_address)}",
+        f"state_dir = {_s(str(state_dir))}",
+    ]
+    for site in topology.sites:
+        lines += [
+            "",
+            "[[edges]]",
+            f"name = {_s(site.name)}",
+            f"public_key = {_s(public_keys[site.name])}",
+            f"routes = {_list(allowed[site.name])}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _s(text: str) -> str:
+    # A JSON string of printable ASCII is a valid TOML basic string.
+    return json.dumps(text, ensure_ascii=True)
+
+
+def _list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(_s(item) for item in items) + "]"
