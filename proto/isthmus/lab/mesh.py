@@ -43,6 +43,7 @@ PROBE = (sys.executable, "-m", "isthmus.lab.probe")
 ECHO_PORT = 7777
 READY_TIMEOUT = 20.0
 POLL_INTERVAL = 0.05
+_SUN_PATH_MAX = 108  # bytes in sockaddr_un.sun_path, the terminating NUL included
 
 _PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 
@@ -106,6 +107,13 @@ class Mesh:
         self.controller_config_path = controller_dir / "controller.toml"
         self.controller_state_dir = controller_dir / "state"
         self.controller_log = controller_dir / "controller.log"
+        longest = max(len(str(self.edge_paths(s).admin_socket)) for s in topology.site_names)
+        if longest >= _SUN_PATH_MAX:
+            self.lab.close()
+            raise LabError(
+                f"the lab directory {self.dir} is too deep: an admin socket path would be "
+                f"{longest} bytes; allowed: under {_SUN_PATH_MAX}"
+            )
 
     def __enter__(self) -> Mesh:
         try:

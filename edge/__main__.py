@@ -1,0 +1,176 @@
+"""`isthmus edge --config FILE`: the edge's composition root.
+
+Owns wiring config, adapters and core together, and the process lifecycle; nothing
+else in `edge` builds an adapter. Start order makes the edge fail-static: the cached
+map is applied (tunnel and kernel routes) before the controller is contacted.
+SIGTERM/SIGINT stop it cleanly: closing the TUN makes the kernel drop its routes,
+and the admin socket file is removed. Exit codes: 0 stopped, 1 error, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from edge import config as edge_config
+from edge.admin import AdminError, AdminServer, EdgeStatus
+from edge.applier import MapApplier
+from edge.control import ControlLoop
+from edge.dataplane import Dataplane
+from edge.logfmt import LOGGER, configure, kv
+from edge.mapcache import MapCache
+from edge.ports import RouteError
+from edge.routes import KernelRoutes, Sysctl
+from edge.tun import Tun, TunError
+from edge.tunnel import Identity, Tunnel
+from edge.udp import UdpSocket
+from isthmus.configfile import ConfigError
+from isthmus.convert import Registration
+from isthmus.keys import read_private_key
+from isthmus.routemap import RouteMap
+
+_log = logging.getLogger(f"{LOGGER}.main")
+
+
+class StartError(Exception):
+    """The edge cannot start; the message names the problem."""
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="isthmus edge", description="Run an isthmus edge.")
+    parser.add_argument("--config", required=True, metavar="FILE", help="the edge config file")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return 0 if e.code == 0 else 2
+    path = Path(args.config)
+    try:
+        cfg = edge_config.load(path)
+    except ConfigError as e:
+        print(f"isthmus edge: {path}: {e}", file=sys.stderr)
+        return 1
+    try:
+        identity = Identity.from_private_key(cfg.name, read_private_key(cfg.private_key_file))
+    except ValueError as e:
+        print(f"isthmus edge: private_key_file: {e}", file=sys.stderr)
+        return 1
+    configure()
+    try:
+        asyncio.run(run(cfg, identity))
+    except StartError as e:
+        _log.error(kv("start_failed", error=str(e)))
+        print(f"isthmus edge: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _state_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise StartError(f"cannot create state_dir {path}: {e.strerror}") from None
+
+
+async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
+    """Run the edge until SIGTERM or SIGINT.
+
+    Raises:
+        StartError: a resource could not be set up (everything set up so far is undone).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    _state_dir(cfg.state_dir)
+    _log.info(
+        kv(
+            "starting",
+            edge=cfg.name,
+            public_key=identity.public_key,
+            endpoint=cfg.endpoint,
+            routes=cfg.routes,
+        )
+    )
+    if cfg.routes and not any(cfg.tun.address.ip in net for net in cfg.routes):
+        _log.warning(
+            kv(
+                "tun_address_outside_routes",
+                address=cfg.tun.address,
+                detail="packets this edge sends itself are refused by peers",
+            )
+        )
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            tun = Tun.open(cfg.tun.name)
+        except TunError as e:
+            raise StartError(str(e)) from None
+        stack.callback(tun.close)
+        try:
+            routes = KernelRoutes(tun.name)
+            stack.callback(routes.close)
+            routes.configure_link(cfg.tun.address, cfg.tun.mtu)
+        except RouteError as e:
+            raise StartError(str(e)) from None
+        _log.info(kv("tun_up", tun=tun.name, address=cfg.tun.address, mtu=cfg.tun.mtu))
+
+        forwarding = Sysctl()
+        forwarding.enable(4)
+        if any(net.version == 6 for net in cfg.routes):
+            forwarding.enable(6)
+
+        tunnel = Tunnel(identity, os.urandom(16))
+        cache = MapCache(cfg.state_dir)
+        applier = MapApplier(cfg.name, tunnel, routes, cache, forwarding)
+        applier.apply(cache.load() or RouteMap(version=0), save=False)
+
+        try:
+            udp = UdpSocket.bind(cfg.listen)
+        except OSError as e:
+            raise StartError(f"cannot bind UDP {cfg.listen}: {e.strerror}") from None
+        stack.callback(udp.close)
+        _log.info(kv("udp_listening", listen=udp.local_address()))
+
+        dataplane = Dataplane(tunnel, tun, udp)
+        dataplane.start(loop)
+        stack.callback(dataplane.stop)
+
+        registration = Registration(
+            name=cfg.name,
+            public_key=identity.public_key,
+            endpoints=(cfg.endpoint,),
+            routes=cfg.routes,
+        )
+        control = ControlLoop(cfg.controller, registration, applier)
+        status = EdgeStatus(
+            endpoint=cfg.endpoint,
+            tunnel=tunnel,
+            route_map=lambda: applier.route_map,
+            controller=control.view,
+            routes=routes,
+        )
+        admin = AdminServer(cfg.admin_socket, status.build)
+        try:
+            await admin.start()
+        except AdminError as e:
+            raise StartError(str(e)) from None
+        stack.push_async_callback(admin.close)
+
+        task = asyncio.create_task(control.run(), name="control")
+        _log.info(kv("started", edge=cfg.name, controller=cfg.controller))
+        await stop.wait()
+        _log.info(kv("stopping", edge=cfg.name))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    _log.info(kv("stopped", edge=cfg.name))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

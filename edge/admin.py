@@ -1,0 +1,173 @@
+"""The admin socket: a unix socket that answers "status\\n" with the status JSON.
+
+Owns the status JSON (docs/design.md, "Edge status JSON") and the socket's lifecycle:
+mode 0600, a stale socket file removed at start and the file removed on exit. One
+request per connection: read one line, reply, close. Reads the kernel routes at
+request time so "installed" is the truth, not what we believe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge.control import ControllerView
+from edge.logfmt import LOGGER, kv
+from edge.ports import RouteError, RouteTable
+from edge.reconcile import desired_routes, route_key
+from edge.tunnel import Tunnel
+from isthmus.endpoint import Endpoint
+from isthmus.routemap import RouteMap
+
+READ_TIMEOUT = 5.0
+MAX_REQUEST = 1024
+
+_log = logging.getLogger(f"{LOGGER}.admin")
+
+
+class AdminError(Exception):
+    """The admin socket cannot be created; the message says why."""
+
+
+class EdgeStatus:
+    """Builds the status JSON object from the live parts of the edge."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Endpoint,
+        tunnel: Tunnel,
+        route_map: Callable[[], RouteMap],
+        controller: Callable[[], ControllerView],
+        routes: RouteTable,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._endpoint = endpoint
+        self._tunnel = tunnel
+        self._route_map = route_map
+        self._controller = controller
+        self._routes = routes
+        self._clock = clock
+
+    def build(self) -> dict[str, Any]:
+        identity = self._tunnel.identity
+        now = self._clock()
+        ctl = self._controller()
+        try:
+            installed = self._routes.list_routes()
+        except RouteError as e:
+            _log.warning(kv("status_routes_unreadable", error=str(e)))
+            installed = set()
+        wanted = desired_routes(self._route_map(), identity.name)
+        return {
+            "edge": identity.name,
+            "public_key": identity.public_key.to_base64(),
+            "endpoint": str(self._endpoint),
+            "map_version": self._tunnel.map_version,
+            "controller": {
+                "address": ctl.address,
+                "connected": ctl.connected,
+                "last_error": ctl.last_error,
+            },
+            "peers": [
+                {
+                    "name": p.name,
+                    "endpoint": p.endpoint,
+                    "rx_packets": p.rx_packets,
+                    "rx_bytes": p.rx_bytes,
+                    "tx_packets": p.tx_packets,
+                    "tx_bytes": p.tx_bytes,
+                    "last_rx_seconds_ago": (
+                        None if p.last_rx is None else round(max(0.0, now - p.last_rx), 1)
+                    ),
+                }
+                for p in self._tunnel.peers()
+            ],
+            "routes": [
+                {"route": str(net), "edge": wanted[net], "installed": net in installed}
+                for net in sorted(wanted, key=route_key)
+            ],
+            "drops": self._tunnel.drops(),
+        }
+
+
+class AdminServer:
+    """The unix socket server; `start` then `close`."""
+
+    def __init__(self, path: Path, status: Callable[[], dict[str, Any]]) -> None:
+        self.path = path
+        self._status = status
+        self._server: asyncio.Server | None = None
+        self._owned = False
+
+    async def start(self) -> None:
+        """Remove a stale socket file, listen, chmod 0600.
+
+        Raises:
+            AdminError: another edge answers on the socket, or the path is not a socket.
+        """
+        self._remove_stale()
+        try:
+            self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
+            self._owned = True
+            os.chmod(self.path, 0o600)
+        except OSError as e:
+            raise AdminError(f"cannot listen on {self.path}: {e.strerror or e}") from None
+        _log.info(kv("admin_listening", socket=self.path))
+
+    def _remove_stale(self) -> None:
+        try:
+            st = self.path.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise AdminError(f"{self.path} exists and is not a socket; refusing to remove it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(str(self.path))
+        except OSError:
+            self.path.unlink(missing_ok=True)
+            _log.info(kv("admin_stale_socket_removed", socket=self.path))
+            return
+        finally:
+            probe.close()
+        raise AdminError(f"another edge is running: it answers on {self.path}")
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
+            command = line[:MAX_REQUEST].strip().decode("ascii", "replace")
+            if command == "status":
+                reply: dict[str, Any] = self._status()
+            else:
+                reply = {"error": f"unknown command {command!r}; allowed: status"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, OSError, ValueError):
+            pass
+        except Exception:
+            _log.exception(kv("admin_request_failed"))
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def close(self) -> None:
+        """Stop listening and remove the socket file; idempotent."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._owned:
+            self._owned = False
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,252 @@
+"""The edge config: one frozen, validated `EdgeConfig` per process.
+
+Owns the meaning of every key of the edge's TOML file and its defaults. Every problem
+raises `isthmus.configfile.ConfigError` naming the dotted key, what was wrong and what
+is allowed. Reading the file is the only I/O; `parse` checks a table alone.
+
+Keys (the example file deploy/examples/edge.toml shows each):
+
+    name              required  this edge's name, as listed in the controller config
+    private_key_file  required  path of the private key written by 'isthmus keygen' (mode 0600)
+    controller        required  "host:port" of the controller's gRPC server
+    listen            required  "ip:port" the UDP socket binds; port 0 picks any free port
+    endpoint          required  "ip:port" peers send to (advertised to the controller)
+    routes            required  the routes (CIDRs) this edge advertises; may be empty; each once
+    state_dir         optional  default /var/lib/isthmus; holds the cached map (map.pb)
+    admin_socket      optional  default <state_dir>/admin.sock; `isthmus status` connects here
+    [tun]             required
+      name            optional  default "isthmus0"; 1-15 characters of A-Z a-z 0-9 _ . -
+      address         required  this edge's IPv4 address on the TUN, CIDR form
+      mtu             optional  default 1420 (= 1500 - 28 IPv4+UDP - 52 isthmus); 576-9000
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from isthmus.configfile import ConfigError, Table, check_keys, get_int, join, read_toml
+from isthmus.endpoint import ENDPOINT_RULE, Endpoint
+from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
+from isthmus.routemap import ROUTE_RULE, Network, parse_route
+
+T = TypeVar("T")
+
+DEFAULT_STATE_DIR = Path("/var/lib/isthmus")
+DEFAULT_TUN_NAME = "isthmus0"
+DEFAULT_MTU = 1420
+MTU_MIN, MTU_MAX = 576, 9000
+# sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+LISTEN_RULE = (
+    "'ip:port' or '[ipv6]:port' with a literal IP address and a port 0-65535 (0 = any free port)"
+)
+ENDPOINT_USE = f"{ENDPOINT_RULE}, not an unspecified address (0.0.0.0 or ::)"
+CONTROLLER_RULE = "'host:port' or '[ipv6]:port' with a host name or IP address and a port 1-65535"
+PATH_RULE = "a non-empty path"
+ROUTES_RULE = f"a list of routes: {ROUTE_RULE}"
+TUN_NAME_RULE = "1-15 characters of A-Z, a-z, 0-9, '_', '.' and '-'"
+TUN_ADDRESS_RULE = "an IPv4 address with a prefix length, e.g. 10.244.255.254/32"
+TUN_RULE = "a table with address and optionally name and mtu ([tun])"
+
+_TOP_KEYS = {
+    "name",
+    "private_key_file",
+    "controller",
+    "listen",
+    "endpoint",
+    "routes",
+    "state_dir",
+    "admin_socket",
+    "tun",
+}
+_TUN_KEYS = {"name", "address", "mtu"}
+_TUN_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class TunConfig:
+    """The TUN device this edge creates."""
+
+    name: str
+    address: ipaddress.IPv4Interface
+    mtu: int = DEFAULT_MTU
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """The whole validated edge config."""
+
+    name: EdgeName
+    private_key_file: Path
+    controller: str  # "host:port" as grpc takes it
+    listen: Endpoint
+    endpoint: Endpoint
+    routes: tuple[Network, ...]
+    tun: TunConfig
+    state_dir: Path = DEFAULT_STATE_DIR
+    admin_socket: Path = DEFAULT_STATE_DIR / "admin.sock"
+
+
+def load(path: Path | str) -> EdgeConfig:
+    """Read and validate an edge config file.
+
+    Raises:
+        ConfigError: unreadable file, invalid TOML, or any invalid key.
+    """
+    return parse(read_toml(Path(path)))
+
+
+def parse(table: Table) -> EdgeConfig:
+    """Validate a parsed TOML table.
+
+    Raises:
+        ConfigError: naming the dotted key, the problem and what is allowed.
+    """
+    check_keys(table, "", _TOP_KEYS)
+    name = _domain("name", _required(table, "", "name", NAME_RULE), parse_edge_name, NAME_RULE)
+    private_key_file = _path(table, "private_key_file", None)
+    controller = _domain(
+        "controller",
+        _required(table, "", "controller", CONTROLLER_RULE),
+        _controller,
+        CONTROLLER_RULE,
+    )
+    listen = _domain(
+        "listen", _required(table, "", "listen", LISTEN_RULE), _listen, LISTEN_RULE, ENDPOINT_RULE
+    )
+    endpoint = _domain(
+        "endpoint",
+        _required(table, "", "endpoint", ENDPOINT_USE),
+        _endpoint,
+        ENDPOINT_USE,
+        ENDPOINT_RULE,
+    )
+    routes = _routes(table)
+    tun = _tun(_required(table, "", "tun", TUN_RULE))
+    state_dir = _path(table, "state_dir", DEFAULT_STATE_DIR)
+    admin_socket = _path(table, "admin_socket", state_dir / "admin.sock")
+    if len(bytes(admin_socket)) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            "admin_socket" if "admin_socket" in table else "state_dir",
+            f"the admin socket path {str(admin_socket)!r} is {len(bytes(admin_socket))} bytes long",
+            f"a socket path of at most {MAX_SOCKET_PATH} bytes",
+        )
+    return EdgeConfig(
+        name=name,
+        private_key_file=private_key_file,
+        controller=controller,
+        listen=listen,
+        endpoint=endpoint,
+        routes=routes,
+        tun=tun,
+        state_dir=state_dir,
+        admin_socket=admin_socket,
+    )
+
+
+def _controller(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r} is not a host:port address") from None
+    elif not sep or not _HOST_RE.match(host):
+        raise ValueError(f"{value!r} is not a host:port address")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not a host:port address")
+    return value
+
+
+def _listen(value: Any) -> Endpoint:
+    return Endpoint.parse(value, allow_port_zero=True)
+
+
+def _endpoint(value: Any) -> Endpoint:
+    ep = Endpoint.parse(value)
+    if ep.ip.is_unspecified:
+        raise ValueError(f"{value!r} is an unspecified address peers cannot send to")
+    return ep
+
+
+def _routes(table: Table) -> tuple[Network, ...]:
+    raw = _required(table, "", "routes", ROUTES_RULE)
+    if not isinstance(raw, list):
+        raise ConfigError("routes", f"{raw!r} is not a list", ROUTES_RULE)
+    routes: list[Network] = []
+    for i, text in enumerate(raw):
+        at = f"routes[{i}]"
+        net = _domain(at, text, parse_route, ROUTE_RULE)
+        if net in routes:
+            raise ConfigError(
+                at, f"{net} is listed twice (also routes[{routes.index(net)}])", "each route once"
+            )
+        routes.append(net)
+    return tuple(routes)
+
+
+def _tun(value: Any) -> TunConfig:
+    if not isinstance(value, dict):
+        raise ConfigError("tun", f"{value!r} is not a table", TUN_RULE)
+    check_keys(value, "tun", _TUN_KEYS)
+    name = value.get("name", DEFAULT_TUN_NAME)
+    if not isinstance(name, str) or not _TUN_NAME_RE.match(name) or name in (".", ".."):
+        raise ConfigError("tun.name", f"{name!r} is not a valid interface name", TUN_NAME_RULE)
+    address = _domain(
+        "tun.address",
+        _required(value, "tun", "address", TUN_ADDRESS_RULE),
+        _tun_address,
+        TUN_ADDRESS_RULE,
+    )
+    mtu = get_int(value, "tun", "mtu", MTU_MIN, MTU_MAX, DEFAULT_MTU)
+    return TunConfig(name=name, address=address, mtu=mtu)
+
+
+def _tun_address(value: Any) -> ipaddress.IPv4Interface:
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(f"{value!r} is not an IPv4 address with a prefix length")
+    try:
+        return ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address with a prefix length") from None
+
+
+def _path(table: Table, key: str, default: Path | None) -> Path:
+    if key not in table:
+        if default is None:
+            raise ConfigError(key, "is missing", PATH_RULE)
+        return default
+    value = table[key]
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise ConfigError(key, f"{value!r} is not a non-empty path", PATH_RULE)
+    return Path(value)
+
+
+def _required(table: Table, prefix: str, key: str, allowed: str) -> Any:
+    if key not in table:
+        raise ConfigError(join(prefix, key), "is missing", allowed)
+    return table[key]
+
+
+def _domain(
+    key: str, value: Any, parse: Callable[[Any], T], allowed: str, rule: str | None = None
+) -> T:
+    """Apply a domain parser, turning its ValueError into a ConfigError at `key`.
+
+    The parser's own ": use <rule>" tail (rule defaults to `allowed`) is dropped from the
+    problem, so what is allowed is said once, after "allowed:".
+    """
+    try:
+        return parse(value)
+    except ValueError as e:
+        problem = str(e).removesuffix(f": use {rule or allowed}")
+        raise ConfigError(key, problem, allowed) from None

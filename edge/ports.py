@@ -1,0 +1,108 @@
+"""The edge's I/O ports: what the shell needs from the kernel and the disk.
+
+Owns the contracts the adapters (tun, routes, udp, mapcache) implement and the fakes
+in `edge.testing` mirror. Each method's docstring is its contract. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from isthmus.routemap import Network, RouteMap
+
+# A socket address as the tunnel core takes and returns it: (ip text, port).
+SockAddr = tuple[str, int]
+
+ROUTE_PROTO = 149  # isthmus's routing protocol number in the kernel ("proto 149")
+
+
+class RouteError(Exception):
+    """A kernel route operation failed; names the operation, the route and the errno."""
+
+    def __init__(self, op: str, cidr: str, errno: int, reason: str = "") -> None:
+        self.op = op
+        self.cidr = cidr
+        self.errno = errno
+        detail = reason or f"errno {errno}"
+        super().__init__(f"cannot {op} route {cidr}: {detail} (errno {errno})")
+
+
+class TunDevice(Protocol):
+    """A TUN device carrying raw IP packets (no packet-information header)."""
+
+    @property
+    def name(self) -> str:
+        """The interface name the kernel gave the device."""
+        ...
+
+    def fileno(self) -> int:
+        """The nonblocking file descriptor to watch for readability."""
+        ...
+
+    def readinto(self, buf: memoryview) -> int:
+        """Read one packet into `buf`, return its length; BlockingIOError when none is queued."""
+        ...
+
+    def write(self, packet: bytes | memoryview) -> int:
+        """Hand one IP packet to the kernel; raises OSError when the kernel refuses it."""
+        ...
+
+    def close(self) -> None:
+        """Destroy the device (the kernel drops its addresses and routes); idempotent."""
+        ...
+
+
+class RouteTable(Protocol):
+    """The kernel routes isthmus owns: main table, dev <tun>, proto 149; never any other."""
+
+    def list_routes(self) -> set[Network]:
+        """Every route currently installed by isthmus on the TUN; raises RouteError."""
+        ...
+
+    def replace_route(self, net: Network) -> None:
+        """Install `net` via the TUN, replacing any equal route; idempotent; raises RouteError."""
+        ...
+
+    def delete_route(self, net: Network) -> None:
+        """Remove our route `net`; a route already gone is not an error; raises RouteError."""
+        ...
+
+
+class Forwarding(Protocol):
+    """The kernel's IP forwarding switches."""
+
+    def enable(self, version: int) -> None:
+        """Turn on forwarding for IP `version` (4 or 6); best effort, logs what fails."""
+        ...
+
+
+class DatagramSocket(Protocol):
+    """The one nonblocking UDP socket all tunnel packets use; never raises OSError."""
+
+    def fileno(self) -> int:
+        """The file descriptor to watch for readability."""
+        ...
+
+    def recv_into(self, buf: memoryview) -> tuple[int, SockAddr] | None:
+        """Receive one datagram into `buf` as (length, sender); None when no more is ready now."""
+        ...
+
+    def send(self, datagram: bytes, addr: SockAddr) -> bool:
+        """Send one datagram to `addr`; False when the kernel refused it."""
+        ...
+
+    def close(self) -> None:
+        """Close the socket; idempotent."""
+        ...
+
+
+class MapStore(Protocol):
+    """Where the last applied map survives a restart."""
+
+    def load(self) -> RouteMap | None:
+        """The saved map, or None when there is none or it is unreadable (logged, never raised)."""
+        ...
+
+    def save(self, route_map: RouteMap) -> None:
+        """Replace the saved map atomically; failures are logged, never raised."""
+        ...

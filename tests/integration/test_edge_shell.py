@@ -1,0 +1,243 @@
+"""The edge shell with fakes: the data path, the status JSON over a real unix socket,
+the map cache and the reconnect backoff.
+
+    FakeTun A -> Dataplane A -> FakeDatagramSocket A ~~(test copies)~~> FakeDatagramSocket B
+              -> Dataplane B -> FakeTun B          (both with the real tunnel core)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import random
+import stat
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nacl.bindings import crypto_box_seed_keypair
+
+from edge.admin import AdminError, AdminServer, EdgeStatus
+from edge.control import Backoff, ControllerView
+from edge.dataplane import Dataplane
+from edge.mapcache import MapCache
+from edge.status import fetch, render
+from edge.testing import FakeDatagramSocket, FakeRouteTable, FakeTun
+from edge.tunnel import Identity, Tunnel
+from isthmus.endpoint import Endpoint
+from isthmus.ids import EdgeName
+from isthmus.keys import PublicKey
+from isthmus.routemap import EdgeEntry, RouteMap, parse_route
+
+
+def keys(seed: int) -> tuple[bytes, bytes]:
+    return crypto_box_seed_keypair(bytes([seed]) * 32)
+
+
+def entry(name: str, seed: int, *routes: str) -> EdgeEntry:
+    return EdgeEntry(
+        EdgeName(name),
+        PublicKey(keys(seed)[0]),
+        (Endpoint.parse(f"198.18.0.{seed}:51820"),),
+        tuple(parse_route(r) for r in routes),
+    )
+
+
+MAP = RouteMap(
+    3, (entry("vpc-a", 1, "10.244.0.0/16"), entry("vpc-b", 2, "10.245.0.0/16"))
+).validate()
+
+
+def tunnel(name: str, seed: int) -> Tunnel:
+    t = Tunnel(Identity.from_private_key(EdgeName(name), keys(seed)[1]), bytes([seed]) * 16)
+    t.apply_map(MAP)
+    return t
+
+
+def ipv4(src: str, dst: str, payload: bytes = b"hello") -> bytes:
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(payload),
+        1,
+        0,
+        64,
+        17,
+        0,
+        ipaddress.IPv4Address(src).packed,
+        ipaddress.IPv4Address(dst).packed,
+    )
+    words = struct.unpack("!10H", header)
+    total = sum(words)
+    total = (total & 0xFFFF) + (total >> 16)
+    checksum = ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF
+    return header[:10] + struct.pack("!H", checksum) + header[12:] + payload
+
+
+def test_a_packet_crosses_from_tun_a_to_tun_b() -> None:
+    ta, tb = tunnel("vpc-a", 1), tunnel("vpc-b", 2)
+    tun_a, udp_a, tun_b, udp_b = FakeTun(), FakeDatagramSocket(), FakeTun(), FakeDatagramSocket()
+    dp_a, dp_b = (
+        Dataplane(ta, tun_a, udp_a, lambda: 10.0),
+        Dataplane(tb, tun_b, udp_b, lambda: 10.0),
+    )
+    packets = [ipv4("10.244.0.5", "10.245.0.7", bytes([i]) * 10) for i in range(100)]
+    tun_a.inbound.extend(packets)
+    tun_a.inbound.append(b"not an ip packet")
+
+    dp_a.on_tun_readable()  # one wakeup drains at most 64
+    assert len(udp_a.sent) == 64
+    dp_a.on_tun_readable()
+    assert len(udp_a.sent) == 100 and not tun_a.inbound
+    assert {addr for _, addr in udp_a.sent} == {("198.18.0.2", 51820)}
+    assert ta.drops()["not_ip"] == 1
+
+    udp_b.inbound.extend((d, ("198.18.0.1", 51820)) for d, _ in udp_a.sent)
+    udp_b.inbound.append((b"\x01garbage", ("203.0.113.9", 9)))
+    dp_b.on_udp_readable()
+    dp_b.on_udp_readable()
+    assert tun_b.written == packets
+    assert tb.drops()["malformed"] == 1
+    [peer] = tb.peers()
+    assert (peer.name, peer.rx_packets, peer.last_rx) == ("vpc-a", 100, 10.0)
+
+
+def test_send_failures_and_tun_write_failures_are_counted_not_raised() -> None:
+    ta, tb = tunnel("vpc-a", 1), tunnel("vpc-b", 2)
+    tun_a, udp_a, tun_b, udp_b = FakeTun(), FakeDatagramSocket(), FakeTun(), FakeDatagramSocket()
+    dp_a, dp_b = Dataplane(ta, tun_a, udp_a), Dataplane(tb, tun_b, udp_b)
+    udp_a.refuse_sends = True
+    tun_a.inbound.append(ipv4("10.244.0.5", "10.245.0.7"))
+    dp_a.on_tun_readable()
+    assert ta.drops()["send_failed"] == 1
+
+    udp_a.refuse_sends = False
+    tun_a.inbound.append(ipv4("10.244.0.5", "10.245.0.7"))
+    dp_a.on_tun_readable()
+    udp_b.inbound.append((udp_a.sent[0][0], ("198.18.0.1", 51820)))
+    tun_b.refuse_writes = True
+    dp_b.on_udp_readable()
+    assert dp_b.tun_write_errors == 1
+
+
+def edge_status(routes: FakeRouteTable) -> EdgeStatus:
+    return EdgeStatus(
+        endpoint=Endpoint.parse("198.18.0.1:51820"),
+        tunnel=tunnel("vpc-a", 1),
+        route_map=lambda: MAP,
+        controller=lambda: ControllerView("198.18.0.100:7000", False, "UNAVAILABLE: down"),
+        routes=routes,
+        clock=lambda: 100.0,
+    )
+
+
+def test_status_json_has_the_documented_shape() -> None:
+    status = edge_status(FakeRouteTable({parse_route("10.245.0.0/16")})).build()
+    assert list(status) == [
+        "edge",
+        "public_key",
+        "endpoint",
+        "map_version",
+        "controller",
+        "peers",
+        "routes",
+        "drops",
+    ]
+    assert status["edge"] == "vpc-a"
+    assert status["public_key"] == PublicKey(keys(1)[0]).to_base64()
+    assert status["map_version"] == 3
+    assert status["controller"] == {
+        "address": "198.18.0.100:7000",
+        "connected": False,
+        "last_error": "UNAVAILABLE: down",
+    }
+    assert status["peers"] == [
+        {
+            "name": "vpc-b",
+            "endpoint": "198.18.0.2:51820",
+            "rx_packets": 0,
+            "rx_bytes": 0,
+            "tx_packets": 0,
+            "tx_bytes": 0,
+            "last_rx_seconds_ago": None,
+        }
+    ]
+    assert status["routes"] == [{"route": "10.245.0.0/16", "edge": "vpc-b", "installed": True}]
+    assert set(status["drops"]) == {
+        "malformed",
+        "unknown_peer",
+        "decrypt_failed",
+        "bad_inner_source",
+        "no_route",
+        "not_ip",
+        "send_failed",
+    }
+    text = render(status)
+    assert "controller: 198.18.0.100:7000 (disconnected)" in text
+    assert "last authenticated packet: never" in text
+    assert "10.245.0.0/16  via vpc-b  installed" in text
+
+
+def test_admin_socket_serves_status_and_cleans_up(tmp_path: Path) -> None:
+    path = tmp_path / "admin.sock"
+    routes = FakeRouteTable()
+
+    async def scenario() -> dict[str, Any]:
+        server = AdminServer(path, edge_status(routes).build)
+        await server.start()
+        try:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            with pytest.raises(AdminError, match="another edge is running"):
+                await AdminServer(path, dict).start()
+            reply = await asyncio.to_thread(fetch, path)
+        finally:
+            await server.close()
+        assert not path.exists()
+        return reply
+
+    reply = asyncio.run(scenario())
+    assert reply["routes"] == [{"route": "10.245.0.0/16", "edge": "vpc-b", "installed": False}]
+    json.dumps(reply)
+
+
+def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "admin.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens
+
+    async def scenario() -> None:
+        server = AdminServer(path, lambda: {"edge": "vpc-a"})
+        await server.start()
+        assert await asyncio.to_thread(fetch, path) == {"edge": "vpc-a"}
+        await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_map_cache_round_trip_and_bad_files(tmp_path: Path) -> None:
+    cache = MapCache(tmp_path)
+    assert cache.load() is None
+    cache.save(MAP)
+    assert cache.load() == MAP
+    assert stat.S_IMODE(cache.path.stat().st_mode) == 0o600
+    cache.path.write_bytes(b"\xff\xff\xff garbage")
+    assert cache.load() is None
+    cache.path.write_bytes(b"\x08\x01\x12\x04\x0a\x02UP")  # a snapshot with a bad edge name
+    assert cache.load() is None
+
+
+def test_backoff_grows_with_jitter_up_to_the_maximum() -> None:
+    backoff = Backoff(rng=random.Random(7))
+    delays = [backoff.delay() for _ in range(15)]
+    bases = [min(0.5 * 1.6**i, 15.0) for i in range(15)]
+    for d, base in zip(delays, bases, strict=True):
+        assert 0.8 * base <= d <= 1.2 * base
+    assert max(delays) <= 18.0
+    backoff.reset()
+    assert 0.4 <= backoff.delay() <= 0.6

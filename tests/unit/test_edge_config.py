@@ -1,0 +1,181 @@
+"""The edge config: a good file, defaults, and the exact messages for bad keys."""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.config import EdgeConfig, load, parse
+from isthmus.configfile import ConfigError
+from isthmus.endpoint import Endpoint
+from isthmus.routemap import parse_route
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """
+name = "vpc-a"
+private_key_file = "/etc/isthmus/private.key"
+controller = "198.18.0.1:7000"
+listen = "0.0.0.0:51820"
+endpoint = "198.18.0.11:51820"
+routes = ["10.244.0.0/16", "fd00:1::/64"]
+
+[tun]
+address = "10.244.255.254/32"
+"""
+
+
+def table(**changes: Any) -> dict[str, Any]:
+    """The GOOD table with top-level keys replaced (None removes one)."""
+    t = tomllib.loads(GOOD)
+    for key, value in changes.items():
+        if value is None:
+            t.pop(key)
+        else:
+            t[key] = value
+    return t
+
+
+def error(t: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(t)
+    return str(info.value)
+
+
+def test_good_file_with_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text(GOOD)
+    cfg = load(path)
+    assert cfg == EdgeConfig(
+        name=cfg.name,
+        private_key_file=Path("/etc/isthmus/private.key"),
+        controller="198.18.0.1:7000",
+        listen=Endpoint.parse("0.0.0.0:51820"),
+        endpoint=Endpoint.parse("198.18.0.11:51820"),
+        routes=(parse_route("10.244.0.0/16"), parse_route("fd00:1::/64")),
+        tun=cfg.tun,
+        state_dir=Path("/var/lib/isthmus"),
+        admin_socket=Path("/var/lib/isthmus/admin.sock"),
+    )
+    assert cfg.name == "vpc-a"
+    assert cfg.tun.name == "isthmus0"
+    assert cfg.tun.address == ipaddress.IPv4Interface("10.244.255.254/32")
+    assert cfg.tun.mtu == 1420
+
+
+def test_admin_socket_follows_state_dir() -> None:
+    cfg = parse(table(state_dir="/srv/isthmus"))
+    assert cfg.admin_socket == Path("/srv/isthmus/admin.sock")
+    cfg = parse(table(state_dir="/srv/isthmus", admin_socket="/run/isthmus.sock"))
+    assert cfg.admin_socket == Path("/run/isthmus.sock")
+
+
+def test_listen_port_zero_and_ipv6_and_controller_forms() -> None:
+    assert parse(table(listen="[::]:0")).listen.port == 0
+    for target in ("controller.example.com:7000", "[fd00::1]:7000", "127.0.0.1:1"):
+        assert parse(table(controller=target)).controller == target
+
+
+def test_the_example_file_is_valid() -> None:
+    cfg = load(ROOT / "deploy" / "examples" / "edge.toml")
+    assert cfg.tun.mtu == 1420 and cfg.tun.name == "isthmus0"
+
+
+def test_missing_key() -> None:
+    assert error(table(endpoint=None)) == (
+        "endpoint: is missing; allowed: 'ip:port' or '[ipv6]:port' with a literal IP address "
+        "and a port 1-65535, not an unspecified address (0.0.0.0 or ::)"
+    )
+    assert error(table(private_key_file=None)) == (
+        "private_key_file: is missing; allowed: a non-empty path"
+    )
+
+
+def test_missing_tun_address() -> None:
+    assert error(table(tun={"name": "isthmus0"})) == (
+        "tun.address: is missing; allowed: an IPv4 address with a prefix length, "
+        "e.g. 10.244.255.254/32"
+    )
+
+
+def test_bad_cidr() -> None:
+    assert error(table(routes=["10.244.0.0/16", "10.1.2.3/16"])) == (
+        "routes[1]: '10.1.2.3/16' is not a route (10.1.2.3/16 has host bits set); "
+        "allowed: an IPv4 or IPv6 network in CIDR form with no host bits set, "
+        "e.g. 10.244.0.0/16"
+    )
+
+
+def test_duplicate_route() -> None:
+    assert error(table(routes=["10.244.0.0/16", "10.244.0.0/16"])) == (
+        "routes[1]: 10.244.0.0/16 is listed twice (also routes[0]); allowed: each route once"
+    )
+
+
+def test_mtu_out_of_range() -> None:
+    assert error(table(tun={"address": "10.244.255.254/32", "mtu": 99999})) == (
+        "tun.mtu: 99999 is out of range; allowed: an integer 576-9000"
+    )
+
+
+def test_unknown_key() -> None:
+    assert error(table(listen_port=51820)) == (
+        "listen_port: unknown key; allowed: one of admin_socket, controller, endpoint, "
+        "listen, name, private_key_file, routes, state_dir, tun"
+    )
+    assert error(table(tun={"address": "10.244.255.254/32", "mut": 1400})) == (
+        "tun.mut: unknown key; allowed: one of address, mtu, name"
+    )
+
+
+def test_bad_endpoint() -> None:
+    assert error(table(endpoint="198.18.0.11")) == (
+        "endpoint: '198.18.0.11' is not an endpoint; allowed: 'ip:port' or '[ipv6]:port' with "
+        "a literal IP address and a port 1-65535, not an unspecified address (0.0.0.0 or ::)"
+    )
+    assert error(table(endpoint="0.0.0.0:51820")) == (
+        "endpoint: '0.0.0.0:51820' is an unspecified address peers cannot send to; "
+        "allowed: 'ip:port' or '[ipv6]:port' with a literal IP address and a port 1-65535, "
+        "not an unspecified address (0.0.0.0 or ::)"
+    )
+
+
+def test_bad_controller() -> None:
+    assert error(table(controller="198.18.0.1")) == (
+        "controller: '198.18.0.1' is not a host:port address; allowed: 'host:port' or "
+        "'[ipv6]:port' with a host name or IP address and a port 1-65535"
+    )
+
+
+def test_bad_tun_name_and_address() -> None:
+    assert error(table(tun={"name": "a-very-long-tun-name", "address": "10.0.0.1/32"})) == (
+        "tun.name: 'a-very-long-tun-name' is not a valid interface name; "
+        "allowed: 1-15 characters of A-Z, a-z, 0-9, '_', '.' and '-'"
+    )
+    assert error(table(tun={"address": "fd00::1/128"})) == (
+        "tun.address: 'fd00::1/128' is not an IPv4 address with a prefix length; "
+        "allowed: an IPv4 address with a prefix length, e.g. 10.244.255.254/32"
+    )
+
+
+def test_bad_name() -> None:
+    assert error(table(name="VPC_A")) == (
+        "name: 'VPC_A' is not a valid edge name; allowed: 1-63 characters of a-z, 0-9 and '-', "
+        "starting and ending with a letter or digit"
+    )
+
+
+def test_admin_socket_too_long() -> None:
+    assert error(table(admin_socket="/" + "a" * 120)).startswith(
+        "admin_socket: the admin socket path '/aaaa"
+    )
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "missing.toml")
+    assert "cannot read" in str(info.value)
