@@ -20,15 +20,15 @@ from typing import Final
 import grpc
 
 from controller import config as controller_config
-from controller import logfmt
 from controller.config import ControllerConfig
 from controller.errors import StoreError
-from controller.logfmt import kv
 from controller.publisher import Publisher
 from controller.registry import Registry, Withdrawn
 from controller.service import ControllerService
 from controller.store import FileStore, Store
+from isthmus import logfmt
 from isthmus.configfile import ConfigError
+from isthmus.logfmt import kv
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 
 log = logging.getLogger("controller")
@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"isthmus controller: {path}: {e}", file=sys.stderr)
         return 1
-    logfmt.configure()
+    logfmt.configure("controller")
     try:
         asyncio.run(_serve(path, config))
     except (StoreError, OSError) as e:

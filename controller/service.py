@@ -27,11 +27,11 @@ from controller.errors import (
     StoreError,
     UnknownEdge,
 )
-from controller.logfmt import kv
 from controller.publisher import Publisher
 from controller.registry import Registry, Withdrawn
 from controller.store import Store
 from isthmus.convert import Registration, WireError, map_to_pb, registration_from_pb
+from isthmus.logfmt import kv
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 

@@ -23,7 +23,6 @@ from edge.admin import AdminError, AdminServer, EdgeStatus
 from edge.applier import MapApplier
 from edge.control import ControlLoop
 from edge.dataplane import Dataplane
-from edge.logfmt import LOGGER, configure, kv
 from edge.mapcache import MapCache
 from edge.ports import RouteError
 from edge.routes import KernelRoutes, Sysctl
@@ -33,9 +32,10 @@ from edge.udp import UdpSocket
 from isthmus.configfile import ConfigError
 from isthmus.convert import Registration
 from isthmus.keys import read_private_key
+from isthmus.logfmt import configure, kv
 from isthmus.routemap import RouteMap
 
-_log = logging.getLogger(f"{LOGGER}.main")
+_log = logging.getLogger(__name__)
 
 
 class StartError(Exception):
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"isthmus edge: private_key_file: {e}", file=sys.stderr)
         return 1
-    configure()
+    configure("edge")
     try:
         asyncio.run(run(cfg, identity))
     except StartError as e:

@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from edge.control import ControllerView
-from edge.logfmt import LOGGER, kv
 from edge.ports import RouteError, RouteTable
 from edge.reconcile import desired_routes, route_key
 from edge.tunnel import Tunnel
 from isthmus.endpoint import Endpoint
+from isthmus.logfmt import kv
 from isthmus.routemap import RouteMap
 
 READ_TIMEOUT = 5.0
 MAX_REQUEST = 1024
 
-_log = logging.getLogger(f"{LOGGER}.admin")
+_log = logging.getLogger(__name__)
 
 
 class AdminError(Exception):

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from edge.logfmt import LOGGER, kv
 from edge.ports import Forwarding, MapStore, RouteError, RouteTable
 from edge.reconcile import desired_routes, reconcile
 from isthmus.ids import EdgeName
+from isthmus.logfmt import kv
 from isthmus.routemap import EdgeEntry, MapError, RouteMap
 
-_log = logging.getLogger(f"{LOGGER}.applier")
+_log = logging.getLogger(__name__)
 
 
 class MapTarget(Protocol):

@@ -23,8 +23,8 @@ from typing import Protocol
 
 import grpc
 
-from edge.logfmt import LOGGER, kv
 from isthmus.convert import Registration, WireError, map_from_pb, registration_to_pb
+from isthmus.logfmt import kv
 from isthmus.routemap import RouteMap
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1.isthmus_pb2_grpc import ControllerStub
@@ -51,7 +51,7 @@ REFUSALS = frozenset(
     }
 )
 
-_log = logging.getLogger(f"{LOGGER}.control")
+_log = logging.getLogger(__name__)
 
 
 class MapSink(Protocol):

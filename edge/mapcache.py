@@ -13,14 +13,14 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from edge.logfmt import LOGGER, kv
 from isthmus.convert import WireError, map_from_pb, map_to_pb
+from isthmus.logfmt import kv
 from isthmus.routemap import RouteMap
 from isthmus.v1 import isthmus_pb2 as pb
 
 FILE_NAME = "map.pb"
 
-_log = logging.getLogger(f"{LOGGER}.mapcache")
+_log = logging.getLogger(__name__)
 
 
 class MapCache:

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 
-from edge.logfmt import LOGGER, kv
 from edge.ports import RouteError, RouteTable
 from isthmus.ids import EdgeName
+from isthmus.logfmt import kv
 from isthmus.routemap import Network, RouteMap
 
-_log = logging.getLogger(f"{LOGGER}.reconcile")
+_log = logging.getLogger(__name__)
 
 
 def route_key(net: Network) -> tuple[int, int, int]:

@@ -24,14 +24,14 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from edge.logfmt import LOGGER, kv
 from edge.ports import ROUTE_PROTO, RouteError
+from isthmus.logfmt import kv
 from isthmus.routemap import Network
 
 T = TypeVar("T")
 MAIN_TABLE = 254
 
-_log = logging.getLogger(f"{LOGGER}.routes")
+_log = logging.getLogger(__name__)
 
 IN6_ADDR_GEN_MODE_NONE = 1
 _NO_IPV6_LINK_LOCAL = {

@@ -12,13 +12,13 @@ import ipaddress
 import logging
 import socket
 
-from edge.logfmt import LOGGER, kv
 from edge.ports import SockAddr
 from isthmus.endpoint import Endpoint
+from isthmus.logfmt import kv
 
 BUFFER_BYTES = 4 * 1024 * 1024
 
-_log = logging.getLogger(f"{LOGGER}.udp")
+_log = logging.getLogger(__name__)
 
 
 class UdpSocket:

@@ -1,7 +1,7 @@
 """Log lines as key=value pairs: `ts=... level=info event=registered edge=vpc-a ...`.
 
-Owns the one line format both the service and the composition root log with. Values
-with spaces, quotes or '=' are quoted JSON-style so every line splits unambiguously.
+Owns the one line format the controller and the edge both log with. Values with
+spaces, quotes or '=' are quoted JSON-style so every line splits unambiguously.
 Callers pass only public data: names, routes, endpoints, public keys; never key material.
 """
 
@@ -48,11 +48,11 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-def configure(level: int = logging.INFO) -> None:
-    """Send the `controller` loggers' lines to stderr in this format."""
+def configure(root: str, level: int = logging.INFO) -> None:
+    """Send the lines of logger `root` (a process's package) and its children to stderr."""
     handler = logging.StreamHandler()
     handler.setFormatter(KeyValueFormatter())
-    logger = logging.getLogger("controller")
+    logger = logging.getLogger(root)
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
