@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from edge import config as edge_config
@@ -125,7 +126,9 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
         if any(net.version == 6 for net in cfg.routes):
             forwarding.enable(6)
 
-        tunnel = Tunnel(identity, os.urandom(16))
+        tunnel = Tunnel(
+            identity, random=os.urandom, wall_clock=time.time, timers=cfg.timers, greet=True
+        )
         cache = MapCache(cfg.state_dir)
         applier = MapApplier(cfg.name, tunnel, routes, cache, forwarding)
         applier.apply(cache.load() or RouteMap(version=0), save=False)

@@ -86,11 +86,12 @@ class EdgeStatus:
                     "rx_bytes": p.rx_bytes,
                     "tx_packets": p.tx_packets,
                     "tx_bytes": p.tx_bytes,
-                    "last_rx_seconds_ago": (
-                        None if p.last_rx is None else round(max(0.0, now - p.last_rx), 1)
-                    ),
+                    "last_rx_seconds_ago": _ago(now, p.last_rx),
+                    "session_age_seconds": _age(p.session_age),
+                    "handshakes": p.handshakes,
+                    "last_handshake_seconds_ago": _ago(now, p.last_handshake),
                 }
-                for p in self._tunnel.peers()
+                for p in self._tunnel.peers(now)
             ],
             "routes": [
                 {"route": str(net), "edge": wanted[net], "installed": net in installed}
@@ -98,6 +99,14 @@ class EdgeStatus:
             ],
             "drops": self._tunnel.drops(),
         }
+
+
+def _ago(now: float, then: float | None) -> float | None:
+    return None if then is None else round(max(0.0, now - then), 1)
+
+
+def _age(age: float | None) -> float | None:
+    return None if age is None else round(max(0.0, age), 1)
 
 
 class AdminServer:

@@ -9,6 +9,8 @@ Never withdraws routes on its own: only a new map does that.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from edge.ports import Forwarding, MapStore, RouteError, RouteTable
@@ -23,7 +25,7 @@ _log = logging.getLogger(__name__)
 class MapTarget(Protocol):
     """What the tunnel core offers the applier (edge.tunnel.Tunnel conforms)."""
 
-    def apply_map(self, route_map: RouteMap) -> None:
+    def apply_map(self, route_map: RouteMap, now: float) -> None:
         """Forward by `route_map` from now on; raises MapError and keeps the old map."""
         ...
 
@@ -38,12 +40,14 @@ class MapApplier:
         routes: RouteTable,
         store: MapStore,
         forwarding: Forwarding,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._self_name = self_name
         self._tunnel = tunnel
         self._routes = routes
         self._store = store
         self._forwarding = forwarding
+        self._clock = clock
         self._ipv6_enabled = False
         self.route_map = RouteMap(version=0)
 
@@ -57,7 +61,7 @@ class MapApplier:
         Kernel route failures are logged; the next apply or `resync` retries them.
         """
         try:
-            self._tunnel.apply_map(route_map)
+            self._tunnel.apply_map(route_map, self._clock())
         except MapError as e:
             _log.error(kv("map_refused", version=route_map.version, error=str(e)))
             return False

@@ -17,7 +17,13 @@ Keys (the example file deploy/examples/edge.toml shows each):
     [tun]             required
       name            optional  default "isthmus0"; 1-15 characters of A-Z a-z 0-9 _ . -
       address         required  this edge's IPv4 address on the TUN, CIDR form
-      mtu             optional  default 1420 (= 1500 - 28 IPv4+UDP - 52 isthmus); 576-9000
+      mtu             optional  default 1420 (= 1500 - 48 IPv6+UDP - 32 isthmus); 576-9000
+    [tunnel]          optional
+      persistent_keepalive  optional  default 0 (off); seconds, 0-3600: send a keepalive to each
+                            peer whenever nothing was sent to it for this long (NAT mappings)
+      rekey_after_time      optional  default 120; seconds, 1-120; lower only for tests
+      reject_after_time     optional  default 180; seconds, up to 180 and more than
+                            rekey_after_time + 5.333; lower only for tests
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge.tunnel import Timers
 from isthmus.configfile import ConfigError, Table, check_keys, get_int, join, read_toml
 from isthmus.endpoint import ENDPOINT_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
@@ -64,8 +71,11 @@ _TOP_KEYS = {
     "state_dir",
     "admin_socket",
     "tun",
+    "tunnel",
 }
 _TUN_KEYS = {"name", "address", "mtu"}
+_TUNNEL_KEYS = {"persistent_keepalive", "rekey_after_time", "reject_after_time"}
+TUNNEL_RULE = "a table with persistent_keepalive, rekey_after_time, reject_after_time ([tunnel])"
 _TUN_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
@@ -92,6 +102,7 @@ class EdgeConfig:
     tun: TunConfig
     state_dir: Path = DEFAULT_STATE_DIR
     admin_socket: Path = DEFAULT_STATE_DIR / "admin.sock"
+    timers: Timers = field(default_factory=Timers)
 
 
 def load(path: Path | str) -> EdgeConfig:
@@ -138,6 +149,7 @@ def parse(table: Table) -> EdgeConfig:
             f"the admin socket path {str(admin_socket)!r} is {len(bytes(admin_socket))} bytes long",
             f"a socket path of at most {MAX_SOCKET_PATH} bytes",
         )
+    timers = _tunnel(table.get("tunnel", {}))
     return EdgeConfig(
         name=name,
         private_key_file=private_key_file,
@@ -148,7 +160,27 @@ def parse(table: Table) -> EdgeConfig:
         tun=tun,
         state_dir=state_dir,
         admin_socket=admin_socket,
+        timers=timers,
     )
+
+
+def _tunnel(value: Any) -> Timers:
+    """The `[tunnel]` table: WireGuard's timers unless a test lowers them."""
+    if not isinstance(value, dict):
+        raise ConfigError("tunnel", f"{value!r} is not a table", TUNNEL_RULE)
+    check_keys(value, "tunnel", _TUNNEL_KEYS)
+    defaults = Timers()
+    keepalive = get_int(value, "tunnel", "persistent_keepalive", 0, 3600, 0)
+    rekey = get_int(value, "tunnel", "rekey_after_time", 1, 120, int(defaults.rekey_after_time))
+    reject = get_int(value, "tunnel", "reject_after_time", 1, 180, int(defaults.reject_after_time))
+    try:
+        return Timers(
+            persistent_keepalive=float(keepalive),
+            rekey_after_time=float(rekey),
+            reject_after_time=float(reject),
+        )
+    except ValueError as e:
+        raise ConfigError("tunnel.reject_after_time", str(e), "see [tunnel] in edge.toml") from None
 
 
 def _controller(value: Any) -> str:

@@ -79,6 +79,10 @@ def _ago(seconds: float | None) -> str:
     return f"{s // 3600} hours, {s % 3600 // 60} minutes ago"
 
 
+def _age(seconds: float | None) -> str:
+    return "no session" if seconds is None else f"{int(seconds)} seconds"
+
+
 def render(status: dict[str, Any]) -> str:
     """The status as indented text, in the manner of `wg show`."""
     ctl = status.get("controller", {})
@@ -97,6 +101,9 @@ def render(status: dict[str, Any]) -> str:
             "",
             f"peer: {p['name']}",
             f"  endpoint: {p.get('endpoint') or '(none)'}",
+            f"  latest handshake: {_ago(p.get('last_handshake_seconds_ago'))}"
+            f" ({p.get('handshakes', 0)} in all)",
+            f"  session age: {_age(p.get('session_age_seconds'))}",
             f"  last authenticated packet: {_ago(p.get('last_rx_seconds_ago'))}",
             f"  transfer: {p['rx_packets']} packets ({_bytes(p['rx_bytes'])}) received, "
             f"{p['tx_packets']} packets ({_bytes(p['tx_bytes'])}) sent",

@@ -1,27 +1,36 @@
-"""isthmus edge tunnel: the sans-I/O core of the data path.
+"""isthmus edge tunnel: the sans-I/O core of the data path (docs/protocol.md).
 
-Takes bytes and `now`, returns datagrams to send and packets for the TUN. Must never
-import an I/O module (socket, asyncio, selectors, grpc, pyroute2, pytun_pmd3,
-subprocess) or the edge's shell modules: an import-linter contract enforces it.
+Takes bytes and `now`, returns datagrams to send, packets for the TUN, a timer deadline
+and events. Must never import an I/O module (socket, asyncio, selectors, grpc, pyroute2,
+pytun_pmd3, subprocess) or the edge's shell modules: an import-linter contract enforces it.
 """
 
-from edge.tunnel.crypto import NonceExhausted, NonceSource
 from edge.tunnel.drops import DropReason
-from edge.tunnel.forwarding import Identity, Peer, PeerStats
+from edge.tunnel.events import (
+    EndpointChanged,
+    HandshakeCompleted,
+    HandshakeFailed,
+    SessionExpired,
+    TunnelEvent,
+)
+from edge.tunnel.forwarding import Identity
+from edge.tunnel.session import Role
+from edge.tunnel.timers import Timers
 from edge.tunnel.tunnel import PeerView, Tunnel
-from edge.tunnel.wire import HEADER_LEN, OVERHEAD, DataHeader, MalformedPacket
+from edge.tunnel.wire import OVERHEAD, MalformedPacket
 
 __all__ = [
-    "HEADER_LEN",
     "OVERHEAD",
-    "DataHeader",
     "DropReason",
+    "EndpointChanged",
+    "HandshakeCompleted",
+    "HandshakeFailed",
     "Identity",
     "MalformedPacket",
-    "NonceExhausted",
-    "NonceSource",
-    "Peer",
-    "PeerStats",
     "PeerView",
+    "Role",
+    "SessionExpired",
+    "Timers",
     "Tunnel",
+    "TunnelEvent",
 ]

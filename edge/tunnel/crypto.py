@@ -1,122 +1,103 @@
-"""Session crypto: shared keys, sealing and opening boxes, sender ids and nonces.
+"""Data-path sealing: XSalsa20-Poly1305 secretbox under a session key and a packet counter.
 
-Owns every call into PyNaCl, made only through `nacl.bindings` (no object wrappers
-on the hot path). Keys are raw bytes here; nothing in this module formats or logs
-key material.
+Owns the data packets' calls into libsodium. Keys are raw 32-byte session keys
+(`handshake.SessionKeys`); nothing in this module formats or logs key material.
 
 Rules:
-- A (shared key, nonce) pair is never used twice to seal. Each process draws a fresh
-  random salt (injected: this module has no randomness) and `NonceSource` counts from
-  0 under it and refuses to wrap.
-- `open_` never raises for any box: a box that does not authenticate is None.
+- The nonce is `wire.data_nonce(counter)`. A (key, counter) pair is never sealed twice:
+  the caller (the session) counts up and stops at REJECT_AFTER_MESSAGES.
+- `open_` never raises for any box or counter: a box that does not authenticate is None.
+
+Two implementations with one contract: `seal`/`open_` call libsodium through PyNaCl's
+private cffi handle (`nacl._sodium`), which saves the argument checks, a copy of a
+memoryview box and a copy of the result buffer; `seal_portable`/`open_portable` use only
+the public `nacl.bindings`. `FAST` says which one `seal`/`open_` are; when the private
+handle is missing (a future PyNaCl), they are the portable ones. A test checks that both
+agree byte for byte.
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 
 import nacl.bindings as sodium
 from nacl.exceptions import CryptoError
 
-from edge.tunnel.wire import COUNTER_LEN, SALT_LEN, SENDER_ID_LEN
-from isthmus.keys import KEY_LEN
+from edge.tunnel.wire import BOX_TAG_LEN, MAX_COUNTER, data_nonce
 
-# The counter value the source refuses to hand out: one below 2**64, so the counter
-# field is never seen to wrap, not even at its last value.
-COUNTER_LIMIT = 2**64 - 1
+KEY_LEN = 32
+Box = bytes | bytearray | memoryview
 
 
-class NonceExhausted(RuntimeError):
-    """2**64 - 1 nonces were drawn under one salt; a bug, never reached in practice."""
-
-
-def public_key_of(private_key: bytes) -> bytes:
-    """The X25519 public key of a 32-byte private key.
+def seal_portable(key: bytes, counter: int, plaintext: Box) -> bytes:
+    """Tag (16) || ciphertext of `plaintext` under `key` and the nonce of `counter`.
 
     Raises:
-        ValueError: the private key is not 32 bytes.
+        ValueError: the key is not 32 bytes or the counter not a uint64 (caller bugs).
     """
-    if len(private_key) != KEY_LEN:
-        raise ValueError(f"a private key is {KEY_LEN} bytes, got {len(private_key)}")
-    return sodium.crypto_scalarmult_base(private_key)
+    result: bytes = sodium.crypto_secretbox_easy(bytes(plaintext), data_nonce(counter), key)
+    return result
 
 
-def precompute(private_key: bytes, peer_public: bytes) -> bytes:
-    """The shared key of this edge and a peer (crypto_box_beforenm), the same on both sides.
-
-    Raises:
-        ValueError: a key is not 32 bytes, or the peer's key gives no usable secret
-            (a low-order point libsodium refuses).
-    """
-    if len(private_key) != KEY_LEN or len(peer_public) != KEY_LEN:
-        raise ValueError(f"keys are {KEY_LEN} bytes")
+def open_portable(key: bytes, counter: int, box: Box) -> bytes | None:
+    """The plaintext of `box`, or None when it does not authenticate or anything is off."""
     try:
-        return sodium.crypto_box_beforenm(peer_public, private_key)
-    except CryptoError:
-        raise ValueError("the peer's public key gives no usable shared secret") from None
-
-
-def seal(key: bytes, nonce: bytes, plaintext: bytes) -> bytes:
-    """MAC (16) || ciphertext of `plaintext`.
-
-    Raises:
-        ValueError: the key or nonce has the wrong size (a caller bug).
-    """
-    return sodium.crypto_box_easy_afternm(plaintext, nonce, key)
-
-
-def open_(key: bytes, nonce: bytes, box: bytes) -> bytes | None:
-    """The plaintext of `box`, or None when it does not authenticate or has a bad size."""
-    try:
-        return sodium.crypto_box_open_easy_afternm(box, nonce, key)
+        result: bytes = sodium.crypto_secretbox_open_easy(bytes(box), data_nonce(counter), key)
     except (CryptoError, ValueError, TypeError):
         return None
+    return result
 
 
-def sender_id(public_key: bytes) -> bytes:
-    """BLAKE2b-64 of a public key: the cleartext name of a packet's sender."""
-    return hashlib.blake2b(public_key, digest_size=SENDER_ID_LEN).digest()
+def _fast() -> tuple[Callable[[bytes, int, Box], bytes], Callable[[bytes, int, Box], bytes | None]]:
+    from nacl._sodium import ffi, lib
 
+    c_seal = lib.crypto_secretbox_easy
+    c_open = lib.crypto_secretbox_open_easy
+    new = ffi.new
+    buffer = ffi.buffer
+    from_buffer = ffi.from_buffer
 
-class NonceSource:
-    """Nonces salt (16) || counter (8, big-endian), the counter counting from `start`.
-
-    One source serves every peer of a process: the counter is unique per process, so
-    (key, nonce) is unique for every key.
-    """
-
-    __slots__ = ("_counter", "_salt")
-
-    def __init__(self, salt: bytes, *, start: int = 0) -> None:
-        """`start` exists for tests of exhaustion; production code uses 0.
+    def seal(key: bytes, counter: int, plaintext: Box) -> bytes:
+        """Tag (16) || ciphertext of `plaintext` under `key` and the nonce of `counter`.
 
         Raises:
-            ValueError: the salt is not 16 bytes or `start` is out of range.
+            ValueError: the key is not 32 bytes or the counter not a uint64 (caller bugs).
         """
-        if len(salt) != SALT_LEN:
-            raise ValueError(f"a salt is {SALT_LEN} bytes, got {len(salt)}")
-        if not 0 <= start <= COUNTER_LIMIT:
-            raise ValueError(f"start {start} is out of range 0-{COUNTER_LIMIT}")
-        self._salt = bytes(salt)
-        self._counter = start
+        if len(key) != KEY_LEN:
+            raise ValueError(f"a session key is {KEY_LEN} bytes, got {len(key)}")
+        nonce = data_nonce(counter)
+        if type(plaintext) is not bytes:
+            plaintext = from_buffer(plaintext)
+        size = len(plaintext) + BOX_TAG_LEN
+        out = new("unsigned char[]", size)
+        c_seal(out, plaintext, size - BOX_TAG_LEN, nonce, key)
+        result: bytes = buffer(out, size)[:]
+        return result
 
-    @property
-    def salt(self) -> bytes:
-        return self._salt
+    def open_(key: bytes, counter: int, box: Box) -> bytes | None:
+        """The plaintext of `box`, or None when it does not authenticate or anything is off."""
+        if len(key) != KEY_LEN or not 0 <= counter <= MAX_COUNTER:
+            return None
+        try:
+            if type(box) is not bytes:
+                box = from_buffer(box)  # no copy; its len() counts bytes
+            size = len(box) - BOX_TAG_LEN
+            if size < 0:
+                return None
+            out = new("unsigned char[]", size or 1)
+            if c_open(out, box, size + BOX_TAG_LEN, data_nonce(counter), key) != 0:
+                return None
+        except (TypeError, ValueError, BufferError):
+            return None
+        result: bytes = buffer(out, size)[:]
+        return result
 
-    @property
-    def counter(self) -> int:
-        """The counter the next nonce will carry."""
-        return self._counter
+    return seal, open_
 
-    def next(self) -> bytes:
-        """The next nonce (24 bytes).
 
-        Raises:
-            NonceExhausted: the counter reached COUNTER_LIMIT.
-        """
-        counter = self._counter
-        if counter >= COUNTER_LIMIT:
-            raise NonceExhausted("nonce counter exhausted; the process must restart")
-        self._counter = counter + 1
-        return self._salt + counter.to_bytes(COUNTER_LEN, "big")
+try:
+    seal, open_ = _fast()
+    FAST = True
+except (ImportError, AttributeError):  # pragma: no cover - PyNaCl changed its internals
+    seal, open_ = seal_portable, open_portable
+    FAST = False

@@ -1,8 +1,9 @@
 """Why the tunnel dropped a packet, and how often.
 
 Owns the drop vocabulary shared by the core, the shell, metrics and `isthmus status`
-(whose "drops" object has exactly these keys). A dropped packet is counted once,
-under the first check it failed, and never logged per packet.
+(whose "drops" object has exactly these keys, docs/protocol.md "Drop reasons"). A dropped
+packet or handshake message is counted once, under the first check it failed, and never
+logged per packet.
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ import enum
 class DropReason(enum.Enum):
     """Each value is the key used in status JSON and metrics."""
 
-    MALFORMED = "malformed"  # a datagram that is not a tunnel packet
-    UNKNOWN_PEER = "unknown_peer"  # a sender id of no peer in the current map
-    DECRYPT_FAILED = "decrypt_failed"  # the box does not authenticate under the peer's key
+    MALFORMED = "malformed"  # not a tunnel message, or a handshake message with a bad mac1
+    UNKNOWN_PEER = "unknown_peer"  # no session/handshake with that index, or a key not in the map
+    DECRYPT_FAILED = "decrypt_failed"  # a box or handshake field that does not authenticate
+    REPLAY = "replay"  # a data counter already seen, or an initiation timestamp not newer
+    TOO_OLD = "too_old"  # a data counter behind the replay window
     BAD_INNER_SOURCE = "bad_inner_source"  # the inner source is outside the sender's routes
     NO_ROUTE = "no_route"  # no other edge owns the destination, or it has no endpoint
+    RATELIMITED = "ratelimited"  # handshake flood control (token bucket, load, 20 ms rule)
+    EXPIRED_SESSION = "expired_session"  # data on a session older than REJECT_AFTER_TIME
+    NO_SESSION = "no_session"  # a queued packet dropped: queue full, handshake gave up, peer gone
     NOT_IP = "not_ip"  # the inner packet is not a well-formed IPv4/IPv6 packet
     SEND_FAILED = "send_failed"  # the shell could not send the datagram (counted by the shell)
 
@@ -30,8 +36,8 @@ class DropCounters:
     def __init__(self) -> None:
         self._counts: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
 
-    def add(self, reason: DropReason) -> None:
-        self._counts[reason] += 1
+    def add(self, reason: DropReason, count: int = 1) -> None:
+        self._counts[reason] += count
 
     def get(self, reason: DropReason) -> int:
         return self._counts[reason]

@@ -1,159 +1,267 @@
-"""The tunnel core: IP packets in from the TUN become datagrams out, and back.
+"""The tunnel core: one edge's data path and handshakes, sans I/O.
 
-Owns the whole data path of one edge, sans I/O: the shell hands it bytes and `now`
-and gets back a datagram with its (host, port), or a packet for the TUN, or None
-when the packet was dropped (and counted). It imports no I/O module, reads no clock
-and draws no randomness: the salt and the time come in from the shell.
+Owns the composition of the core and its public API: the shell hands it packets from the
+TUN (`inside`), datagrams from UDP (`outside`), the map (`apply_map`) and the time, and
+drains what to send (`datagrams_to_send`), the next deadline (`get_timer`) and events
+(`next_event`). It imports no I/O module and reads no clock but the injected wall clock
+(TAI64N timestamps only); randomness is injected too, so tests are deterministic.
 
-Error contract: `inside` and `outside` never raise for any input bytes; they drop
-and count instead. If either raises, that is a bug in this package. The single
-exception is `NonceExhausted` from `inside` after 2**64 - 1 packets, which no
-process lives long enough to see.
+Error contract: `inside`, `outside` and `handle_timer` never raise for any input bytes;
+they drop and count. If one does, that is a bug in this package. `apply_map` raises
+MapError for a map that breaks a map rule and keeps the old map.
 
-Data path, by direction:
-- inside (TUN -> UDP): parse the IP header (not_ip), find the peer owning the
-  destination with an endpoint (no_route), seal under its shared key with the next
-  nonce, frame.
-- outside (UDP -> TUN): unframe (malformed), find the peer by sender id
-  (unknown_peer), open (decrypt_failed), parse the IP header (not_ip), check that the
-  source lies in the sender's routes (bad_inner_source). The UDP source address is
-  not trusted for anything: NAT rewrites it; the key authenticates the sender.
+Map rules (docs/protocol.md "Roaming, revocation"):
+- a peer is the same peer across versions while its name and public key are; it keeps its
+  sessions, queue, counters and learned endpoint, but a changed advertised endpoint
+  replaces the endpoint in use;
+- a peer gone from the map, or whose key changed, loses every session, index, pending
+  handshake and queued packet (no_session) at once; when its key changed and we had a
+  session with it, a handshake with the new key starts at once.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.tunnel import crypto, ippacket, wire
 from edge.tunnel.drops import DropCounters, DropReason
+from edge.tunnel.events import SessionExpired, TunnelEvent
 from edge.tunnel.forwarding import ForwardingTable, Identity
-from isthmus.routemap import RouteMap
-
-_MAX_PLAINTEXT = wire.MAX_PLAINTEXT
-_NOT_IP = DropReason.NOT_IP
-_NO_ROUTE = DropReason.NO_ROUTE
-_MALFORMED = DropReason.MALFORMED
-_UNKNOWN_PEER = DropReason.UNKNOWN_PEER
-_DECRYPT_FAILED = DropReason.DECRYPT_FAILED
-_BAD_INNER_SOURCE = DropReason.BAD_INNER_SOURCE
+from edge.tunnel.handshake import StaticKeys
+from edge.tunnel.index import IndexTable
+from edge.tunnel.inside import Buffer, Datagram, Sender
+from edge.tunnel.outside import Receiver
+from edge.tunnel.peer import HandshakeInput, PeerState, Sockaddr, advertised_endpoint
+from edge.tunnel.timers import Timers
+from isthmus.routemap import EdgeEntry, RouteMap
 
 
 @dataclass(frozen=True, slots=True)
 class PeerView:
-    """A peer's counters at one moment, for status and metrics."""
+    """A peer at one moment, for status and metrics."""
 
     name: str
-    endpoint: str | None
+    endpoint: str | None  # in use: advertised, or learned from its latest packet
     rx_packets: int
     rx_bytes: int
     tx_packets: int
     tx_bytes: int
-    last_rx: float | None  # the `now` of the last packet accepted from the peer
+    last_rx: float | None  # the `now` of the last authenticated packet from the peer
+    session_age: float | None  # of the current session
+    handshakes: int  # completed
+    last_handshake: float | None
+
+
+def _last_sent(peer: PeerState) -> float:
+    return peer.last_sent if peer.last_sent is not None else peer.created
 
 
 class Tunnel:
-    """The data path of one edge. Not thread-safe: one caller drives it."""
+    """The core of one edge. Not thread-safe: one caller drives it."""
 
-    __slots__ = ("_drops", "_identity", "_nonces", "_sender_id", "_table")
+    __slots__ = (
+        "_drops",
+        "_events",
+        "_greeted",
+        "_identity",
+        "_index",
+        "_out",
+        "_receiver",
+        "_sender",
+        "_table",
+        "_timers",
+        "_unanswered_timeout",
+    )
 
-    def __init__(self, identity: Identity, salt: bytes) -> None:
-        """`salt`: 16 fresh random bytes per process start (the nonce salt).
-
-        Raises:
-            ValueError: the salt is not 16 bytes.
-        """
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        random: Callable[[int], bytes],
+        wall_clock: Callable[[], float],
+        timers: Timers = Timers(),  # noqa: B008 - frozen, so one shared default is safe
+        greet: bool = False,
+    ) -> None:
+        """`random(n)`: n random bytes (os.urandom); `wall_clock()`: Unix time (time.time),
+        read only for handshake timestamps. Every `now` argument comes from one monotonic
+        clock in seconds. `greet`: on the first map with peers, handshake with all of them
+        at once (a process start: peers move off our previous process's sessions now)."""
         self._identity = identity
-        self._nonces = crypto.NonceSource(salt)
-        self._sender_id = crypto.sender_id(identity.public_key.raw)
-        self._table = ForwardingTable.empty()
+        self._timers = timers
+        self._unanswered_timeout = timers.keepalive_timeout + timers.rekey_timeout
+        self._greeted = not greet
+        self._table: ForwardingTable[PeerState] = ForwardingTable.empty()
+        self._index = IndexTable(random)
         self._drops = DropCounters()
+        self._out: list[Datagram] = []
+        self._events: deque[TunnelEvent] = deque()
+        static = StaticKeys(identity.private_key, identity.public_key.raw)
+        self._sender = Sender(
+            static=static,
+            index=self._index,
+            drops=self._drops,
+            out=self._out,
+            events=self._events,
+            random=random,
+            wall_clock=wall_clock,
+            timers=timers,
+        )
+        self._receiver = Receiver(
+            static=static,
+            index=self._index,
+            sender=self._sender,
+            drops=self._drops,
+            out=self._out,
+            events=self._events,
+            random=random,
+            timers=timers,
+        )
 
     @property
     def identity(self) -> Identity:
         return self._identity
 
     @property
+    def timers(self) -> Timers:
+        return self._timers
+
+    @property
     def map_version(self) -> int:
         """The version of the map in use; 0 before any map."""
         return self._table.version
 
-    def apply_map(self, route_map: RouteMap) -> None:
-        """Forward by `route_map` from now on.
+    # -- the map -------------------------------------------------------------------------
 
-        Peers whose name and public key are unchanged keep their counters; the others
-        start from zero, and peers no longer in the map are forgotten.
+    def apply_map(self, route_map: RouteMap, now: float) -> None:
+        """Forward by `route_map` from now on (see the module's map rules).
 
         Raises:
             MapError: the map breaks a map rule; the previous map stays in use.
         """
-        self._table = ForwardingTable.build(self._identity, route_map, self._table.stats_by_key())
+        old = {(p.name, p.public_key.raw): p for p in self._table.peers}
+        kept: dict[PeerState, EdgeEntry] = {}
 
-    # -- inside: TUN -> UDP ---------------------------------------------------------
+        def make_peer(entry: EdgeEntry) -> PeerState:
+            peer = old.get((entry.name, entry.public_key.raw))
+            if peer is None:
+                return PeerState(entry, now)
+            kept[peer] = entry
+            return peer
 
-    def inside(
-        self, packet: bytes | bytearray | memoryview, now: float
-    ) -> tuple[bytes, tuple[str, int]] | None:
-        """Seal a packet read from the TUN: (datagram, (host, port)) to send, or None.
+        table = ForwardingTable.build(self._identity, route_map, make_peer)
+        rekey: set[str] = set()
+        for peer in self._table.peers:
+            if peer not in kept:
+                if peer.sessions():
+                    rekey.add(peer.name)
+                self._forget(peer)
+        for peer, entry in kept.items():
+            advertised = advertised_endpoint(entry)
+            if advertised != peer.advertised:
+                peer.advertised = peer.endpoint = advertised
+            peer.entry = entry
+        self._table = self._sender.table = self._receiver.table = table
+        for peer in table.peers:
+            if peer.name in rekey and peer not in kept:
+                self._sender.start(peer, now)
+        if not self._greeted and table.peers:
+            # The first map after a start: handshake with every peer at once, so peers
+            # still sealing for our previous process's sessions move to new ones now
+            # instead of after the unanswered-data timeout.
+            self._greeted = True
+            for peer in table.peers:
+                if peer.endpoint is not None and not peer.sessions():
+                    self._sender.start(peer, now)
 
-        Drops (counted): not_ip, no_route. Never raises for any input (see module doc).
-        """
-        parsed = ippacket.parse(packet)
-        if parsed is None or len(packet) > _MAX_PLAINTEXT:
-            self._drops.add(_NOT_IP)
-            return None
-        peer = self._table.routes.lookup(parsed[2])
-        if peer is None or peer.sockaddr is None:
-            self._drops.add(_NO_ROUTE)
-            return None
-        plaintext = packet if type(packet) is bytes else bytes(packet)
-        nonce = self._nonces.next()
-        box = crypto.seal(peer.shared_key, nonce, plaintext)
-        stats = peer.stats
-        stats.tx_packets += 1
-        stats.tx_bytes += len(plaintext)
-        return wire.pack_data(self._sender_id, nonce, box), peer.sockaddr
+    def _forget(self, peer: PeerState) -> None:
+        self._index.remove_sessions(peer.drop_sessions())
+        if peer.pending is not None:
+            self._index.remove_pending(peer.pending.initiator.sender_index)
+        peer.step(HandshakeInput.RESET)
+        if peer.queue:
+            self._drops.add(DropReason.NO_SESSION, len(peer.queue))
+            peer.queue.clear()
 
-    # -- outside: UDP -> TUN --------------------------------------------------------
+    # -- the data path -------------------------------------------------------------------
 
-    def outside(
-        self, datagram: bytes | bytearray | memoryview, addr: tuple[str, int], now: float
-    ) -> bytes | None:
-        """Open a datagram received on UDP: the IP packet to write to the TUN, or None.
+    def inside(self, packet: Buffer, now: float) -> tuple[bytes, tuple[str, int]] | None:
+        """A packet read from the TUN: (datagram, endpoint) to send now on an established
+        session, or None (queued while a handshake runs, or dropped and counted:
+        not_ip, no_route, no_session). Never raises."""
+        return self._sender.packet(packet, now)
 
-        `addr` is where it came from; it is not used to authenticate. Drops (counted):
-        malformed, unknown_peer, decrypt_failed, not_ip, bad_inner_source.
-        Never raises for any input.
-        """
-        try:
-            sender_id, nonce, box = wire.unpack_data(datagram)
-        except wire.MalformedPacket:
-            self._drops.add(_MALFORMED)
-            return None
-        table = self._table
-        peer = table.senders.get(sender_id)
-        if peer is None:
-            self._drops.add(_UNKNOWN_PEER)
-            return None
-        packet = crypto.open_(peer.shared_key, nonce, bytes(box))
-        if packet is None:
-            self._drops.add(_DECRYPT_FAILED)
-            return None
-        parsed = ippacket.parse(packet)
-        if parsed is None:
-            self._drops.add(_NOT_IP)
-            return None
-        # Only the owner of the source may send from it: this also refuses a peer's
-        # packet reflected back to us, which opens under the same shared key.
-        if table.routes.lookup(parsed[1]) is not peer:
-            self._drops.add(_BAD_INNER_SOURCE)
-            return None
-        stats = peer.stats
-        stats.rx_packets += 1
-        stats.rx_bytes += len(packet)
-        stats.last_rx = now
-        return packet
+    def outside(self, datagram: Buffer, addr: Sockaddr, now: float) -> bytes | None:
+        """A datagram received from `addr`: the IP packet to write to the TUN, or None (a
+        keepalive, a handshake message handled, or dropped and counted). Never raises."""
+        return self._receiver.datagram(datagram, addr, now)
 
-    # -- counters -------------------------------------------------------------------
+    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """Drain the side output: handshake messages, cookie replies, keepalives, flushed
+        queues, in the order they were made."""
+        out = self._out
+        if not out:
+            return []
+        result = list(out)
+        out.clear()
+        return result
+
+    # -- timers --------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline (handshake retry, keepalive, session expiry), or None."""
+        deadline: float | None = None
+        for peer in self._table.peers:
+            for due in self._deadlines(peer):
+                if deadline is None or due < deadline:
+                    deadline = due
+        return deadline
+
+    def _deadlines(self, peer: PeerState) -> list[float]:
+        due = [s.reject_at for s in peer.sessions()]
+        if peer.pending is not None:
+            due.append(peer.pending.retry_at)
+        if peer.keepalive_at is not None:
+            due.append(peer.keepalive_at)
+        if peer.unanswered_since is not None:
+            due.append(peer.unanswered_since + self._unanswered_timeout)
+        persistent = self._timers.persistent_keepalive
+        if persistent and peer.endpoint is not None:
+            due.append(_last_sent(peer) + persistent)
+        return due
+
+    def handle_timer(self, now: float) -> None:
+        """Fire everything due at `now`; nothing happens for a deadline not yet reached."""
+        sender = self._sender
+        persistent = self._timers.persistent_keepalive
+        for peer in self._table.peers:
+            pending = peer.pending
+            if pending is not None and now >= pending.retry_at:
+                sender.retry(peer, now)
+            erased, current_expired = peer.expire(now)
+            if erased:
+                self._index.remove_sessions(erased)
+                if current_expired:
+                    self._events.append(SessionExpired(peer.name))
+            unanswered = peer.unanswered_since
+            if unanswered is not None and now >= unanswered + self._unanswered_timeout:
+                peer.unanswered_since = None
+                sender.start(peer, now)
+            if peer.keepalive_at is not None and now >= peer.keepalive_at:
+                peer.keepalive_at = None
+                sender.keepalive(peer, now)
+            if persistent and peer.endpoint is not None and now >= _last_sent(peer) + persistent:
+                if not sender.keepalive(peer, now):
+                    sender.start(peer, now)
+                # Also when nothing could be sent (a handshake in flight): the next
+                # persistent keepalive is a full period away either way.
+                peer.last_sent = now
+
+    # -- events, counters, views ----------------------------------------------------------
+
+    def next_event(self) -> TunnelEvent | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None
 
     def count_drop(self, reason: DropReason) -> None:
         """Count a drop the shell saw (send_failed)."""
@@ -163,17 +271,20 @@ class Tunnel:
         """Every DropReason value -> count; all keys always present."""
         return self._drops.snapshot()
 
-    def peers(self) -> list[PeerView]:
+    def peers(self, now: float) -> list[PeerView]:
         """Every peer of the current map, by name."""
         return [
             PeerView(
                 name=p.name,
-                endpoint=str(p.endpoint) if p.endpoint is not None else None,
-                rx_packets=p.stats.rx_packets,
-                rx_bytes=p.stats.rx_bytes,
-                tx_packets=p.stats.tx_packets,
-                tx_bytes=p.stats.tx_bytes,
-                last_rx=p.stats.last_rx,
+                endpoint=p.endpoint_text(),
+                rx_packets=p.rx_packets,
+                rx_bytes=p.rx_bytes,
+                tx_packets=p.tx_packets,
+                tx_bytes=p.tx_bytes,
+                last_rx=p.last_received,
+                session_age=now - p.current.created if p.current is not None else None,
+                handshakes=p.handshakes,
+                last_handshake=p.last_handshake,
             )
             for p in self._table.peers
         ]

@@ -8,9 +8,12 @@ Configs, keys and process logs stay in pytest's temporary directory for post-mor
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -37,6 +40,32 @@ def netns_host() -> Iterator[None]:
     signal.signal(signal.SIGTERM, previous)
 
 
+_FIGURES = pytest.StashKey[tuple[Path, dict[str, Any]]]()
+
+
+@pytest.fixture(scope="session")
+def figures(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Measured figures (a test sets `figures[name] = {...}`); at the end of the run they are
+    written to `<basetemp>/e2e-figures.json` and printed in the terminal summary."""
+    path = tmp_path_factory.getbasetemp() / "e2e-figures.json"
+    found: dict[str, Any] = {}
+    request.config.stash[_FIGURES] = (path, found)
+    return found
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    stashed = config.stash.get(_FIGURES, None)
+    if stashed is None or not stashed[1]:
+        return
+    path, found = stashed
+    text = json.dumps(found, indent=2, sort_keys=True)
+    path.write_text(text + "\n", encoding="utf-8")
+    terminalreporter.write_sep("-", f"measured figures ({path})")
+    terminalreporter.write_line(text)
+
+
 @pytest.fixture(scope="module")
 def mesh(
     netns_host: None, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -53,7 +82,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the tails of the controller's and the edges' logs to a failed test's report."""
     report = yield
-    running = getattr(item, "funcargs", {}).get("mesh")
-    if report.failed and isinstance(running, Mesh):
-        report.sections.append(("isthmus process logs", running.log_tails()))
+    if report.failed:
+        for name, running in getattr(item, "funcargs", {}).items():
+            if isinstance(running, Mesh):
+                report.sections.append((f"isthmus process logs ({name})", running.log_tails()))
     return report

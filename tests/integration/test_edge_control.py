@@ -114,7 +114,7 @@ class Edge:
 
     def __init__(self, port: int, routes: set[Network] | None = None) -> None:
         identity = Identity.from_private_key(SELF, private(1))
-        self.tunnel = Tunnel(identity, bytes(16))
+        self.tunnel = Tunnel(identity, random=random.Random(7).randbytes, wall_clock=lambda: 0.0)
         self.routes = FakeRouteTable(routes)
         self.store = MemoryMapStore()
         self.applier = MapApplier(SELF, self.tunnel, self.routes, self.store, FakeForwarding())
@@ -150,7 +150,7 @@ def test_snapshots_applied_stale_removed_fail_static_and_reconnect() -> None:
             await until(lambda: edge.applier.version == 2, "map 2 is applied")
             assert edge.routes.routes == nets("10.245.0.0/16", "10.246.0.0/16", "fd00:3::/64")
             assert edge.tunnel.map_version == 2
-            assert sorted(p.name for p in edge.tunnel.peers()) == ["vpc-b", "vpc-c"]
+            assert sorted(p.name for p in edge.tunnel.peers(0.0)) == ["vpc-b", "vpc-c"]
 
             # An older version on the same stream is skipped.
             await controller.publish(map_to_pb(RouteMap(1, (A, B))))

@@ -51,9 +51,29 @@ MAP = RouteMap(
 
 
 def tunnel(name: str, seed: int) -> Tunnel:
-    t = Tunnel(Identity.from_private_key(EdgeName(name), keys(seed)[1]), bytes([seed]) * 16)
-    t.apply_map(MAP)
+    rng = random.Random(seed)
+    t = Tunnel(
+        Identity.from_private_key(EdgeName(name), keys(seed)[1]),
+        random=rng.randbytes,
+        wall_clock=lambda: 1_800_000_000.0,
+    )
+    t.apply_map(MAP, 0.0)
     return t
+
+
+def pump(pairs: list[tuple[Dataplane, FakeDatagramSocket, str]]) -> None:
+    """Carry every sent datagram to the socket of the edge it is addressed to, until quiet."""
+    by_addr = {addr: (dp, udp) for dp, udp, addr in pairs}
+    moved = True
+    while moved:
+        moved = False
+        for _, udp, src in pairs:
+            while udp.sent:
+                datagram, (host, port) = udp.sent.pop(0)
+                dp, peer_udp = by_addr[f"{host}:{port}"]
+                peer_udp.inbound.append((datagram, (src.rsplit(":", 1)[0], 51820)))
+                dp.on_udp_readable()
+                moved = True
 
 
 def ipv4(src: str, dst: str, payload: bytes = b"hello") -> bytes:
@@ -84,10 +104,17 @@ def test_a_packet_crosses_from_tun_a_to_tun_b() -> None:
         Dataplane(ta, tun_a, udp_a, lambda: 10.0),
         Dataplane(tb, tun_b, udp_b, lambda: 10.0),
     )
+    edges = [(dp_a, udp_a, "198.18.0.1:51820"), (dp_b, udp_b, "198.18.0.2:51820")]
+    first = ipv4("10.244.0.5", "10.245.0.7", b"first")
+    tun_a.inbound.append(first)
+    dp_a.on_tun_readable()  # no session yet: queued, and the handshake initiation goes out
+    assert [(len(d), addr) for d, addr in udp_a.sent] == [(148, ("198.18.0.2", 51820))]
+    pump(edges)  # initiation -> response -> queued packet
+    assert tun_b.written == [first]
+
     packets = [ipv4("10.244.0.5", "10.245.0.7", bytes([i]) * 10) for i in range(100)]
     tun_a.inbound.extend(packets)
     tun_a.inbound.append(b"not an ip packet")
-
     dp_a.on_tun_readable()  # one wakeup drains at most 64
     assert len(udp_a.sent) == 64
     dp_a.on_tun_readable()
@@ -96,13 +123,30 @@ def test_a_packet_crosses_from_tun_a_to_tun_b() -> None:
     assert ta.drops()["not_ip"] == 1
 
     udp_b.inbound.extend((d, ("198.18.0.1", 51820)) for d, _ in udp_a.sent)
+    udp_a.sent.clear()
     udp_b.inbound.append((b"\x01garbage", ("203.0.113.9", 9)))
     dp_b.on_udp_readable()
     dp_b.on_udp_readable()
-    assert tun_b.written == packets
+    assert tun_b.written == [first, *packets]
     assert tb.drops()["malformed"] == 1
-    [peer] = tb.peers()
-    assert (peer.name, peer.rx_packets, peer.last_rx) == ("vpc-a", 100, 10.0)
+    [peer] = tb.peers(10.0)
+    assert (peer.name, peer.rx_packets, peer.last_rx, peer.handshakes) == ("vpc-a", 101, 10.0, 1)
+
+
+def test_timer_retries_an_unanswered_handshake() -> None:
+    clock = [0.0]
+    ta = tunnel("vpc-a", 1)
+    tun_a, udp_a = FakeTun(), FakeDatagramSocket()
+    dp_a = Dataplane(ta, tun_a, udp_a, lambda: clock[0])
+    tun_a.inbound.append(ipv4("10.244.0.5", "10.245.0.7"))
+    dp_a.on_tun_readable()
+    assert len(udp_a.sent) == 1
+    deadline = ta.get_timer()
+    assert deadline is not None and 5.0 <= deadline <= 5.4
+    clock[0] = deadline
+    dp_a.on_timer()
+    assert [len(d) for d, _ in udp_a.sent] == [148, 148]
+    assert udp_a.sent[0][0][4:8] != udp_a.sent[1][0][4:8], "a retry takes a new index"
 
 
 def test_send_failures_and_tun_write_failures_are_counted_not_raised() -> None:
@@ -111,15 +155,17 @@ def test_send_failures_and_tun_write_failures_are_counted_not_raised() -> None:
     dp_a, dp_b = Dataplane(ta, tun_a, udp_a), Dataplane(tb, tun_b, udp_b)
     udp_a.refuse_sends = True
     tun_a.inbound.append(ipv4("10.244.0.5", "10.245.0.7"))
-    dp_a.on_tun_readable()
+    dp_a.on_tun_readable()  # the initiation cannot be sent
     assert ta.drops()["send_failed"] == 1
 
     udp_a.refuse_sends = False
-    tun_a.inbound.append(ipv4("10.244.0.5", "10.245.0.7"))
-    dp_a.on_tun_readable()
-    udp_b.inbound.append((udp_a.sent[0][0], ("198.18.0.1", 51820)))
+    edges = [(dp_a, udp_a, "198.18.0.1:51820"), (dp_b, udp_b, "198.18.0.2:51820")]
     tun_b.refuse_writes = True
-    dp_b.on_udp_readable()
+    retry = ta.get_timer()
+    assert retry is not None
+    ta.handle_timer(retry)  # the retry goes out; the queued packet follows the handshake
+    dp_a.after_input()
+    pump(edges)
     assert dp_b.tun_write_errors == 1
 
 
@@ -163,6 +209,9 @@ def test_status_json_has_the_documented_shape() -> None:
             "tx_packets": 0,
             "tx_bytes": 0,
             "last_rx_seconds_ago": None,
+            "session_age_seconds": None,
+            "handshakes": 0,
+            "last_handshake_seconds_ago": None,
         }
     ]
     assert status["routes"] == [{"route": "10.245.0.0/16", "edge": "vpc-b", "installed": True}]
@@ -170,8 +219,13 @@ def test_status_json_has_the_documented_shape() -> None:
         "malformed",
         "unknown_peer",
         "decrypt_failed",
+        "replay",
+        "too_old",
         "bad_inner_source",
         "no_route",
+        "ratelimited",
+        "expired_session",
+        "no_session",
         "not_ip",
         "send_failed",
     }

@@ -1,116 +1,97 @@
-"""Session crypto: boxes, shared keys, sender ids and the nonce source."""
+"""Data-path sealing: round trips, tampering, the nonce, and both implementations."""
 
 from __future__ import annotations
 
-import hashlib
+import random
+from collections.abc import Callable
 
-import nacl.bindings
+import nacl.bindings as sodium
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.tunnel import crypto
-from edge.tunnel.crypto import COUNTER_LIMIT, NonceExhausted, NonceSource
+from edge.tunnel import crypto, wire
 
-A_PUBLIC, A_PRIVATE = nacl.bindings.crypto_box_seed_keypair(b"a" * 32)
-B_PUBLIC, B_PRIVATE = nacl.bindings.crypto_box_seed_keypair(b"b" * 32)
-C_PUBLIC, C_PRIVATE = nacl.bindings.crypto_box_seed_keypair(b"c" * 32)
-KEY = crypto.precompute(A_PRIVATE, B_PUBLIC)
-NONCE = bytes(range(24))
+KEY = random.Random(1).randbytes(32)
+OTHER = random.Random(2).randbytes(32)
+counters = st.integers(0, 2**64 - 1)
+
+Seal = Callable[[bytes, int, bytes], bytes]
+Open = Callable[[bytes, int, bytes | bytearray | memoryview], bytes | None]
+IMPLEMENTATIONS: list[tuple[Seal, Open]] = [
+    (crypto.seal, crypto.open_),
+    (crypto.seal_portable, crypto.open_portable),
+]
+IDS = ["default", "portable"]
 
 
-def test_public_key_of_matches_libsodium() -> None:
-    assert crypto.public_key_of(A_PRIVATE) == A_PUBLIC
+def test_the_fast_path_is_in_use() -> None:
+    assert crypto.FAST
+
+
+@pytest.mark.parametrize(("seal", "open_"), IMPLEMENTATIONS, ids=IDS)
+@pytest.mark.parametrize("size", [0, 1, 64, 1400, wire.MAX_PLAINTEXT])
+def test_round_trip(seal: Seal, open_: Open, size: int) -> None:
+    plaintext = random.Random(size).randbytes(size)
+    box = seal(KEY, 7, plaintext)
+    assert len(box) == size + wire.BOX_TAG_LEN
+    for buffer in (box, bytearray(box), memoryview(box), memoryview(b"xx" + box)[2:]):
+        assert open_(KEY, 7, buffer) == plaintext
+
+
+@given(st.binary(max_size=2000), counters)
+def test_implementations_agree(plaintext: bytes, counter: int) -> None:
+    box = crypto.seal(KEY, counter, plaintext)
+    assert box == crypto.seal_portable(KEY, counter, plaintext)
+    assert crypto.open_(KEY, counter, box) == crypto.open_portable(KEY, counter, box) == plaintext
+
+
+@given(st.binary(max_size=2000), counters)
+def test_nonce_layout(plaintext: bytes, counter: int) -> None:
+    nonce = counter.to_bytes(8, "little") + bytes(16)
+    assert crypto.seal(KEY, counter, plaintext) == sodium.crypto_secretbox_easy(
+        plaintext, nonce, KEY
+    )
+
+
+@pytest.mark.parametrize(("seal", "open_"), IMPLEMENTATIONS, ids=IDS)
+def test_any_flipped_bit_is_refused(seal: Seal, open_: Open) -> None:
+    box = seal(KEY, 3, b"an IP packet")
+    for bit in range(8 * len(box)):
+        tampered = bytearray(box)
+        tampered[bit // 8] ^= 1 << (bit % 8)
+        assert open_(KEY, 3, tampered) is None
+
+
+@pytest.mark.parametrize(("seal", "open_"), IMPLEMENTATIONS, ids=IDS)
+def test_wrong_key_counter_or_size_is_refused(seal: Seal, open_: Open) -> None:
+    box = seal(KEY, 3, b"an IP packet")
+    assert open_(OTHER, 3, box) is None
+    assert open_(KEY, 4, box) is None
+    assert open_(KEY, 3, box[:-1]) is None
+    assert open_(KEY, 3, box + b"\x00") is None
+    for size in range(wire.BOX_TAG_LEN):
+        assert open_(KEY, 3, box[:size]) is None
+
+
+@pytest.mark.parametrize(("seal", "open_"), IMPLEMENTATIONS, ids=IDS)
+@pytest.mark.parametrize(
+    ("key", "counter"), [(KEY[:31], 0), (KEY + b"\x00", 0), (KEY, -1), (KEY, 2**64)]
+)
+def test_open_never_raises(seal: Seal, open_: Open, key: bytes, counter: int) -> None:
+    box = seal(KEY, 0, b"x")
+    assert open_(key, counter, box) is None
     with pytest.raises(ValueError):
-        crypto.public_key_of(bytes(31))
+        seal(key, counter, b"x")
 
 
-def test_shared_key_is_the_same_on_both_sides() -> None:
-    assert crypto.precompute(B_PRIVATE, A_PUBLIC) == KEY
-    assert len(KEY) == 32
-    assert crypto.precompute(A_PRIVATE, C_PUBLIC) != KEY
+@pytest.mark.parametrize(("seal", "open_"), IMPLEMENTATIONS, ids=IDS)
+@given(data=st.binary(max_size=100), counter=counters)
+def test_open_of_any_bytes_is_none(seal: Seal, open_: Open, data: bytes, counter: int) -> None:
+    assert open_(KEY, counter, data) is None
 
 
-def test_precompute_refuses_bad_keys() -> None:
-    with pytest.raises(ValueError):
-        crypto.precompute(A_PRIVATE, bytes(31))
-    with pytest.raises(ValueError):
-        crypto.precompute(bytes(33), B_PUBLIC)
-    with pytest.raises(ValueError, match="no usable shared secret"):
-        crypto.precompute(A_PRIVATE, bytes(32))
-
-
-@given(st.binary(max_size=2000))
-def test_seal_open_round_trip(plaintext: bytes) -> None:
-    box = crypto.seal(KEY, NONCE, plaintext)
-    assert len(box) == len(plaintext) + 16
-    assert crypto.open_(KEY, NONCE, box) == plaintext
-    assert crypto.open_(crypto.precompute(B_PRIVATE, A_PUBLIC), NONCE, box) == plaintext
-
-
-def test_any_flipped_bit_fails() -> None:
-    box = crypto.seal(KEY, NONCE, b"a small IP packet")
-    for bit in range(len(box) * 8):
-        flipped = bytearray(box)
-        flipped[bit // 8] ^= 1 << (bit % 8)
-        assert crypto.open_(KEY, NONCE, bytes(flipped)) is None
-    for bit in range(len(NONCE) * 8):
-        nonce = bytearray(NONCE)
-        nonce[bit // 8] ^= 1 << (bit % 8)
-        assert crypto.open_(KEY, bytes(nonce), box) is None
-
-
-def test_open_never_raises() -> None:
-    box = crypto.seal(KEY, NONCE, b"payload")
-    assert crypto.open_(crypto.precompute(A_PRIVATE, C_PUBLIC), NONCE, box) is None
-    assert crypto.open_(KEY, NONCE, box[:15]) is None
-    assert crypto.open_(KEY, NONCE, b"") is None
-    assert crypto.open_(KEY, NONCE[:23], box) is None
-    assert crypto.open_(KEY[:31], NONCE, box) is None
-
-
-@given(st.binary(max_size=100))
-def test_open_of_arbitrary_bytes_is_none(box: bytes) -> None:
-    assert crypto.open_(KEY, NONCE, box) is None
-
-
-def test_sender_id_is_blake2b_64() -> None:
-    assert crypto.sender_id(A_PUBLIC) == hashlib.blake2b(A_PUBLIC, digest_size=8).digest()
-    assert crypto.sender_id(A_PUBLIC) == crypto.sender_id(bytes(A_PUBLIC))
-    assert len(crypto.sender_id(A_PUBLIC)) == 8
-    assert crypto.sender_id(A_PUBLIC) != crypto.sender_id(B_PUBLIC)
-
-
-def test_nonce_source_encodes_salt_and_counter() -> None:
-    salt = bytes(range(16))
-    source = NonceSource(salt)
-    assert source.salt == salt
-    assert source.next() == salt + bytes(8)
-    assert source.next() == salt + (1).to_bytes(8, "big")
-    assert source.counter == 2
-
-
-def test_nonce_source_never_repeats() -> None:
-    source = NonceSource(b"s" * 16)
-    nonces = [source.next() for _ in range(10_000)]
-    assert len(set(nonces)) == len(nonces)
-    assert all(len(n) == 24 and n[:16] == b"s" * 16 for n in nonces)
-    assert [int.from_bytes(n[16:], "big") for n in nonces] == list(range(10_000))
-
-
-def test_nonce_source_refuses_to_wrap() -> None:
-    source = NonceSource(bytes(16), start=COUNTER_LIMIT - 1)
-    assert source.next() == bytes(16) + (2**64 - 2).to_bytes(8, "big")
-    with pytest.raises(NonceExhausted):
-        source.next()
-    with pytest.raises(NonceExhausted):
-        source.next()  # stays exhausted; the counter is not advanced
-
-
-def test_nonce_source_refuses_bad_arguments() -> None:
-    with pytest.raises(ValueError):
-        NonceSource(bytes(15))
-    with pytest.raises(ValueError):
-        NonceSource(bytes(16), start=-1)
-    with pytest.raises(ValueError):
-        NonceSource(bytes(16), start=2**64)
+def test_seal_takes_any_byte_buffer() -> None:
+    box = crypto.seal(KEY, 9, b"payload")
+    assert crypto.seal(KEY, 9, memoryview(b"--payload")[2:]) == box
+    assert crypto.seal_portable(KEY, 9, bytearray(b"payload")) == box

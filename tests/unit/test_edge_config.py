@@ -125,7 +125,7 @@ def test_mtu_out_of_range() -> None:
 def test_unknown_key() -> None:
     assert error(table(listen_port=51820)) == (
         "listen_port: unknown key; allowed: one of admin_socket, controller, endpoint, "
-        "listen, name, private_key_file, routes, state_dir, tun"
+        "listen, name, private_key_file, routes, state_dir, tun, tunnel"
     )
     assert error(table(tun={"address": "10.244.255.254/32", "mut": 1400})) == (
         "tun.mut: unknown key; allowed: one of address, mtu, name"
@@ -179,3 +179,25 @@ def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(tmp_path / "missing.toml")
     assert "cannot read" in str(info.value)
+
+
+def test_tunnel_table_sets_timers_and_names_bad_keys() -> None:
+    base = {
+        "name": "vpc-a",
+        "private_key_file": "/k",
+        "controller": "127.0.0.1:7000",
+        "listen": "0.0.0.0:51820",
+        "endpoint": "198.18.0.11:51820",
+        "routes": [],
+        "tun": {"address": "10.244.255.254/32"},
+    }
+    cfg = parse({**base, "tunnel": {"rekey_after_time": 6, "reject_after_time": 12}})
+    assert (cfg.timers.rekey_after_time, cfg.timers.reject_after_time) == (6.0, 12.0)
+    assert parse(base).timers.rekey_after_time == 120.0
+    with pytest.raises(ConfigError) as info:
+        parse({**base, "tunnel": {"rekey_after_time": 121}})
+    assert str(info.value) == (
+        "tunnel.rekey_after_time: 121 is out of range; allowed: an integer 1-120"
+    )
+    with pytest.raises(ConfigError, match=r"^tunnel.reject_after_time: reject_after_time \(10"):
+        parse({**base, "tunnel": {"rekey_after_time": 6, "reject_after_time": 10}})

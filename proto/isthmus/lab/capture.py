@@ -17,6 +17,10 @@ from pathlib import Path
 from isthmus.lab.netns import Lab, LabError, host_run
 
 READY_TIMEOUT = 5.0
+# tcpdump's kernel buffer in KiB. With --immediate-mode libpcap uses one ring frame per
+# snaplen bytes, so a full snaplen (256 KiB) and the default 2 MiB buffer hold only eight
+# packets and a burst is lost ("dropped by kernel"); pass a small snaplen for bursts.
+BUFFER_KIB = 32768
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +45,9 @@ class Capture:
 
 
 @contextlib.contextmanager
-def capture(lab: Lab, ns: str, iface: str, path: Path) -> Iterator[Capture]:
-    """Capture every packet on `iface` in `ns` into `path` while the block runs.
+def capture(lab: Lab, ns: str, iface: str, path: Path, *, snaplen: int = 0) -> Iterator[Capture]:
+    """Capture every packet on `iface` in `ns` into `path` while the block runs; `snaplen`
+    bytes of each (0: all; use e.g. 2048 for underlay bursts, see BUFFER_KIB).
 
     Raises:
         LabError: tcpdump exited or was not listening within READY_TIMEOUT seconds.
@@ -50,7 +55,10 @@ def capture(lab: Lab, ns: str, iface: str, path: Path) -> Iterator[Capture]:
     log = path.with_suffix(".tcpdump.log")
     process = lab.spawn(
         ns,
-        ["tcpdump", "-i", iface, "-nn", "--immediate-mode", "-U", "-s", "0", "-w", "-"],
+        [
+            *("tcpdump", "-i", iface, "-nn", "--immediate-mode", "-U"),
+            *("-B", str(BUFFER_KIB), "-s", str(snaplen), "-w", "-"),
+        ],
         log,
         stdout_path=path,
     )

@@ -25,12 +25,14 @@ from types import TracebackType
 from typing import Any
 
 from isthmus.lab.capture import Capture, capture
+from isthmus.lab.impair import SiteSpec, parse_counters, site_arg
 from isthmus.lab.netns import Lab, LabError, Process, host_run
 from isthmus.lab.topology import (
     DEMO,
     ROUTE_PROTO,
     EdgePaths,
     Namespaces,
+    TomlValue,
     Topology,
     build,
     controller_config,
@@ -40,6 +42,7 @@ from isthmus.lab.topology import (
 
 ISTHMUS = (sys.executable, "-m", "isthmus")
 PROBE = (sys.executable, "-m", "isthmus.lab.probe")
+IMPAIR = (sys.executable, "-m", "isthmus.lab.impair")
 ECHO_PORT = 7777
 READY_TIMEOUT = 20.0
 POLL_INTERVAL = 0.05
@@ -83,8 +86,24 @@ def wait_until(
         time.sleep(POLL_INTERVAL)
 
 
+@dataclass(frozen=True, slots=True)
+class Impair:
+    """Run an impairment proxy (`isthmus.lab.impair`) in the underlay: site number i gets
+    the proxy address `<controller ip>:<base_port + i>` and advertises it as its endpoint."""
+
+    loss: float = 0.0  # percent of datagrams dropped
+    reorder: float = 0.0  # percent held back and released after 1-3 others or 5 ms
+    duplicate: float = 0.0  # percent sent twice
+    seed: int = 1
+    base_port: int = 40000
+
+
 class Mesh:
-    """The demo topology with a controller and one edge per site, running."""
+    """The demo topology with a controller and one edge per site, running.
+
+    `impair` puts an impairment proxy between every pair of edges; `edge_tables` are extra
+    tables written into every edge's config (e.g. {"tunnel": {"persistent_keepalive": 5}}).
+    """
 
     def __init__(
         self,
@@ -92,8 +111,13 @@ class Mesh:
         *,
         workdir: Path | None = None,
         progress: Callable[[str], None] | None = None,
+        impair: Impair | None = None,
+        edge_tables: Mapping[str, Mapping[str, TomlValue]] | None = None,
     ) -> None:
         self.topology = topology
+        self.impair = impair
+        self.edge_tables = dict(edge_tables or {})
+        self.impair_process: Process | None = None
         self.lab = Lab(workdir)
         self.dir = self.lab.dir
         self._progress = progress or (lambda _text: None)
@@ -138,11 +162,20 @@ class Mesh:
         sites = ", ".join(self.topology.site_names)
         self._progress(f"building namespaces {self.lab.prefix}*: underlay + {sites}")
         self._ns = build(self.lab, self.topology)
+        if self.impair is not None:
+            self.start_impair()
         for site in self.topology.sites:
             paths = self.edge_paths(site.name)
             paths.state_dir.mkdir(parents=True, exist_ok=True)
             self.public_keys[site.name] = _keygen(paths.private_key)
-            paths.config.write_text(edge_config(self.topology, site, paths), encoding="utf-8")
+            text = edge_config(
+                self.topology,
+                site,
+                paths,
+                endpoint=self.endpoint(site.name),
+                extra_tables=self.edge_tables,
+            )
+            paths.config.write_text(text, encoding="utf-8")
             self._progress(f"edge {site.name}: key {self.public_keys[site.name]}")
         self.controller_state_dir.mkdir(parents=True, exist_ok=True)
         self.rewrite_controller_config({})
@@ -190,6 +223,69 @@ class Mesh:
             for route in other.routes
             if route in self.allowed[other.name]
         }
+
+    def endpoint(self, site: str) -> str:
+        """The endpoint `site`'s edge advertises: its proxy's address under `impair`."""
+        spec = self._impair_sites().get(site)
+        if spec is not None:
+            return f"{spec.proxy[0]}:{spec.proxy[1]}"
+        return self.topology.endpoint(self.topology.site(site))
+
+    def real_endpoint(self, site: str) -> str:
+        """Where `site`'s edge really listens: its underlay address and UDP port."""
+        return self.topology.endpoint(self.topology.site(site))
+
+    # -- the impairment proxy ---------------------------------------------------------------
+
+    def _impair_sites(self) -> dict[str, SiteSpec]:
+        if self.impair is None:
+            return {}
+        topo = self.topology
+        return {
+            site.name: SiteSpec(
+                site.name,
+                (topo.controller_ip, self.impair.base_port + i),
+                (site.underlay_ip, topo.udp_port),
+            )
+            for i, site in enumerate(topo.sites)
+        }
+
+    def start_impair(self) -> Process:
+        """Start the impairment proxy in the underlay and wait until it listens."""
+        if self.impair is None:
+            raise LabError("this mesh was built without an impairment proxy")
+        impair = self.impair
+        argv = [*IMPAIR, "--seed", str(impair.seed)]
+        argv += ["--loss", str(impair.loss), "--reorder", str(impair.reorder)]
+        argv += ["--duplicate", str(impair.duplicate)]
+        for spec in self._impair_sites().values():
+            argv += ["--site", site_arg(spec)]
+        process = self.lab.spawn(self.underlay_ns, argv, self.dir / "impair.log")
+        self.impair_process = process
+
+        def listening() -> bool:
+            if not process.alive():
+                raise LabError(f"the impairment proxy exited:\n{_tail(process)}")
+            return "listening" in process.log()
+
+        wait_until(listening, 10.0, "impairment proxy listening")
+        self._progress(f"impairment proxy {impair} running (pid {process.pid})")
+        return process
+
+    def stop_impair(self) -> dict[str, int]:
+        """SIGTERM the proxy; returns the counters it printed (received, forwarded, lost, ...).
+
+        Raises:
+            LabError: no proxy runs, or it printed no counters.
+        """
+        process = self.impair_process
+        if process is None:
+            raise LabError("no impairment proxy was started")
+        process.stop()
+        counters = parse_counters(process.log())
+        if counters is None:
+            raise LabError(f"the impairment proxy printed no counters:\n{_tail(process)}")
+        return counters
 
     # -- the controller ---------------------------------------------------------------------
 
@@ -414,18 +510,21 @@ class Mesh:
         return self.lab.spawn(self.workload_ns(src_site), _ping_argv(dst_ip, count, interval), log)
 
     @contextlib.contextmanager
-    def capture(self, ns: str, iface: str, name: str | None = None) -> Iterator[Capture]:
+    def capture(
+        self, ns: str, iface: str, name: str | None = None, *, snaplen: int = 0
+    ) -> Iterator[Capture]:
         """tcpdump on `iface` in `ns` into `<lab dir>/captures/<name>.pcap` during the block."""
         directory = self.dir / "captures"
         directory.mkdir(exist_ok=True)
         path = directory / f"{name or f'{ns}-{iface}'}.pcap"
-        with capture(self.lab, ns, iface, path) as cap:
+        with capture(self.lab, ns, iface, path, snaplen=snaplen) as cap:
             yield cap
 
     def log_tails(self, lines: int = 20) -> str:
         """The last lines of the controller's and every edge's log, for failure reports."""
         parts = []
         processes = [("controller", self.controller), *self.edges.items()]
+        processes.append(("impairment proxy", self.impair_process))
         for name, process in processes:
             if process is not None:
                 parts.append(f"--- {name} ({process.log_path}) ---\n{_tail(process, lines)}")

@@ -217,25 +217,38 @@ def edge_paths(root: Path, site: Site) -> EdgePaths:
     )
 
 
-def edge_config(topology: Topology, site: Site, paths: EdgePaths) -> str:
-    return "\n".join(
-        [
-            f"name = {_s(site.name)}",
-            f"private_key_file = {_s(str(paths.private_key))}",
-            f"controller = {_s(topology.controller_address)}",
-            f"listen = {_s(f'0.0.0.0:{topology.udp_port}')}",
-            f"endpoint = {_s(topology.endpoint(site))}",
-            f"routes = {_list(site.routes)}",
-            f"state_dir = {_s(str(paths.state_dir))}",
-            f"admin_socket = {_s(str(paths.admin_socket))}",
-            "",
-            "[tun]",
-            f"name = {_s(TUN_NAME)}",
-            f"address = {_s(site.tun_address)}",
-            f"mtu = {TUN_MTU}",
-            "",
-        ]
-    )
+TomlValue = str | int | float | bool
+
+
+def edge_config(
+    topology: Topology,
+    site: Site,
+    paths: EdgePaths,
+    *,
+    endpoint: str | None = None,
+    extra_tables: Mapping[str, Mapping[str, TomlValue]] | None = None,
+) -> str:
+    """The edge's config file. `endpoint` replaces the advertised endpoint (e.g. an
+    impairment proxy's address); `extra_tables` are appended as `[name]` tables."""
+    lines = [
+        f"name = {_s(site.name)}",
+        f"private_key_file = {_s(str(paths.private_key))}",
+        f"controller = {_s(topology.controller_address)}",
+        f"listen = {_s(f'0.0.0.0:{topology.udp_port}')}",
+        f"endpoint = {_s(endpoint or topology.endpoint(site))}",
+        f"routes = {_list(site.routes)}",
+        f"state_dir = {_s(str(paths.state_dir))}",
+        f"admin_socket = {_s(str(paths.admin_socket))}",
+        "",
+        "[tun]",
+        f"name = {_s(TUN_NAME)}",
+        f"address = {_s(site.tun_address)}",
+        f"mtu = {TUN_MTU}",
+        "",
+    ]
+    for table, values in (extra_tables or {}).items():
+        lines += [f"[{table}]", *(f"{key} = {_value(v)}" for key, v in values.items()), ""]
+    return "\n".join(lines)
 
 
 def controller_config(
@@ -263,6 +276,14 @@ def controller_config(
 def _s(text: str) -> str:
     # A JSON string of printable ASCII is a valid TOML basic string.
     return json.dumps(text, ensure_ascii=True)
+
+
+def _value(value: TomlValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return _s(value)
 
 
 def _list(items: Sequence[str]) -> str:

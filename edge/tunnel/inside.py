@@ -1,0 +1,233 @@
+"""The inside direction: packets from the TUN become data datagrams; all we send to peers.
+
+Owns everything this edge sends to a peer: data on the current session (the hot path),
+the queue of packets waiting for a session, keepalives, and our initiations (first send,
+retry with a new ephemeral, re-send after a cookie reply, give-up).
+
+Rules:
+- A packet goes out only on `current`, and only while the session `can_send`; otherwise it
+  is queued (at most QUEUE_LIMIT per peer, the oldest dropped as no_session) and a
+  handshake starts unless one is in flight.
+- Sending on a session that `needs_rekey` starts a handshake but still sends on it: the
+  old session serves until the new one is in place.
+- Every initiation has a fresh ephemeral key, a fresh index and a TAI64N timestamp newer
+  than any this Tunnel sent before (the wall clock may stand still or step back).
+- Hot path: one LPM lookup, one seal, one pack; no allocation beyond the datagram.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from edge.tunnel import crypto, handshake, ippacket, wire
+from edge.tunnel.drops import DropCounters, DropReason
+from edge.tunnel.events import HandshakeFailed, TunnelEvent
+from edge.tunnel.forwarding import ForwardingTable
+from edge.tunnel.handshake import StaticKeys
+from edge.tunnel.index import IndexTable
+from edge.tunnel.peer import HandshakeInput, PeerState, Pending, Sockaddr
+from edge.tunnel.session import Session
+from edge.tunnel.timers import Timers
+
+_MAX_PLAINTEXT: Final = wire.MAX_PLAINTEXT
+_NOT_IP: Final = DropReason.NOT_IP
+_NO_ROUTE: Final = DropReason.NO_ROUTE
+_NO_SESSION: Final = DropReason.NO_SESSION
+_EPHEMERAL_LEN: Final = 32
+_JITTER_BYTES: Final = 2
+_TAI64N: Final = struct.Struct(">QI")
+
+Datagram = tuple[bytes, Sockaddr]
+Buffer = bytes | bytearray | memoryview
+
+
+class Sender:
+    """The sending half of a Tunnel. `table` is swapped by the tunnel on every map."""
+
+    __slots__ = (
+        "_drops",
+        "_events",
+        "_index",
+        "_last_timestamp",
+        "_out",
+        "_random",
+        "_static",
+        "_timers",
+        "_wall_clock",
+        "table",
+    )
+
+    def __init__(
+        self,
+        *,
+        static: StaticKeys,
+        index: IndexTable,
+        drops: DropCounters,
+        out: list[Datagram],
+        events: deque[TunnelEvent],
+        random: Callable[[int], bytes],
+        wall_clock: Callable[[], float],
+        timers: Timers,
+    ) -> None:
+        self.table: ForwardingTable[PeerState] = ForwardingTable.empty()
+        self._static = static
+        self._index = index
+        self._drops = drops
+        self._out = out
+        self._events = events
+        self._random = random
+        self._wall_clock = wall_clock
+        self._timers = timers
+        self._last_timestamp = bytes(12)
+
+    # -- data: the hot path ------------------------------------------------------------
+
+    def packet(self, packet: Buffer, now: float) -> Datagram | None:
+        """A packet from the TUN: (datagram, endpoint) to send now, or None (queued or
+        dropped and counted: not_ip, no_route, no_session). Never raises."""
+        parsed = ippacket.parse(packet)
+        if parsed is None or len(packet) > _MAX_PLAINTEXT:
+            self._drops.add(_NOT_IP)
+            return None
+        peer = self.table.routes.lookup(parsed[2])
+        if peer is None:
+            self._drops.add(_NO_ROUTE)
+            return None
+        endpoint = peer.endpoint
+        if endpoint is None:
+            self._drops.add(_NO_ROUTE)
+            return None
+        session = peer.current
+        if (
+            session is not None
+            and now < session.reject_at
+            and session.send_counter < session.reject_messages
+        ):
+            counter = session.send_counter
+            session.send_counter = counter + 1
+            box = crypto.seal(session.send_key, counter, packet)
+            peer.tx_packets += 1
+            peer.tx_bytes += len(packet)
+            peer.last_sent = now
+            peer.keepalive_at = None
+            if peer.unanswered_since is None:
+                peer.unanswered_since = now
+            if peer.pending is None and (
+                now >= session.rekey_at or counter >= session.rekey_messages
+            ):
+                self.start(peer, now)
+            return wire.pack_data(session.remote_index, counter, box), endpoint
+        if peer.enqueue(bytes(packet)):
+            self._drops.add(_NO_SESSION)
+        self.start(peer, now)
+        return None
+
+    def _seal(self, peer: PeerState, session: Session, packet: bytes, now: float) -> None:
+        counter = session.next_counter()
+        datagram = wire.pack_data(
+            session.remote_index, counter, crypto.seal(session.send_key, counter, packet)
+        )
+        if peer.endpoint is not None:
+            self._out.append((datagram, peer.endpoint))
+        if packet:
+            peer.tx_packets += 1
+            peer.tx_bytes += len(packet)
+        peer.last_sent = now
+        peer.keepalive_at = None
+
+    def flush(self, peer: PeerState, now: float, *, keepalive: bool) -> None:
+        """Send the peer's queue on its current session; when empty, a keepalive if asked."""
+        session = peer.current
+        if session is None or peer.endpoint is None:
+            return
+        queue = peer.queue
+        if not queue:
+            if keepalive and session.can_send(now):
+                self._seal(peer, session, b"", now)
+            return
+        while queue and session.can_send(now):
+            self._seal(peer, session, queue.popleft(), now)
+        if queue and peer.pending is None:
+            self.start(peer, now)
+
+    def keepalive(self, peer: PeerState, now: float) -> bool:
+        """Send an empty data packet on the current session; False when it cannot send."""
+        session = peer.current
+        if session is None or peer.endpoint is None or not session.can_send(now):
+            return False
+        self._seal(peer, session, b"", now)
+        return True
+
+    # -- initiations ---------------------------------------------------------------------
+
+    def start(self, peer: PeerState, now: float) -> None:
+        """Begin a handshake attempt unless one is in flight (the machine refuses START)."""
+        if peer.pending is not None:
+            return
+        pending = self._initiate(peer, now, attempt_start=now, cookie=None)
+        peer.step(HandshakeInput.START, pending)
+
+    def retry(self, peer: PeerState, now: float) -> None:
+        """REKEY_TIMEOUT passed: a new initiation, or give up after REKEY_ATTEMPT_TIME."""
+        old = peer.pending
+        if old is None:
+            return
+        self._index.remove_pending(old.initiator.sender_index)
+        if now >= old.attempt_start + self._timers.rekey_attempt_time:
+            peer.step(HandshakeInput.GIVE_UP)
+            if peer.queue:
+                self._drops.add(_NO_SESSION, len(peer.queue))
+                peer.queue.clear()
+            self._events.append(HandshakeFailed(peer.name))
+            return
+        pending = self._initiate(peer, now, attempt_start=old.attempt_start, cookie=None)
+        peer.step(HandshakeInput.RETRY, pending)
+
+    def cookie(self, peer: PeerState, cookie: bytes, now: float) -> None:
+        """A cookie reply opened: keep the cookie, re-send at once (once per cookie)."""
+        peer.cookie = cookie
+        peer.cookie_at = now
+        old = peer.pending
+        if old is None or old.cookie == cookie:
+            return
+        self._index.remove_pending(old.initiator.sender_index)
+        pending = self._initiate(peer, now, attempt_start=old.attempt_start, cookie=cookie)
+        peer.step(HandshakeInput.COOKIE, pending)
+
+    def _initiate(
+        self, peer: PeerState, now: float, *, attempt_start: float, cookie: bytes | None
+    ) -> Pending:
+        index = self._index.allocate()
+        if cookie is None:
+            cookie = peer.fresh_cookie(now)
+        message, state = handshake.create_initiation(
+            self._static,
+            peer.public_key.raw,
+            index,
+            self._random(_EPHEMERAL_LEN),
+            self._timestamp(),
+            cookie,
+        )
+        self._index.add_pending(index, peer)
+        if peer.endpoint is not None:
+            self._out.append((message, peer.endpoint))
+            peer.last_sent = now
+        timers = self._timers
+        jitter = int.from_bytes(self._random(_JITTER_BYTES), "little") / 2 ** (8 * _JITTER_BYTES)
+        retry_at = now + timers.rekey_timeout + jitter * timers.rekey_timeout_jitter
+        return Pending(state, now, retry_at, attempt_start, cookie)
+
+    def _timestamp(self) -> bytes:
+        """TAI64N of the wall clock, strictly newer than the last one this Tunnel sent."""
+        stamp = handshake.tai64n(self._wall_clock())
+        if stamp <= self._last_timestamp:
+            seconds, nanoseconds = _TAI64N.unpack(self._last_timestamp)
+            nanoseconds += 1
+            if nanoseconds >= 10**9:
+                seconds, nanoseconds = seconds + 1, 0
+            stamp = _TAI64N.pack(seconds, nanoseconds)
+        self._last_timestamp = stamp
+        return stamp

@@ -1,0 +1,324 @@
+"""The outside direction: datagrams from UDP become packets for the TUN, or handshake work.
+
+Owns everything this edge receives from the underlay: data on a session (the hot path) and
+the three handshake messages. Anything it answers (responses, cookie replies, keepalives,
+flushed queues) goes to the shared output list; data for the TUN is returned.
+
+Rules:
+- Data: the index names the session (unknown_peer); a session older than
+  REJECT_AFTER_TIME drops (expired_session); the replay window is checked (replay,
+  too_old), then the box opened (decrypt_failed), and only then does the window advance.
+  The inner source must lie in the sender's routes (bad_inner_source): this also refuses a
+  packet reflected back at us.
+- An initiation is checked cheapest first and no DH is done before the size and mac1
+  (malformed), the per-source token bucket (ratelimited) and, under load, a valid mac2
+  (else a cookie reply to the source and ratelimited). Every failure creates no state.
+- A replayed initiation (timestamp not newer than the last accepted) never touches the
+  peer's sessions.
+- Only an authenticated packet (data that opened, a response that opened, an initiation
+  past decryption and freshness) moves a peer's endpoint to its source.
+- `datagram` never raises for any input bytes; it drops and counts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from edge.tunnel import cookie, crypto, handshake, ippacket, wire
+from edge.tunnel.drops import DropCounters, DropReason
+from edge.tunnel.events import EndpointChanged, HandshakeCompleted, TunnelEvent
+from edge.tunnel.forwarding import ForwardingTable
+from edge.tunnel.handshake import StaticKeys
+from edge.tunnel.index import IndexTable
+from edge.tunnel.inside import Buffer, Datagram, Sender
+from edge.tunnel.peer import HandshakeInput, PeerState, Sockaddr
+from edge.tunnel.ratelimit import LoadMeter, SourceRateLimiter
+from edge.tunnel.replay import Verdict
+from edge.tunnel.session import Role, Session
+from edge.tunnel.timers import Timers
+
+# Initiations closer together than this from one peer are refused (protocol.md step 4).
+MIN_INITIATION_INTERVAL: Final = 0.02
+# The source-address cache (host string -> packed address) is cleared when this full.
+_SOURCE_CACHE_LIMIT: Final = 4096
+_EPHEMERAL_LEN: Final = 32
+
+_OK: Final = Verdict.OK
+_REPLAY_VERDICT: Final = Verdict.REPLAY
+_MALFORMED: Final = DropReason.MALFORMED
+_UNKNOWN_PEER: Final = DropReason.UNKNOWN_PEER
+_DECRYPT_FAILED: Final = DropReason.DECRYPT_FAILED
+_REPLAY: Final = DropReason.REPLAY
+_TOO_OLD: Final = DropReason.TOO_OLD
+_EXPIRED: Final = DropReason.EXPIRED_SESSION
+_NOT_IP: Final = DropReason.NOT_IP
+_BAD_INNER_SOURCE: Final = DropReason.BAD_INNER_SOURCE
+_RATELIMITED: Final = DropReason.RATELIMITED
+
+
+class Receiver:
+    """The receiving half of a Tunnel. `table` is swapped by the tunnel on every map."""
+
+    __slots__ = (
+        "_cookies",
+        "_drops",
+        "_events",
+        "_index",
+        "_keepalive_timeout",
+        "_limiter",
+        "_load",
+        "_mac1_key",
+        "_out",
+        "_random",
+        "_sender",
+        "_sessions",
+        "_sources",
+        "_static",
+        "_timers",
+        "table",
+    )
+
+    def __init__(
+        self,
+        *,
+        static: StaticKeys,
+        index: IndexTable,
+        sender: Sender,
+        drops: DropCounters,
+        out: list[Datagram],
+        events: deque[TunnelEvent],
+        random: Callable[[int], bytes],
+        timers: Timers,
+    ) -> None:
+        self.table: ForwardingTable[PeerState] = ForwardingTable.empty()
+        self._static = static
+        self._index = index
+        self._sessions = index.sessions
+        self._sender = sender
+        self._drops = drops
+        self._out = out
+        self._events = events
+        self._random = random
+        self._timers = timers
+        self._keepalive_timeout = timers.keepalive_timeout
+        self._mac1_key = cookie.mac1_key(static.public)
+        self._cookies = cookie.CookieGenerator(static.public, random)
+        self._limiter = SourceRateLimiter()
+        self._load = LoadMeter()
+        self._sources: dict[str, bytes] = {}
+
+    # -- data: the hot path --------------------------------------------------------------
+
+    def datagram(self, datagram: Buffer, addr: Sockaddr, now: float) -> bytes | None:
+        """A datagram from `addr`: the packet for the TUN, or None. Never raises."""
+        try:
+            index, counter, box = wire.unpack_data(datagram)
+        except wire.MalformedPacket:
+            self._handshake_message(datagram, addr, now)
+            return None
+        session = self._sessions.get(index)
+        if session is None:
+            self._drops.add(_UNKNOWN_PEER)
+            return None
+        if now >= session.reject_at:
+            self._drops.add(_EXPIRED)
+            return None
+        window = session.window
+        verdict = window.check(counter)
+        if verdict is not _OK:
+            self._drops.add(_REPLAY if verdict is _REPLAY_VERDICT else _TOO_OLD)
+            return None
+        packet = crypto.open_(session.recv_key, counter, box)
+        if packet is None:
+            self._drops.add(_DECRYPT_FAILED)
+            return None
+        window.accept(counter)
+        peer = session.peer
+        peer.last_received = now
+        peer.unanswered_since = None
+        if session is not peer.current and session is peer.next:
+            self._confirm(peer, session, now)
+        if addr != peer.endpoint:
+            self._roam(peer, addr)
+        if not packet:
+            peer.rx_packets += 1  # a keepalive
+            return None
+        parsed = ippacket.parse(packet)
+        if parsed is None:
+            self._drops.add(_NOT_IP)
+            return None
+        if self.table.routes.lookup(parsed[1]) is not peer:
+            self._drops.add(_BAD_INNER_SOURCE)
+            return None
+        peer.rx_packets += 1
+        peer.rx_bytes += len(packet)
+        if peer.keepalive_at is None:
+            peer.keepalive_at = now + self._keepalive_timeout
+        return packet
+
+    def _confirm(self, peer: PeerState, session: Session, now: float) -> None:
+        """The first data packet on the responder's next session: it becomes current."""
+        self._index.remove_sessions(peer.confirm(session))
+        peer.handshakes += 1
+        peer.last_handshake = now
+        self._events.append(HandshakeCompleted(peer.name, Role.RESPONDER))
+        self._sender.flush(peer, now, keepalive=False)
+
+    def _roam(self, peer: PeerState, addr: Sockaddr) -> None:
+        endpoint = (addr[0], addr[1])
+        if endpoint != peer.endpoint:
+            peer.endpoint = endpoint
+            self._events.append(EndpointChanged(peer.name, endpoint))
+
+    # -- handshake messages --------------------------------------------------------------
+
+    def _handshake_message(self, datagram: Buffer, addr: Sockaddr, now: float) -> None:
+        try:
+            kind = wire.message_type(datagram)
+            message = bytes(datagram)
+            if kind == wire.TYPE_INITIATION:
+                self._initiation(message, addr, now)
+            elif kind == wire.TYPE_RESPONSE:
+                self._response(message, addr, now)
+            elif kind == wire.TYPE_COOKIE_REPLY:
+                self._cookie_reply(message, now)
+            else:  # pragma: no cover - unpack_data takes every well-formed data packet
+                self._drops.add(_MALFORMED)
+        except wire.MalformedPacket:
+            self._drops.add(_MALFORMED)
+
+    def _source(self, host: str) -> bytes | None:
+        """The packed address of `host`, cached; None when it is not an IP address."""
+        packed = self._sources.get(host)
+        if packed is None:
+            try:
+                packed = ipaddress.ip_address(host).packed
+            except ValueError:
+                return None
+            if len(self._sources) >= _SOURCE_CACHE_LIMIT:
+                self._sources.clear()
+            self._sources[host] = packed
+        return packed
+
+    def _initiation(self, message: bytes, addr: Sockaddr, now: float) -> None:
+        # Steps 1-3: no DH before they pass.
+        if not handshake.verify_mac1(self._mac1_key, message, wire.INITIATION_MAC1_OFFSET):
+            self._drops.add(_MALFORMED)
+            return
+        self._load.record(now)
+        try:
+            ip = self._source(addr[0])
+            port = addr[1].to_bytes(2, "big")
+        except (TypeError, AttributeError, IndexError, OverflowError):
+            ip = None
+        if ip is None:
+            self._drops.add(_MALFORMED)
+            return
+        if not self._limiter.allow(ip, now):
+            self._drops.add(_RATELIMITED)
+            return
+        initiation = wire.decode_initiation(message)
+        if self._load.under_load(now):
+            source = ip + port
+            prefix = message[: wire.INITIATION_MAC2_OFFSET]
+            if not self._cookies.valid_mac2(prefix, initiation.mac2, source, now):
+                nonce, enc = self._cookies.seal_reply(
+                    self._cookies.cookie_for(source, now), initiation.mac1
+                )
+                reply = wire.CookieReply(initiation.sender_index, nonce, enc)
+                self._out.append((wire.encode_cookie_reply(reply), addr))
+                self._drops.add(_RATELIMITED)
+                return
+        # Step 4.
+        consumed = handshake.consume_initiation(self._static, initiation)
+        if consumed is None:
+            self._drops.add(_DECRYPT_FAILED)
+            return
+        peer = self.table.by_key.get(consumed.peer_public)
+        if peer is None:
+            self._drops.add(_UNKNOWN_PEER)
+            return
+        if consumed.timestamp <= peer.last_timestamp:
+            self._drops.add(_REPLAY)
+            return
+        last = peer.last_initiation_at
+        if last is not None and now - last < MIN_INITIATION_INTERVAL:
+            self._drops.add(_RATELIMITED)
+            return
+        # Step 5: respond; the session waits as next until I's first data packet.
+        peer.last_timestamp = consumed.timestamp
+        peer.last_initiation_at = now
+        index = self._index.allocate()
+        response, keys = handshake.create_response(
+            self._static, consumed, index, self._random(_EPHEMERAL_LEN), peer.fresh_cookie(now)
+        )
+        session = Session(
+            index=index,
+            remote_index=consumed.sender_index,
+            peer=peer,
+            send_key=keys.send,
+            recv_key=keys.recv,
+            role=Role.RESPONDER,
+            created=now,
+            timers=self._timers,
+        )
+        self._index.remove_sessions(peer.install_responded(session))
+        self._index.add_session(session)
+        peer.last_received = now
+        self._roam(peer, addr)
+        self._out.append((response, addr))
+        peer.last_sent = now
+
+    def _response(self, message: bytes, addr: Sockaddr, now: float) -> None:
+        response = wire.decode_response(message)
+        peer = self._index.pending.get(response.receiver_index)
+        pending = peer.pending if peer is not None else None
+        if peer is None or pending is None:
+            self._drops.add(_UNKNOWN_PEER)
+            return
+        if not handshake.verify_mac1(self._mac1_key, message, wire.RESPONSE_MAC1_OFFSET):
+            self._drops.add(_MALFORMED)
+            return
+        self._load.record(now)
+        keys = handshake.consume_response(self._static, pending.initiator, response)
+        if keys is None:
+            self._drops.add(_DECRYPT_FAILED)
+            return
+        session = Session(
+            index=response.receiver_index,
+            remote_index=response.sender_index,
+            peer=peer,
+            send_key=keys.send,
+            recv_key=keys.recv,
+            role=Role.INITIATOR,
+            created=now,
+            timers=self._timers,
+        )
+        peer.step(HandshakeInput.RESPONSE)
+        self._index.remove_sessions(peer.install_initiated(session))
+        self._index.add_session(session)  # takes the index over from the pending handshake
+        peer.handshakes += 1
+        peer.last_handshake = now
+        peer.last_received = now
+        self._events.append(HandshakeCompleted(peer.name, Role.INITIATOR))
+        self._roam(peer, addr)
+        # Queued packets, or a keepalive, so the responder can confirm the session.
+        self._sender.flush(peer, now, keepalive=True)
+
+    def _cookie_reply(self, message: bytes, now: float) -> None:
+        reply = wire.decode_cookie_reply(message)
+        peer = self._index.pending.get(reply.receiver_index)
+        pending = peer.pending if peer is not None else None
+        if peer is None or pending is None:
+            self._drops.add(_UNKNOWN_PEER)
+            return
+        value = cookie.open_reply(
+            peer.public_key.raw, pending.initiator.mac1, reply.nonce, reply.enc_cookie
+        )
+        if value is None:
+            self._drops.add(_DECRYPT_FAILED)
+            return
+        self._sender.cookie(peer, value, now)
