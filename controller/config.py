@@ -19,12 +19,13 @@ The registry does not rely on the last rule: it checks admitted routes for overl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from isthmus.configfile import ConfigError, Table, check_keys, join, read_toml
+from isthmus.configfile import domain as _domain
+from isthmus.configfile import required as _required
 from isthmus.endpoint import ENDPOINT_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
@@ -173,24 +174,3 @@ def _check_disjoint(edges: tuple[AllowedEdge, ...]) -> None:
         f"route {r2} of edge {e2.name!r} overlaps route {r1} of edge {e1.name!r} ({k1})",
         "routes of different edges that do not overlap",
     )
-
-
-def _required(table: Table, prefix: str, key: str, allowed: str) -> Any:
-    if key not in table:
-        raise ConfigError(join(prefix, key), "is missing", allowed)
-    return table[key]
-
-
-def _domain(
-    key: str, value: Any, parse: Callable[[Any], T], allowed: str, rule: str | None = None
-) -> T:
-    """Apply a domain parser, turning its ValueError into a ConfigError at `key`.
-
-    The parser's own ": use <rule>" tail (rule defaults to `allowed`) is dropped from the
-    problem, so what is allowed is said once, after "allowed:".
-    """
-    try:
-        return parse(value)
-    except ValueError as e:
-        problem = str(e).removesuffix(f": use {rule or allowed}")
-        raise ConfigError(key, problem, allowed) from None

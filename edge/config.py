@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from edge.tunnel import Timers
-from isthmus.configfile import ConfigError, Table, check_keys, get_int, join, read_toml
+from isthmus.configfile import ConfigError, Table, check_keys, get_int, read_toml
+from isthmus.configfile import domain as _domain
+from isthmus.configfile import required as _required
 from isthmus.endpoint import ENDPOINT_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.routemap import ROUTE_RULE, Network, parse_route
@@ -261,24 +262,3 @@ def _path(table: Table, key: str, default: Path | None) -> Path:
     if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise ConfigError(key, f"{value!r} is not a non-empty path", PATH_RULE)
     return Path(value)
-
-
-def _required(table: Table, prefix: str, key: str, allowed: str) -> Any:
-    if key not in table:
-        raise ConfigError(join(prefix, key), "is missing", allowed)
-    return table[key]
-
-
-def _domain(
-    key: str, value: Any, parse: Callable[[Any], T], allowed: str, rule: str | None = None
-) -> T:
-    """Apply a domain parser, turning its ValueError into a ConfigError at `key`.
-
-    The parser's own ": use <rule>" tail (rule defaults to `allowed`) is dropped from the
-    problem, so what is allowed is said once, after "allowed:".
-    """
-    try:
-        return parse(value)
-    except ValueError as e:
-        problem = str(e).removesuffix(f": use {rule or allowed}")
-        raise ConfigError(key, problem, allowed) from None

@@ -93,9 +93,23 @@ def get_list(table: Table, prefix: str, key: str, *, allow_empty: bool = True) -
     return value
 
 
-def parse_with(key: str, value: Any, parse: Callable[[Any], T], allowed: str) -> T:
-    """Apply a domain parser, turning its ValueError into a ConfigError at `key`."""
+def required(table: Table, prefix: str, key: str, allowed: str) -> Any:
+    """The value at `key`; a missing key names what is allowed there."""
+    if key not in table:
+        raise ConfigError(join(prefix, key), "is missing", allowed)
+    return table[key]
+
+
+def domain(
+    key: str, value: Any, parse: Callable[[Any], T], allowed: str, rule: str | None = None
+) -> T:
+    """Apply a domain parser, turning its ValueError into a ConfigError at `key`.
+
+    The parser's own ": use <rule>" tail (rule defaults to `allowed`) is dropped from the
+    problem, so what is allowed is said once, after "allowed:".
+    """
     try:
         return parse(value)
     except ValueError as e:
-        raise ConfigError(key, str(e), allowed) from None
+        problem = str(e).removesuffix(f": use {rule or allowed}")
+        raise ConfigError(key, problem, allowed) from None
