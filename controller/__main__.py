@@ -1,10 +1,12 @@
 """`isthmus controller --config FILE`: the controller process and its composition root.
 
-Owns wiring: config -> store -> registry -> publisher -> service -> grpc.aio server, and
-the process's signals: SIGHUP re-reads the config (an invalid file is logged and the old
-config kept), SIGTERM/SIGINT stop gracefully (watches end, in-flight calls finish) and
-exit 0. Nothing else in the package builds these objects. `ControllerServer` is the same
-wiring without signals, for tests that run a controller in-process on 127.0.0.1:0.
+Owns wiring: config -> controller key -> store -> registry -> history and publisher ->
+service -> health -> grpc.aio server on `listen`, plus the Admin server on the admin
+socket; and the process's signals: SIGHUP re-reads the config and applies its edges,
+admission policy and lease_ttl (an invalid file is logged and the old config kept),
+SIGTERM/SIGINT stop gracefully (watches end, in-flight calls finish) and exit 0.
+Nothing else in the package builds these objects. `ControllerServer` is the same wiring
+without signals, for tests that run a controller in-process on 127.0.0.1:0.
 """
 
 from __future__ import annotations
@@ -12,29 +14,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
 import grpc
 
 from controller import config as controller_config
+from controller.admin import start_admin_server, stop_admin_server
 from controller.config import ControllerConfig
 from controller.errors import StoreError
+from controller.health import HealthService
+from controller.history import History
 from controller.publisher import Publisher
-from controller.registry import Registry, Withdrawn
-from controller.service import ControllerService
-from controller.store import FileStore, Store
+from controller.registry import Change, Registry
+from controller.service import ControllerService, add_to_server
+from controller.store import EtcdStore, FileStore, Store, default_replica
 from isthmus import logfmt
+from isthmus.auth import Authenticator, ChallengeBook
 from isthmus.configfile import ConfigError
+from isthmus.keys import PublicKey
+from isthmus.lease import Lease, sign_lease
 from isthmus.logfmt import kv
-from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
+from isthmus.routemap import Network
+from isthmus.signing import ControllerKey, ControllerPublicKey, read_controller_key
+from isthmus.v1 import health_pb2_grpc
 
 log = logging.getLogger("controller")
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 STOP_GRACE_SECONDS: Final = 5.0
+REPLICA_ID_LEN: Final = 8
+KEY_FILE_RULE: Final = (
+    "an Ed25519 key file written by 'isthmus keygen --controller' "
+    "(base64 seed, one line, mode 0600)"
+)
 SERVER_OPTIONS: Final = (
     # Edges ping every 20 s to keep NAT bindings and detect a dead controller; allow it,
     # also between calls, and never count it as abuse.
@@ -47,17 +66,29 @@ SERVER_OPTIONS: Final = (
 
 
 class ControllerServer:
-    """One controller: the store on `config.state_dir` and a gRPC server on `config.listen`.
+    """One controller replica: its store, a gRPC server on `config.listen` (Controller and
+    Health) and the Admin server on `config.admin_socket`.
 
     Usage: `server = ControllerServer(config); await server.start(); ...; await server.stop()`.
+    `store` replaces the one the config names; `clock` (unix seconds) drives challenges and
+    leases, so tests can move time.
     """
 
-    def __init__(self, config: ControllerConfig, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._config = config
         self._store = store
+        self._clock = clock
+        self._key: ControllerKey | None = None
         self._service: ControllerService | None = None
         self._publisher: Publisher | None = None
+        self._health: HealthService | None = None
         self._server: grpc.aio.Server | None = None
+        self._admin: grpc.aio.Server | None = None
         self._port = 0
 
     @property
@@ -76,69 +107,143 @@ class ControllerServer:
         return f"[{host}]:{self._port}" if host.version == 6 else f"{host}:{self._port}"
 
     @property
+    def admin_socket(self) -> Path:
+        return self._config.admin_socket
+
+    @property
+    def public_key(self) -> ControllerPublicKey:
+        """The controller's public key (what edges pin)."""
+        if self._key is None:
+            raise RuntimeError("the controller is not started")
+        return self._key.public
+
+    @property
     def service(self) -> ControllerService:
         if self._service is None:
             raise RuntimeError("the controller is not started")
         return self._service
 
+    @property
+    def health(self) -> HealthService:
+        if self._health is None:
+            raise RuntimeError("the controller is not started")
+        return self._health
+
     async def start(self) -> None:
-        """Load the stored state, apply the config to it, bind and start serving.
+        """Read the key, load the stored state, apply the config to it, bind and serve.
 
         Raises:
-            StoreError: the state directory or state file is unusable.
-            OSError: the listen address cannot be bound.
+            ConfigError: the signing key file is unusable (names signing_key_file).
+            StoreError: the store is unusable.
+            OSError: the listen address or the admin socket cannot be bound.
         """
-        store = self._store
-        if store is None:
-            store = await asyncio.to_thread(FileStore.open, self._config.state_dir)
+        cfg = self._config
         try:
-            stored = await asyncio.to_thread(store.load)
-            registry = Registry(stored)
-        except ValueError as e:  # MapError from a store that did not validate
-            raise StoreError(f"the stored map is invalid: {e}") from None
-        self._publisher = Publisher(registry.snapshot())
-        self._service = ControllerService(registry, store, self._publisher)
-        _log_withdrawn(await self._service.apply_config(self._config.edges))
-        log.info(kv("state_loaded", version=self._service.registry.version))
+            key = await asyncio.to_thread(read_controller_key, cfg.signing_key_file)
+        except ValueError as e:
+            raise ConfigError("signing_key_file", str(e), KEY_FILE_RULE) from None
+        self._key = key
+        store = self._store or await _open_store(cfg)
+        self._store = store
+        state = await store.load()
+
+        def signer(edge_key: PublicKey, route: Network, version: int, expires: int) -> Lease:
+            return sign_lease(key, edge_key, route, version, expires)
+
+        registry = Registry(state, cfg, signer, overlay=(cfg.listen.ip,))
+        snapshot = registry.snapshot()
+        history = History(snapshot)
+        self._publisher = Publisher(snapshot)
+        book = ChallengeBook(
+            key.challenge_secret, os.urandom(REPLICA_ID_LEN), self._clock, os.urandom
+        )
+        self._service = ControllerService(
+            registry, cfg, store, Authenticator(key, book), history, self._publisher, self._clock
+        )
+        # The stored state may predate this config: withdraw and decide again.
+        _log_reload(await self._service.apply_config(cfg))
+        log.info(
+            kv(
+                "state_loaded",
+                version=self._service.version,
+                store=cfg.store.kind,
+                replica=store.replica,
+                public_key=key.public,
+            )
+        )
+        self._health = HealthService(store.healthy)
+        await self._health.start()
         server = grpc.aio.server(options=list(SERVER_OPTIONS))
-        pb_grpc.add_ControllerServicer_to_server(self._service, server)  # type: ignore[no-untyped-call]
+        add_to_server(self._service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)  # type: ignore[no-untyped-call]
         try:
-            port = server.add_insecure_port(str(self._config.listen))
+            port = server.add_insecure_port(str(cfg.listen))
         except RuntimeError as e:  # grpc reports a failed bind this way
-            raise OSError(f"cannot listen on {self._config.listen}: {e}") from None
+            raise OSError(f"cannot listen on {cfg.listen}: {e}") from None
         if port == 0:
-            raise OSError(f"cannot listen on {self._config.listen}")
+            raise OSError(f"cannot listen on {cfg.listen}")
         self._port = port
         await server.start()
         self._server = server
-        log.info(kv("listening", address=self.address))
+        self._admin = await start_admin_server(cfg.admin_socket, self._service)
+        self._service.start()
+        log.info(kv("listening", address=self.address, admin_socket=cfg.admin_socket))
 
-    async def reload(self, config: ControllerConfig) -> tuple[Withdrawn, ...]:
-        """Apply a re-read config's edges; the listen address and state_dir stay as started.
+    async def reload(self, config: ControllerConfig) -> tuple[Change, ...]:
+        """Apply a re-read config's edges, admission policy and lease_ttl; everything else
+        (listen, state_dir, store, signing key, admin socket) stays as started.
 
         Raises:
-            StoreError: a withdrawal could not be persisted; the old config stays.
+            StoreError: the change could not be persisted; the old config stays.
         """
         old = self._config
-        withdrawn = await self.service.apply_config(config.edges)
-        self._config = ControllerConfig(old.listen, old.state_dir, config.edges)
-        _log_withdrawn(withdrawn)
-        if (config.listen, config.state_dir) != (old.listen, old.state_dir):
-            log.warning(kv("reload_partial", reason="listen and state_dir change on restart only"))
-        return withdrawn
+        kept = replace(
+            old, edges=config.edges, lease_ttl=config.lease_ttl, admission=config.admission
+        )
+        changes = await self.service.apply_config(kept)
+        self._config = kept
+        _log_reload(changes)
+        if kept != config:
+            log.warning(
+                kv(
+                    "reload_partial",
+                    reason="listen, state_dir, store, signing_key_file and admin_socket "
+                    "change on restart only",
+                )
+            )
+        return changes
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """End every watch, let in-flight calls finish (up to `grace` seconds), stop."""
         if self._publisher is not None:
             await self._publisher.close()
+        if self._health is not None:
+            await self._health.close()
+        if self._admin is not None:
+            await stop_admin_server(self._admin, self._config.admin_socket, grace)
+            self._admin = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        # A store that lost quorum must not hold the process: bound the goodbyes.
+        for what, closing in (("service", self._service), ("store", self._store)):
+            if closing is None:
+                continue
+            try:
+                await asyncio.wait_for(closing.close(), timeout=grace)
+            except TimeoutError:
+                log.warning(kv("stop_timeout", part=what, seconds=grace))
         log.info(kv("stopped"))
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+async def _open_store(cfg: ControllerConfig) -> Store:
+    if cfg.store.kind == "etcd":
+        return EtcdStore(cfg.store.endpoints, cfg.store.prefix, default_replica())
+    return await asyncio.to_thread(FileStore.open, cfg.state_dir)
 
 
 def main(argv: list[str]) -> int:
@@ -158,6 +263,10 @@ def main(argv: list[str]) -> int:
     logfmt.configure("controller")
     try:
         asyncio.run(_serve(path, config))
+    except ConfigError as e:
+        log.error(kv("startup_failed", reason=str(e)))
+        print(f"isthmus controller: {path}: {e}", file=sys.stderr)
+        return 1
     except (StoreError, OSError) as e:
         log.error(kv("startup_failed", reason=str(e)))
         print(f"isthmus controller: {e}", file=sys.stderr)
@@ -203,17 +312,10 @@ async def _reload(server: ControllerServer, path: Path) -> None:
     log.info(kv("reloaded", config=path, edges=len(config.edges)))
 
 
-def _log_withdrawn(withdrawn: tuple[Withdrawn, ...]) -> None:
-    for w in withdrawn:
-        log.warning(
-            kv(
-                "withdrawn",
-                edge=w.edge,
-                whole_edge=w.whole_edge,
-                routes=w.routes,
-                reason=w.reason,
-            )
-        )
+def _log_reload(changes: tuple[Change, ...]) -> None:
+    """Changes are logged one per line by the service; this is the summary."""
+    if changes:
+        log.info(kv("config_applied", changes=len(changes)))
 
 
 if __name__ == "__main__":

@@ -6,30 +6,45 @@ and what is allowed. Reading the file is the only I/O; `parse` checks a table al
 
 Keys (the example file deploy/examples/controller.toml shows each):
 
-    listen      required  "ip:port" or "[ipv6]:port" of the gRPC server; port 0 picks any free port
-    state_dir   required  directory of the persisted state (state.json); created with mode 0700
-    [[edges]]   optional  the edges allowed to register; default: none
-      name        required  the edge's name (1-63 of a-z, 0-9, '-'); unique among edges
-      public_key  required  the edge's public key, base64 as printed by 'isthmus keygen'; unique
-      routes      required  the routes (CIDRs) this edge may advertise; may be empty; each listed
-                            once; routes of different edges must not overlap
-
-The registry does not rely on the last rule: it checks admitted routes for overlaps itself.
+    listen            required  "ip:port" or "[ipv6]:port" of the gRPC server; port 0 picks any
+                                free port
+    state_dir         required  directory of the persisted state (state.json); created mode 0700
+    signing_key_file  required  the controller's Ed25519 key ('isthmus keygen --controller')
+    admin_socket      optional  the Admin service's unix socket; default <state_dir>/admin.sock
+    lease_ttl         optional  seconds a route lease lasts, 300-2592000; default 86400
+    [store]           optional  where the state lives
+      kind              optional  "file" (default) or "etcd"
+      endpoints         etcd: required, others: refused; 1-16 distinct "http://host:port"
+                                (https is not supported yet)
+      prefix            etcd only; the key prefix, default "/isthmus/"; starts and ends with '/'
+    [admission]       optional  what happens to overlapping and reserved routes
+      more_specific     optional  "pending" (default) or "refuse"
+      less_specific     optional  "pending" (default) or "refuse"
+      allow_reserved    optional  reserved routes allowed anyway, each listed exactly; default []
+    [[edges]]         optional  the edges allowed to register; default: none
+      name              required  the edge's name (1-63 of a-z, 0-9, '-'); unique among edges
+      public_key        required  the edge's public key, base64 as printed by 'isthmus keygen';
+                                  unique
+      routes            required  the routes (CIDRs) this edge may advertise, or subnets of
+                                  them; may be empty; each listed once. Routes of different
+                                  edges may overlap: admission decides at registration.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from controller.admission import Policy, RouteState, reserved_reason
 from isthmus.configfile import ConfigError, Table, check_keys, join, read_toml
 from isthmus.configfile import domain as _domain
 from isthmus.configfile import required as _required
 from isthmus.endpoint import ENDPOINT_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
-from isthmus.routemap import ROUTE_RULE, EdgeEntry, Network, first_conflict, parse_route
+from isthmus.routemap import ROUTE_RULE, Network, parse_route
 
 T = TypeVar("T")
 
@@ -38,11 +53,52 @@ LISTEN_RULE = (
 )
 KEY_RULE = "a 32-byte Curve25519 public key in standard base64, as printed by 'isthmus keygen'"
 STATE_DIR_RULE = "a directory path, e.g. /var/lib/isthmus-controller"
+SIGNING_KEY_RULE = (
+    "a file path, e.g. /var/lib/isthmus-controller/controller.key, "
+    "made with 'isthmus keygen --controller'"
+)
+ADMIN_SOCKET_RULE = "a unix socket path, e.g. /run/isthmus-controller/admin.sock"
 ROUTES_RULE = f"a list of routes, each {ROUTE_RULE}"
 EDGE_RULE = "a table with name, public_key and routes ([[edges]])"
+LEASE_TTL_MIN = 300
+LEASE_TTL_MAX = 2_592_000
+LEASE_TTL_RULE = f"an integer number of seconds {LEASE_TTL_MIN}-{LEASE_TTL_MAX} (5 min - 30 days)"
+STORE_KIND_RULE = '"file" or "etcd"'
+MAX_STORE_ENDPOINTS = 16
+STORE_ENDPOINT_RULE = (
+    "'http://host:port' with a host name or IP address ([ipv6] in brackets) and a port "
+    "1-65535; https is not supported yet"
+)
+STORE_ENDPOINTS_RULE = (
+    f"a list of 1-{MAX_STORE_ENDPOINTS} distinct etcd endpoints, each {STORE_ENDPOINT_RULE}"
+)
+STORE_PREFIX_RULE = "a key prefix of printable ASCII without spaces, starting and ending with '/'"
+POLICY_RULE = '"pending" or "refuse"'
+ALLOW_RESERVED_RULE = (
+    "a list of reserved routes (0.0.0.0/0, ::/0, or routes overlapping loopback, link-local, "
+    "multicast or 0.0.0.0/8), each listed once"
+)
 
-_TOP_KEYS = {"listen", "state_dir", "edges"}
+DEFAULT_LEASE_TTL = 86_400
+DEFAULT_STORE_PREFIX = "/isthmus/"
+ADMIN_SOCKET_NAME = "admin.sock"
+
+_TOP_KEYS = {
+    "listen",
+    "state_dir",
+    "signing_key_file",
+    "admin_socket",
+    "lease_ttl",
+    "store",
+    "admission",
+    "edges",
+}
+_STORE_KEYS = {"kind", "endpoints", "prefix"}
+_ADMISSION_KEYS = {"more_specific", "less_specific", "allow_reserved"}
 _EDGE_KEYS = {"name", "public_key", "routes"}
+_POLICIES = {"pending": RouteState.PENDING, "refuse": RouteState.REFUSED}
+_HOST_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
+_PREFIX_RE = re.compile(r"^/([!-~]*/)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +111,26 @@ class AllowedEdge:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the controller keeps its state ([store])."""
+
+    kind: Literal["file", "etcd"] = "file"
+    endpoints: tuple[str, ...] = ()  # etcd only: "http://host:port"
+    prefix: str = DEFAULT_STORE_PREFIX  # etcd only
+
+
+@dataclass(frozen=True, slots=True)
 class ControllerConfig:
     """The whole validated controller config."""
 
     listen: Endpoint
     state_dir: Path
+    signing_key_file: Path
+    admin_socket: Path
     edges: tuple[AllowedEdge, ...] = ()
+    lease_ttl: int = DEFAULT_LEASE_TTL
+    store: StoreConfig = field(default_factory=StoreConfig)
+    admission: Policy = field(default_factory=Policy)
 
 
 def load(path: Path) -> ControllerConfig:
@@ -82,25 +152,137 @@ def parse(table: Table, source: str = "<config>") -> ControllerConfig:
     listen = _domain(
         "listen", _required(table, "", "listen", LISTEN_RULE), _listen, LISTEN_RULE, ENDPOINT_RULE
     )
-    state_dir = _state_dir(table)
+    state_dir = _path(table, "state_dir", STATE_DIR_RULE)
+    signing_key_file = _path(table, "signing_key_file", SIGNING_KEY_RULE)
+    admin_socket = (
+        _path(table, "admin_socket", ADMIN_SOCKET_RULE)
+        if "admin_socket" in table
+        else state_dir / ADMIN_SOCKET_NAME
+    )
+    lease_ttl = _lease_ttl(table)
+    store = _store(table.get("store", {}))
+    admission = _admission(table.get("admission", {}))
     raw_edges = table.get("edges", [])
     if not isinstance(raw_edges, list):
         raise ConfigError("edges", f"{raw_edges!r} is not a list", "[[edges]] tables")
     edges = tuple(_edge(t, f"edges[{i}]") for i, t in enumerate(raw_edges))
     _check_unique(edges)
-    _check_disjoint(edges)
-    return ControllerConfig(listen=listen, state_dir=state_dir, edges=edges)
+    return ControllerConfig(
+        listen=listen,
+        state_dir=state_dir,
+        signing_key_file=signing_key_file,
+        admin_socket=admin_socket,
+        edges=edges,
+        lease_ttl=lease_ttl,
+        store=store,
+        admission=admission,
+    )
 
 
 def _listen(value: Any) -> Endpoint:
     return Endpoint.parse(value, allow_port_zero=True)
 
 
-def _state_dir(table: Table) -> Path:
-    value = _required(table, "", "state_dir", STATE_DIR_RULE)
+def _path(table: Table, key: str, rule: str) -> Path:
+    value = _required(table, "", key, rule)
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError("state_dir", f"{value!r} is not a non-empty string", STATE_DIR_RULE)
+        raise ConfigError(key, f"{value!r} is not a non-empty string", rule)
     return Path(value)
+
+
+def _lease_ttl(table: Table) -> int:
+    value = table.get("lease_ttl", DEFAULT_LEASE_TTL)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError("lease_ttl", f"{value!r} is not an integer", LEASE_TTL_RULE)
+    if not LEASE_TTL_MIN <= value <= LEASE_TTL_MAX:
+        raise ConfigError("lease_ttl", f"{value} is out of range", LEASE_TTL_RULE)
+    return value
+
+
+def _table(value: Any, key: str, known: set[str]) -> Table:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"{value!r} is not a table", f"a [{key}] table")
+    check_keys(value, key, known)
+    return value
+
+
+def _store(value: Any) -> StoreConfig:
+    table = _table(value, "store", _STORE_KEYS)
+    kind = table.get("kind", "file")
+    if kind == "file":
+        for key in ("endpoints", "prefix"):
+            if key in table:
+                raise ConfigError(f"store.{key}", 'is only used with kind = "etcd"', "leave it out")
+        return StoreConfig()
+    if kind != "etcd":
+        raise ConfigError("store.kind", f"{kind!r} is not a store kind", STORE_KIND_RULE)
+    raw = _required(table, "store", "endpoints", STORE_ENDPOINTS_RULE)
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_STORE_ENDPOINTS:
+        problem = (
+            f"{raw!r} is not a list" if not isinstance(raw, list) else f"has {len(raw)} entries"
+        )
+        raise ConfigError("store.endpoints", problem, STORE_ENDPOINTS_RULE)
+    endpoints: list[str] = []
+    for i, text in enumerate(raw):
+        at = f"store.endpoints[{i}]"
+        url = _domain(at, text, _store_endpoint, STORE_ENDPOINT_RULE)
+        if url in endpoints:
+            raise ConfigError(
+                at,
+                f"{url} is listed twice (also store.endpoints[{endpoints.index(url)}])",
+                "each endpoint once",
+            )
+        endpoints.append(url)
+    prefix = table.get("prefix", DEFAULT_STORE_PREFIX)
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise ConfigError("store.prefix", f"{prefix!r} is not a key prefix", STORE_PREFIX_RULE)
+    return StoreConfig(kind="etcd", endpoints=tuple(endpoints), prefix=prefix)
+
+
+def _store_endpoint(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    if value.startswith("https://"):
+        raise ValueError(f"{value!r} uses https, which is not supported yet")
+    if not value.startswith("http://"):
+        raise ValueError(f"{value!r} is not an http:// URL")
+    host, sep, port = value.removeprefix("http://").rpartition(":")
+    if not sep or not _HOST_RE.match(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not http://host:port")
+    return value
+
+
+def _admission(value: Any) -> Policy:
+    table = _table(value, "admission", _ADMISSION_KEYS)
+    more = _domain(
+        "admission.more_specific", table.get("more_specific", "pending"), _policy, POLICY_RULE
+    )
+    less = _domain(
+        "admission.less_specific", table.get("less_specific", "pending"), _policy, POLICY_RULE
+    )
+    raw = table.get("allow_reserved", [])
+    if not isinstance(raw, list):
+        raise ConfigError("admission.allow_reserved", f"{raw!r} is not a list", ALLOW_RESERVED_RULE)
+    routes: list[Network] = []
+    for i, text in enumerate(raw):
+        at = f"admission.allow_reserved[{i}]"
+        net = _domain(at, text, parse_route, ROUTE_RULE)
+        if reserved_reason(net) is None:
+            raise ConfigError(at, f"{net} is not reserved", ALLOW_RESERVED_RULE)
+        if net in routes:
+            raise ConfigError(
+                at,
+                f"{net} is listed twice (also admission.allow_reserved[{routes.index(net)}])",
+                "each route once",
+            )
+        routes.append(net)
+    return Policy(more_specific=more, less_specific=less, allow_reserved=tuple(routes))
+
+
+def _policy(value: Any) -> RouteState:
+    if not isinstance(value, str) or value not in _POLICIES:
+        raise ValueError(f"{value!r} is not a policy")
+    return _POLICIES[value]
 
 
 def _edge(entry: Any, where: str) -> AllowedEdge:
@@ -157,20 +339,3 @@ def _check_unique(edges: tuple[AllowedEdge, ...]) -> None:
                 "a key unique among edges",
             )
         keys[e.public_key.raw] = i
-
-
-def _check_disjoint(edges: tuple[AllowedEdge, ...]) -> None:
-    index = {e.name: i for i, e in enumerate(edges)}
-    entries = [EdgeEntry(e.name, e.public_key, (), e.routes) for e in edges]
-    conflict = first_conflict((r, entry) for entry in entries for r in entry.routes)
-    if conflict is None:
-        return
-    (r1, e1), (r2, e2) = sorted(conflict, key=lambda p: index[p[1].name])
-    i1, i2 = index[e1.name], index[e2.name]
-    k1 = f"edges[{i1}].routes[{edges[i1].routes.index(r1)}]"
-    k2 = f"edges[{i2}].routes[{edges[i2].routes.index(r2)}]"
-    raise ConfigError(
-        k2,
-        f"route {r2} of edge {e2.name!r} overlaps route {r1} of edge {e1.name!r} ({k1})",
-        "routes of different edges that do not overlap",
-    )

@@ -1,14 +1,21 @@
-"""The controller's error contract: what a registration or a watch can fail with.
+"""The controller's error contract: what an edge's call or an operator's command can fail with.
 
-Every error the gRPC shell reports is a `ControllerError`; `controller.service.status_code`
+Every error the gRPC shells report is a `ControllerError`; `controller.admin.status_code`
 is the one place that maps them to gRPC status codes:
 
-    UnknownEdge      NOT_FOUND          the name is not in the controller config
-    KeyMismatch      PERMISSION_DENIED  the key is not the one configured for the name
-    RouteNotAllowed  PERMISSION_DENIED  a route is not inside the edge's allowed routes
-    RouteConflict    ALREADY_EXISTS     a route overlaps a route admitted for another edge
-    InvalidRequest   INVALID_ARGUMENT   a malformed request field (wraps isthmus WireError)
-    StoreError       UNAVAILABLE        the state could not be persisted; nothing changed
+    Unauthenticated  UNAUTHENTICATED      the call's auth metadata failed a check (names which)
+    UnknownEdge      NOT_FOUND            the name is not in the controller config
+    KeyMismatch      PERMISSION_DENIED    the key is not the one configured for the name
+    WrongEdge        PERMISSION_DENIED    an authenticated edge named another edge in its request
+    InvalidRequest   INVALID_ARGUMENT     a malformed request field (wraps isthmus WireError)
+    NotPending       FAILED_PRECONDITION  approve: the route is serving or refused, not pending
+    UnknownRoute     NOT_FOUND            approve: no edge (or not that edge) advertises the route
+    AmbiguousRoute   INVALID_ARGUMENT     approve: several edges advertise it; name one (--edge)
+    StoreError       UNAVAILABLE          the state could not be read or persisted; nothing changed
+    StoreConflict    UNAVAILABLE          (a StoreError) another replica wrote the state first
+
+Routes outside an edge's allowed routes or overlapping another edge's are no errors: the
+registration succeeds and admission (controller.admission) gives each route a decision.
 
 The message of every error names the edge, route or field and the reason; it is sent to
 the caller as the status details, so it never holds anything but public data.
@@ -21,6 +28,10 @@ class ControllerError(Exception):
     """Base of every error the controller reports to a caller."""
 
 
+class Unauthenticated(ControllerError):
+    """The call's authentication failed; the message names the failed check only."""
+
+
 class UnknownEdge(ControllerError):
     """The edge name is not configured."""
 
@@ -29,17 +40,29 @@ class KeyMismatch(ControllerError):
     """The public key differs from the one configured for the edge."""
 
 
-class RouteNotAllowed(ControllerError):
-    """A route is not inside any of the edge's allowed routes."""
-
-
-class RouteConflict(ControllerError):
-    """A route overlaps a route currently admitted for another edge."""
+class WrongEdge(ControllerError):
+    """An authenticated edge named another edge in its request."""
 
 
 class InvalidRequest(ControllerError):
     """A request field is malformed; the message names the field (from WireError)."""
 
 
+class NotPending(ControllerError):
+    """An approval names a route that is not pending (it serves already, or is refused)."""
+
+
+class UnknownRoute(ControllerError):
+    """An approval names a route no edge (or not the named edge) advertises."""
+
+
+class AmbiguousRoute(ControllerError):
+    """An approval names a route several edges advertise, without naming the edge."""
+
+
 class StoreError(ControllerError):
-    """The persisted state cannot be read or written; the message names the file."""
+    """The persisted state cannot be read or written; the message names the file or endpoint."""
+
+
+class StoreConflict(StoreError):
+    """Another replica wrote the state first; adopt the newer state and decide again."""

@@ -1,182 +1,356 @@
-"""The registry: which edges are allowed, what each has been admitted with, at which version.
+"""The registry: the controller's state and every transition of it.
 
-Owns the admission rules and the map version. Pure: no I/O, no clock, no asyncio; the
-service persists and publishes what it decides. Rules:
+Owns how registrations, config changes, operator approvals, lease renewal and other
+replicas' writes change the `State` (controller.state), and the decisions
+(controller.admission) that follow from it. Pure: no I/O, no clock (`now` comes in), no
+asyncio, and leases are signed by an injected `Signer`; the service persists and
+publishes what it decides. Not thread-safe: one owner (the service works on a `copy`).
 
-- An edge registers under a configured name with the configured public key.
-- Every advertised route lies inside (is a subnet of) one of that edge's allowed routes.
-- No advertised route overlaps a route currently admitted for another edge.
-- Register is all or nothing: on any error the registry is unchanged.
-- The version rises by one whenever the map changes and never otherwise; it never goes
-  backwards (the store carries it across restarts).
+Rules:
+- An edge registers under a configured name with the configured public key, else
+  `UnknownEdge` / `KeyMismatch` and nothing changes. Its routes are never an error:
+  admission decides each one (serving, pending or refused).
+- A registration replaces the edge's endpoints and advertised routes (kept in canonical
+  route order, so the order an edge lists them in is no change). A route still
+  advertised keeps its `since`; a new one gets the version the registration makes.
+  Approvals of routes the edge no longer advertises are dropped.
+- Leases exist exactly for serving routes. A route that starts serving gets a lease
+  signed at the new version, expiring at int(now) + lease_ttl; `renew` re-signs leases
+  with less than lease_ttl / 2 left.
+- The version rises by one on every change of the state (edges, advertised routes,
+  approvals, leases) and never otherwise; `adopt` only ever moves it forward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
-from controller.config import AllowedEdge
-from controller.errors import KeyMismatch, RouteConflict, RouteNotAllowed, UnknownEdge
+from controller.admission import Decision, RouteState, decide, serving_map
+from controller.config import AllowedEdge, ControllerConfig
+from controller.errors import AmbiguousRoute, KeyMismatch, NotPending, UnknownEdge, UnknownRoute
+from controller.state import Advertised, EdgeRecord, State, pair_order, route_order
 from isthmus.convert import Registration
+from isthmus.endpoint import IPAddress
 from isthmus.ids import EdgeName
-from isthmus.routemap import EdgeEntry, Network, RouteMap, overlaps
+from isthmus.keys import PublicKey
+from isthmus.lease import Lease
+from isthmus.routemap import Network, RouteMap
+
+Signer = Callable[[PublicKey, Network, int, int], Lease]  # (edge key, route, version, expires)
+
+CHANGE_KINDS = frozenset(
+    {
+        "edge_joined",
+        "edge_updated",
+        "edge_removed",
+        "route_serving",
+        "route_pending",
+        "route_refused",
+        "route_approved",
+        "route_withdrawn",
+        "leases_renewed",
+    }
+)
+_ROUTE_KINDS = {
+    RouteState.SERVING: "route_serving",
+    RouteState.PENDING: "route_pending",
+    RouteState.REFUSED: "route_refused",
+}
 
 
 @dataclass(frozen=True, slots=True)
-class Withdrawn:
-    """Routes (or a whole edge) taken out of the map by a config change."""
+class Change:
+    """One thing a transition changed, for the log; `kind` is one of CHANGE_KINDS."""
 
+    kind: str
     edge: EdgeName
-    routes: tuple[Network, ...]
-    reason: str
-    whole_edge: bool
-
-
-REASON_UNCONFIGURED = "edge no longer configured"
-REASON_KEY_CHANGED = "configured public key changed"
-REASON_NOT_ALLOWED = "route no longer allowed"
-
-
-def route_order(net: Network) -> tuple[int, int, int]:
-    """The canonical order of routes in a map entry."""
-    return (net.version, int(net.network_address), net.prefixlen)
-
-
-def inside(route: Network, allowed: Iterable[Network]) -> bool:
-    """True when `route` is a subnet of (or equal to) one of `allowed`."""
-    return any(
-        route.version == a.version and route.subnet_of(a)  # type: ignore[arg-type]
-        for a in allowed
-    )
+    route: Network | None
+    detail: str
 
 
 class Registry:
-    """Allowed edges, admitted entries and the version. Not thread-safe: one owner."""
+    """The state, the config it is decided under, and the decisions. One owner."""
 
-    __slots__ = ("_admitted", "_allowed", "_version")
+    __slots__ = ("_by_key", "_config", "_decisions", "_overlay", "_signer", "_state")
 
-    def __init__(self, state: RouteMap | None = None) -> None:
-        """Start from a stored map (or empty at version 0) with no edges allowed.
+    def __init__(
+        self,
+        state: State,
+        config: ControllerConfig,
+        signer: Signer,
+        overlay: tuple[IPAddress, ...] = (),
+    ) -> None:
+        """Start from a stored state under `config`.
 
-        Call `apply_config` next: it withdraws whatever the stored map holds that the
-        config no longer allows.
-
-        Raises:
-            MapError: `state` breaks a map rule.
+        `overlay` holds the controller's own addresses (its listen IP); edge endpoint IPs
+        are added from the state. The state is taken as stored: call `apply_config` next
+        to remove what the config no longer allows and sign what now serves.
         """
-        state = (state or RouteMap(version=0)).validate()
-        self._version = state.version
-        self._admitted: dict[EdgeName, EdgeEntry] = {e.name: e for e in state.edges}
-        self._allowed: dict[EdgeName, AllowedEdge] = {}
+        self._state = state
+        self._config = config
+        self._signer = signer
+        self._overlay = overlay
+        self._by_key = {e.public_key.raw: e for e in config.edges}
+        self._decisions = self._decide(state)
+
+    @property
+    def state(self) -> State:
+        return self._state
 
     @property
     def version(self) -> int:
-        return self._version
+        return self._state.version
 
-    def allowed(self, name: str) -> AllowedEdge | None:
-        """The configured edge called `name`, if any."""
-        return self._allowed.get(EdgeName(name))
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        """One decision per advertised (edge, route), in decision order."""
+        return self._decisions
+
+    @property
+    def config(self) -> ControllerConfig:
+        return self._config
 
     def copy(self) -> Registry:
-        """An independent registry with the same state (entries are immutable)."""
+        """An independent registry with the same state (everything held is immutable)."""
         other = Registry.__new__(Registry)
-        other._version = self._version
-        other._admitted = dict(self._admitted)
-        other._allowed = dict(self._allowed)
+        other._state = self._state
+        other._config = self._config
+        other._signer = self._signer
+        other._overlay = self._overlay
+        other._by_key = self._by_key
+        other._decisions = self._decisions
         return other
 
-    def register(self, reg: Registration) -> int:
-        """Admit `reg` whole, or refuse it whole; return the map version including it.
+    def allowed_key(self, key: PublicKey) -> AllowedEdge | None:
+        """The configured edge whose public key is `key`, if any."""
+        return self._by_key.get(key.raw)
+
+    def snapshot(self) -> RouteMap:
+        """The map: every registered edge with its serving routes and their leases."""
+        return serving_map(self._state, self._decisions)
+
+    def register(
+        self, reg: Registration, now: float
+    ) -> tuple[tuple[Decision, ...], tuple[Change, ...]]:
+        """Replace the edge's endpoints and advertised routes; decide every route again.
+
+        Returns the decisions for `reg.routes` in their order (a route listed twice
+        counts once), and what changed.
 
         Raises:
             UnknownEdge: the name is not configured.
             KeyMismatch: the key is not the configured one.
-            RouteNotAllowed: a route is outside the edge's allowed routes.
-            RouteConflict: a route overlaps a route admitted for another edge.
         """
-        allowed = self._allowed.get(reg.name)
+        allowed = next((e for e in self._config.edges if e.name == reg.name), None)
         if allowed is None:
             raise UnknownEdge(f"edge {reg.name!r} is not configured on this controller")
         if reg.public_key != allowed.public_key:
             raise KeyMismatch(
                 f"public key {reg.public_key} is not the key configured for edge {reg.name!r}"
             )
-        for route in reg.routes:
-            if not inside(route, allowed.routes):
-                listed = ", ".join(str(r) for r in allowed.routes) or "none"
-                raise RouteNotAllowed(
-                    f"route {route} is not inside the routes allowed for edge {reg.name!r}; "
-                    f"allowed: {listed}"
-                )
-        for route in reg.routes:
-            for other in self._admitted.values():
-                if other.name == reg.name:
-                    continue
-                for theirs in other.routes:
-                    if overlaps(route, theirs):
-                        raise RouteConflict(
-                            f"route {route} overlaps route {theirs} admitted for edge "
-                            f"{other.name!r}"
-                        )
-        entry = EdgeEntry(
+        old = self._state.edge(reg.name)
+        since = {a.route: a.since for a in old.advertised} if old is not None else {}
+        routes = tuple(dict.fromkeys(reg.routes))
+        record = EdgeRecord(
             name=reg.name,
             public_key=allowed.public_key,
             endpoints=reg.endpoints,
-            routes=tuple(sorted(reg.routes, key=route_order)),
+            advertised=tuple(
+                Advertised(r, since.get(r, self.version + 1))
+                for r in sorted(routes, key=route_order)
+            ),
         )
-        if self._admitted.get(reg.name) != entry:
-            self._admitted[reg.name] = entry
-            self._version += 1
-        return self._version
+        edges = sorted((*(e for e in self._state.edges if e.name != reg.name), record), key=_name)
+        approvals = tuple(
+            (name, route)
+            for name, route in self._state.approvals
+            if name != reg.name or route in routes
+        )
+        changes = self._commit(
+            replace(
+                self._state, edges=tuple(sorted(edges, key=lambda e: e.name)), approvals=approvals
+            ),
+            now,
+        )
+        mine = {d.route: d for d in self._decisions if d.edge == reg.name}
+        return tuple(mine[r] for r in routes), changes
 
-    def apply_config(self, edges: Iterable[AllowedEdge]) -> tuple[Withdrawn, ...]:
-        """Replace the allowed edges; withdraw what they no longer allow.
+    def apply_config(self, config: ControllerConfig, now: float) -> tuple[Change, ...]:
+        """Decide everything again under `config`.
 
-        Drops admitted edges that are no longer configured or whose configured key
-        changed, and admitted routes no longer inside the edge's allowed routes. The
-        version rises by one if anything was withdrawn.
-
-        Raises:
-            ValueError: two allowed edges share a name or a key (config.parse refuses both);
-                the registry is then unchanged.
+        Edges no longer configured, or whose configured key changed, are removed with
+        their approvals and leases. The routes of configured edges stay advertised; a
+        route now outside the edge's allowed routes becomes refused (not_allowed).
         """
-        allowed: dict[EdgeName, AllowedEdge] = {}
-        keys: set[bytes] = set()
-        for e in edges:
-            if e.name in allowed:
-                raise ValueError(f"edge {e.name!r} is configured twice")
-            if e.public_key.raw in keys:
-                raise ValueError(f"edge {e.name!r} has the key of another configured edge")
-            allowed[e.name] = e
-            keys.add(e.public_key.raw)
-        withdrawn: list[Withdrawn] = []
-        admitted: dict[EdgeName, EdgeEntry] = {}
-        for name, entry in self._admitted.items():
-            conf = allowed.get(name)
+        configured = {e.name: e for e in config.edges}
+        removed: list[Change] = []
+        edges: list[EdgeRecord] = []
+        for e in self._state.edges:
+            conf = configured.get(e.name)
             if conf is None:
-                withdrawn.append(Withdrawn(name, entry.routes, REASON_UNCONFIGURED, True))
+                why = "no longer configured"
+            elif conf.public_key != e.public_key:
+                why = "its configured public key changed"
+            else:
+                edges.append(e)
                 continue
-            if conf.public_key != entry.public_key:
-                withdrawn.append(Withdrawn(name, entry.routes, REASON_KEY_CHANGED, True))
-                continue
-            keep = tuple(r for r in entry.routes if inside(r, conf.routes))
-            if keep != entry.routes:
-                gone = tuple(r for r in entry.routes if r not in keep)
-                withdrawn.append(Withdrawn(name, gone, REASON_NOT_ALLOWED, False))
-                entry = EdgeEntry(entry.name, entry.public_key, entry.endpoints, keep)
-            admitted[name] = entry
-        self._allowed = allowed
-        self._admitted = admitted
-        if withdrawn:
-            self._version += 1
-        return tuple(withdrawn)
+            removed.append(Change("edge_removed", e.name, None, f"edge {e.name!r} {why}"))
+        kept = {e.name for e in edges}
+        candidate = replace(
+            self._state,
+            edges=tuple(edges),
+            approvals=tuple(a for a in self._state.approvals if a[0] in kept),
+            leases=tuple(lease for lease in self._state.leases if lease[0] in kept),
+        )
+        self._config = config
+        self._by_key = {e.public_key.raw: e for e in config.edges}
+        changes = self._commit(candidate, now)
+        return tuple(removed) + tuple(c for c in changes if c.kind != "edge_removed")
 
-    def snapshot(self) -> RouteMap:
-        """The current map, edges in name order, validated.
+    def approve(
+        self, route: Network, edge: EdgeName | None, now: float
+    ) -> tuple[Decision, tuple[Change, ...]]:
+        """Approve a pending route; it serves from the version this makes.
 
         Raises:
-            MapError: never, unless the rules above are broken (a bug).
+            UnknownRoute: no edge (or not `edge`) advertises `route`.
+            AmbiguousRoute: several edges advertise `route` and `edge` is None.
+            NotPending: the route is serving or refused.
         """
-        edges = tuple(self._admitted[n] for n in sorted(self._admitted))
-        return RouteMap(version=self._version, edges=edges).validate()
+        found = [d for d in self._decisions if d.route == route and edge in (None, d.edge)]
+        if not found:
+            if edge is None:
+                raise UnknownRoute(f"no edge advertises route {route}")
+            raise UnknownRoute(f"edge {edge!r} does not advertise route {route}")
+        if len(found) > 1:
+            names = ", ".join(repr(d.edge) for d in found)
+            raise AmbiguousRoute(
+                f"route {route} is advertised by edges {names}; name one with --edge"
+            )
+        d = found[0]
+        if d.state is RouteState.SERVING:
+            how = " (approved)" if d.approved else ""
+            raise NotPending(f"route {route} of edge {d.edge!r} is serving already{how}")
+        if d.state is RouteState.REFUSED:
+            raise NotPending(
+                f"route {route} of edge {d.edge!r} is refused, not pending: {d.detail}"
+            )
+        approvals = tuple(sorted((*self._state.approvals, (d.edge, route)), key=pair_order))
+        changes = self._commit(replace(self._state, approvals=approvals), now)
+        decision = next(x for x in self._decisions if x.edge == d.edge and x.route == route)
+        approved = Change(
+            "route_approved",
+            d.edge,
+            route,
+            f"route {route} of edge {d.edge!r} approved by an operator; it serves",
+        )
+        rest = tuple(c for c in changes if not (c.edge == d.edge and c.route == route))
+        return decision, (approved, *rest)
+
+    def renew(self, now: float) -> tuple[Change, ...]:
+        """Re-sign every lease with less than lease_ttl / 2 left; one version for all."""
+        ttl = self._config.lease_ttl
+        due = [item for item in self._state.leases if item[2].expires - now < ttl / 2]
+        if not due:
+            return ()
+        version = self.version + 1
+        keys = {e.name: e.public_key for e in self._state.edges}
+        fresh = {
+            (name, route): self._signer(keys[name], route, version, int(now) + ttl)
+            for name, route, _ in due
+        }
+        leases = tuple(
+            (name, route, fresh.get((name, route), lease))
+            for name, route, lease in self._state.leases
+        )
+        self._state = replace(self._state, version=version, leases=leases)
+        counts: dict[EdgeName, int] = {}
+        for name, _, _ in due:
+            counts[name] = counts.get(name, 0) + 1
+        return tuple(
+            Change("leases_renewed", name, None, f"{n} lease(s) of edge {name!r} re-signed")
+            for name, n in sorted(counts.items())
+        )
+
+    def adopt(self, state: State) -> None:
+        """Take the state another replica wrote, if it is newer; else do nothing."""
+        if state.version > self.version:
+            self._state = state
+            self._decisions = self._decide(state)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _decide(self, state: State) -> tuple[Decision, ...]:
+        endpoints = (ep.ip for e in state.edges for ep in e.endpoints)
+        allowed = {e.name: e for e in self._config.edges}
+        return decide(state, allowed, self._config.admission, (*self._overlay, *endpoints))
+
+    def _commit(self, candidate: State, now: float) -> tuple[Change, ...]:
+        """Decide `candidate`, give leases to exactly its serving routes, and take it.
+
+        `candidate` holds the old version; the version rises by one if anything differs
+        from the current state, and new leases are signed at that version.
+        """
+        version = self.version + 1
+        decisions = self._decide(candidate)
+        keys = {e.name: e.public_key for e in candidate.edges}
+        held = {(name, route): lease for name, route, lease in candidate.leases}
+        expires = int(now) + self._config.lease_ttl
+        leases: list[tuple[EdgeName, Network, Lease]] = []
+        for d in decisions:
+            if d.state is RouteState.SERVING:
+                lease = held.get((d.edge, d.route))
+                if lease is None:
+                    lease = self._signer(keys[d.edge], d.route, version, expires)
+                leases.append((d.edge, d.route, lease))
+        candidate = replace(candidate, leases=tuple(sorted(leases, key=pair_order)))
+        changes = _changes(self._state, self._decisions, candidate, decisions)
+        if candidate != self._state:
+            # `since` and leases are in the candidate already; decisions ignore the version.
+            self._state = replace(candidate, version=version)
+        self._decisions = decisions
+        return changes
+
+
+def _changes(
+    old: State, old_decisions: Iterable[Decision], new: State, new_decisions: Iterable[Decision]
+) -> tuple[Change, ...]:
+    """What differs between two states and their decisions, edges in name order."""
+    changes: list[Change] = []
+    before = {e.name: e for e in old.edges}
+    after = {e.name: e for e in new.edges}
+    for name in sorted(before.keys() - after.keys()):
+        changes.append(Change("edge_removed", name, None, f"edge {name!r} removed"))
+    for name in sorted(after.keys() - before.keys()):
+        eps = ", ".join(str(x) for x in after[name].endpoints) or "none"
+        changes.append(Change("edge_joined", name, None, f"edge {name!r} joined (endpoints {eps})"))
+    for name in sorted(after.keys() & before.keys()):
+        if after[name].endpoints != before[name].endpoints:
+            eps = ", ".join(str(x) for x in after[name].endpoints) or "none"
+            changes.append(Change("edge_updated", name, None, f"edge {name!r} endpoints now {eps}"))
+    was = {(d.edge, d.route): d for d in old_decisions}
+    now = {(d.edge, d.route): d for d in new_decisions}
+    for (name, route), d in sorted(now.items(), key=lambda item: _key(item[0])):
+        prev = was.get((name, route))
+        if prev is not None and (prev.state, prev.reason, prev.approved) == (
+            d.state,
+            d.reason,
+            d.approved,
+        ):
+            continue
+        detail = d.detail or f"route {route} of edge {name!r} serves"
+        changes.append(Change(_ROUTE_KINDS[d.state], name, route, detail))
+    for name, route in sorted(was.keys() - now.keys(), key=_key):
+        if name in after:
+            detail = f"edge {name!r} no longer advertises route {route}"
+            changes.append(Change("route_withdrawn", name, route, detail))
+    return tuple(changes)
+
+
+def _name(edge: EdgeRecord) -> str:
+    return edge.name
+
+
+def _key(pair: tuple[EdgeName, Network]) -> tuple[object, ...]:
+    return pair_order(pair)

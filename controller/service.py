@@ -1,160 +1,530 @@
-"""The gRPC shell of the controller: Register and Watch over `isthmus.v1.Controller`.
+"""The gRPC shell of the controller: Challenge, Register, Watch and Report over
+`isthmus.v1.Controller`, and the backend of the Admin service.
 
-Owns the order of a change: decide (registry, on a copy) -> persist (store) -> commit ->
-publish -> reply, so a reply or a published version is always on disk first, and a
-failed write leaves nothing changed. Changes are serialised by one asyncio.Lock and
-shielded from cancellation (a caller that goes away never leaves disk and memory apart).
-Protobuf stays here: requests go through `isthmus.convert`, errors through
-`status_code`, the one mapping of controller errors to gRPC status codes.
+Owns three things:
+
+- Authentication of every call but Challenge (docs/controller.md, "Authentication"):
+  `isthmus.auth.Authenticator.verify` over the call's `isthmus-auth-bin` metadata, the
+  full method name and the deterministic serialization of the request; then the request's
+  `name` must be the edge the authenticated key belongs to. Auth values, shared secrets
+  and seeds are never logged: log lines name the edge, the peer and the reason only.
+- The order of a change: decide (registry, on a copy) -> persist (store) -> commit ->
+  publish -> reply, so a reply or a published version is always stored first and a
+  failed write leaves nothing changed. A write that loses to another replica
+  (StoreConflict) adopts the stored state and decides again, at most SAVE_ATTEMPTS times.
+  Changes are serialised by one asyncio.Lock and shielded from cancellation (a caller
+  that goes away never leaves the store and memory apart). Every registry Change is
+  logged as one key=value line.
+- The background work of one replica: following the states other replicas write
+  (`Store.changes` -> `Registry.adopt` -> publish) and re-signing leases every
+  RENEW_INTERVAL seconds through the same change path.
+
+Protobuf stays here: requests go through `isthmus.convert`, maps are encoded by
+`controller.history`, decisions by `controller.admin.route_status`, and errors go through
+`controller.admin.status_code`, the one mapping of controller errors to gRPC status
+codes (auth failures become `Unauthenticated`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
+from dataclasses import replace
+from typing import Any, Final, TypeVar
 
 import grpc
 
-from controller.config import AllowedEdge
+from controller.admin import EdgeView, route_status, status_code
+from controller.admission import Decision, RouteState
+from controller.config import ControllerConfig
 from controller.errors import (
     ControllerError,
     InvalidRequest,
-    KeyMismatch,
-    RouteConflict,
-    RouteNotAllowed,
+    StoreConflict,
     StoreError,
-    UnknownEdge,
+    Unauthenticated,
+    WrongEdge,
 )
+from controller.history import History
 from controller.publisher import Publisher
-from controller.registry import Registry, Withdrawn
-from controller.store import Store
-from isthmus.convert import Registration, WireError, map_to_pb, registration_from_pb
+from controller.registry import Change, Registry
+from controller.state import State
+from controller.store import Liveness, Store
+from isthmus.auth import AUTH_METADATA, Authenticator, AuthError
+from isthmus.convert import WireError, registration_from_pb
+from isthmus.ids import EdgeName
+from isthmus.keys import PublicKey
 from isthmus.logfmt import kv
+from isthmus.routemap import Network
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 
 log = logging.getLogger("controller.service")
 
+__all__ = ["ControllerService", "add_to_server", "status_code"]
 
-def status_code(error: ControllerError) -> grpc.StatusCode:
-    """The gRPC status code a controller error is reported with (see controller.errors)."""
-    match error:
-        case UnknownEdge():
-            return grpc.StatusCode.NOT_FOUND
-        case KeyMismatch() | RouteNotAllowed():
-            return grpc.StatusCode.PERMISSION_DENIED
-        case RouteConflict():
-            return grpc.StatusCode.ALREADY_EXISTS
-        case InvalidRequest():
-            return grpc.StatusCode.INVALID_ARGUMENT
-        case StoreError():
-            return grpc.StatusCode.UNAVAILABLE
-        case _:
-            return grpc.StatusCode.INTERNAL
+T = TypeVar("T")
+Step = Callable[[Registry, float], tuple[T, tuple[Change, ...]]]
+Clock = Callable[[], float]
+
+SERVICE: Final = "isthmus.v1.Controller"
+REGISTER: Final = f"/{SERVICE}/Register"
+WATCH: Final = f"/{SERVICE}/Watch"
+REPORT: Final = f"/{SERVICE}/Report"
+
+SAVE_ATTEMPTS: Final = 3
+RENEW_INTERVAL: Final = 60.0
+FOLLOW_RETRY: Final = 1.0
+# What an edge may say about a refused map: kept (for `isthmus edges`) and logged, bounded.
+MAX_REPORT_ERROR: Final = 1024
+# Names from requests are quoted in logs and errors only up to this length.
+MAX_NAME: Final = 63
+
+# Changes worth an operator's attention.
+_WARN_CHANGES: Final = frozenset({"route_refused", "route_pending", "edge_removed"})
+
+
+def add_to_server(service: ControllerService, server: grpc.aio.Server) -> None:
+    """Serve `service` on `server`.
+
+    Like the generated `add_ControllerServicer_to_server`, except that Watch yields maps
+    already encoded (`controller.history` encodes each update once for all watchers).
+    """
+    handlers = {
+        "Challenge": grpc.unary_unary_rpc_method_handler(
+            service.Challenge,
+            request_deserializer=pb.ChallengeRequest.FromString,
+            response_serializer=pb.ChallengeResponse.SerializeToString,
+        ),
+        "Register": grpc.unary_unary_rpc_method_handler(
+            service.Register,
+            request_deserializer=pb.RegisterRequest.FromString,
+            response_serializer=pb.RegisterResponse.SerializeToString,
+        ),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            service.Watch,
+            request_deserializer=pb.WatchRequest.FromString,
+            response_serializer=_encoded,
+        ),
+        "Report": grpc.unary_unary_rpc_method_handler(
+            service.Report,
+            request_deserializer=pb.ReportRequest.FromString,
+            response_serializer=pb.ReportResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+def _encoded(message: bytes | pb.MapUpdate) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()
 
 
 class ControllerService(pb_grpc.ControllerServicer):
-    """Owns the registry; shares the store and publisher given by the composition root."""
+    """Owns the registry; shares the store, history and publisher given by the root.
 
-    def __init__(self, registry: Registry, store: Store, publisher: Publisher) -> None:
+    Also the `controller.admin.AdminBackend` of this replica.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        config: ControllerConfig,
+        store: Store,
+        auth: Authenticator,
+        history: History,
+        publisher: Publisher,
+        clock: Clock,
+    ) -> None:
         self._registry = registry
+        self._config = config
         self._store = store
+        self._auth = auth
+        self._history = history
         self._publisher = publisher
+        self._clock = clock
         self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watching: dict[EdgeName, int] = {}
+        self._live: dict[EdgeName, Liveness] = {}
+        self._liveness_lock = asyncio.Lock()
+
+    # --- the registry and its changes ---------------------------------------------------
 
     @property
     def registry(self) -> Registry:
         return self._registry
 
-    async def register(self, reg: Registration) -> int:
-        """Admit `reg`, persist and publish the new map; return its version.
+    @property
+    def config(self) -> ControllerConfig:
+        return self._config
+
+    async def register(self, request: pb.RegisterRequest) -> tuple[Decision, ...]:
+        """Decide, persist and publish a registration; the decisions in route order.
 
         Raises:
-            ControllerError: refused (see Registry.register) or not persisted (StoreError).
+            ControllerError: InvalidRequest, UnknownEdge, KeyMismatch, or StoreError
+                (not persisted; nothing changed).
         """
-        return await asyncio.shield(self._register(reg))
+        try:
+            reg = registration_from_pb(request)
+        except WireError as e:
+            raise InvalidRequest(str(e)) from None
+        return await self._change(lambda r, now: r.register(reg, now))
 
-    async def _register(self, reg: Registration) -> int:
-        async with self._lock:
-            candidate = self._registry.copy()
-            version = candidate.register(reg)
-            await self._commit(candidate)
-            return version
-
-    async def apply_config(self, edges: Iterable[AllowedEdge]) -> tuple[Withdrawn, ...]:
-        """Switch to a new set of allowed edges; persist and publish any withdrawal.
+    async def apply_config(self, config: ControllerConfig) -> tuple[Change, ...]:
+        """Switch to a new config (edges, admission policy, lease_ttl); persist and publish.
 
         Raises:
-            StoreError: the withdrawal could not be persisted; the old config stays.
-            ValueError: duplicate names or keys in `edges`.
+            StoreError: the change could not be persisted; the old config stays.
         """
-        return await asyncio.shield(self._apply_config(tuple(edges)))
 
-    async def _apply_config(self, edges: tuple[AllowedEdge, ...]) -> tuple[Withdrawn, ...]:
+        def step(r: Registry, now: float) -> tuple[tuple[Change, ...], tuple[Change, ...]]:
+            changes = r.apply_config(config, now)
+            return changes, changes
+
+        changes = await self._change(step)
+        self._config = config
+        return changes
+
+    async def renew(self) -> tuple[Change, ...]:
+        """Re-sign the leases that are past half their lifetime (a new version if any).
+
+        Raises:
+            StoreError: not persisted; the old leases stay.
+        """
+
+        def step(r: Registry, now: float) -> tuple[tuple[Change, ...], tuple[Change, ...]]:
+            changes = r.renew(now)
+            return changes, changes
+
+        return await self._change(step)
+
+    async def _change(self, step: Step[T]) -> T:
+        return await asyncio.shield(self._change_locked(step))
+
+    async def _change_locked(self, step: Step[T]) -> T:
         async with self._lock:
-            candidate = self._registry.copy()
-            withdrawn = candidate.apply_config(edges)
-            await self._commit(candidate)
-            return withdrawn
+            attempt = 1
+            while True:
+                candidate = self._registry.copy()
+                result, changes = step(candidate, self._clock())
+                if candidate.version == self._registry.version:
+                    # Nothing to persist, but keep the candidate: a reload may change the
+                    # config (a new edge not yet registered, a policy) without the state.
+                    self._registry = candidate
+                    return result
+                try:
+                    await self._store.save(candidate.state)
+                except StoreConflict as e:
+                    log.warning(
+                        kv(
+                            "store_conflict",
+                            version=candidate.version,
+                            attempt=attempt,
+                            reason=str(e),
+                        )
+                    )
+                    if attempt >= SAVE_ATTEMPTS:
+                        raise
+                    attempt += 1
+                    await self._adopt_locked(await self._store.load())
+                    continue
+                self._registry = candidate
+                await self._publish()
+                _log_changes(changes, candidate.version)
+                return result
 
-    async def _commit(self, candidate: Registry) -> None:
-        snapshot = candidate.snapshot()
-        if snapshot.version != self._registry.version:
-            await asyncio.to_thread(self._store.save, snapshot)
-        self._registry = candidate
+    async def _adopt_locked(self, state: State) -> None:
+        before = self._registry.version
+        self._registry.adopt(state)
+        if self._registry.version != before:
+            log.info(kv("state_adopted", version=self._registry.version, previous=before))
+            await self._publish()
+
+    async def _publish(self) -> None:
+        snapshot = self._registry.snapshot()
+        self._history.add(snapshot)
         await self._publisher.publish(snapshot)
 
-    async def Register(
-        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.RegisterResponse:
-        peer = context.peer()
+    # --- background work ----------------------------------------------------------------
+
+    def start(self, renew_interval: float = RENEW_INTERVAL) -> None:
+        """Start following other replicas' writes and renewing leases."""
+        self._spawn(self._follow(), "follow-store")
+        self._spawn(self._renew_every(renew_interval), "renew-leases")
+
+    async def close(self) -> None:
+        """Stop the background work; wait for pending liveness writes."""
+        tasks = list(self._tasks)
+        for t in tasks:
+            if t.get_name() in ("follow-store", "renew-leases"):
+                t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for state in self._store.changes():
+                    async with self._lock:
+                        await self._adopt_locked(state)
+                return  # the store was closed
+            except StoreError as e:
+                log.error(kv("store_feed_failed", reason=str(e), retry_in=FOLLOW_RETRY))
+                await asyncio.sleep(FOLLOW_RETRY)
+
+    async def _renew_every(self, interval: float) -> None:
+        while True:
+            try:
+                await self.renew()
+            except StoreError as e:
+                log.error(kv("lease_renewal_failed", reason=str(e), retry_in=interval))
+            await asyncio.sleep(interval)
+
+    # --- authentication -----------------------------------------------------------------
+
+    def _key_known(self, key: PublicKey) -> bool:
+        return self._registry.allowed_key(key) is not None
+
+    async def _authenticate(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request: pb.RegisterRequest | pb.WatchRequest | pb.ReportRequest,
+    ) -> tuple[EdgeName, PublicKey]:
+        """The authenticated edge named by `request`, or the call is aborted."""
         try:
             try:
-                reg = registration_from_pb(request)
-            except WireError as e:
-                raise InvalidRequest(str(e)) from None
-            version = await self.register(reg)
+                key = self._auth.verify(
+                    _auth_value(context),
+                    method,
+                    request.SerializeToString(deterministic=True),
+                    self._key_known,
+                )
+            except AuthError as e:
+                raise Unauthenticated(str(e)) from None
+            allowed = self._registry.allowed_key(key)
+            if allowed is None:  # the config changed under the call
+                raise Unauthenticated(f"unknown edge key {key}: not in the controller config")
+            if allowed.name != request.name:
+                raise WrongEdge(
+                    f"the authenticated key is the key of edge {allowed.name!r}, "
+                    f"not of {request.name[:MAX_NAME]!r}; an edge may only act as itself"
+                )
+        except ControllerError as e:
+            code = status_code(e)
+            log.warning(
+                kv(
+                    "call_refused",
+                    method=method,
+                    edge=request.name[:MAX_NAME],
+                    peer=context.peer(),
+                    code=code.name,
+                    reason=str(e),
+                )
+            )
+            await context.abort(code, str(e))
+        return allowed.name, key
+
+    # --- the Controller service ---------------------------------------------------------
+
+    async def Challenge(
+        self, request: pb.ChallengeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ChallengeResponse:
+        return pb.ChallengeResponse(challenge=self._auth.challenge())
+
+    async def Register(
+        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RegisterResponse:
+        name, _ = await self._authenticate(context, REGISTER, request)
+        try:
+            decisions = await self.register(request)
         except ControllerError as e:
             code = status_code(e)
             log.log(
                 logging.ERROR if isinstance(e, StoreError) else logging.WARNING,
                 kv(
                     "registration_refused",
-                    edge=request.name[:63],
-                    peer=peer,
+                    edge=name,
+                    peer=context.peer(),
                     code=code.name,
                     reason=str(e),
                 ),
             )
             await context.abort(code, str(e))
+        version = self._registry.version
         log.info(
             kv(
-                "registration_admitted",
-                edge=reg.name,
-                peer=peer,
+                "registered",
+                edge=name,
+                peer=context.peer(),
                 version=version,
-                public_key=reg.public_key,
-                endpoints=reg.endpoints,
-                routes=reg.routes,
+                endpoints=tuple(request.endpoints),
+                serving=tuple(str(d.route) for d in decisions if d.state == RouteState.SERVING),
+                pending=tuple(str(d.route) for d in decisions if d.state == RouteState.PENDING),
+                refused=tuple(str(d.route) for d in decisions if d.state == RouteState.REFUSED),
             )
         )
-        return pb.RegisterResponse(version=version)
+        return pb.RegisterResponse(version=version, routes=[route_status(d) for d in decisions])
 
     async def Watch(
-        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[pb.MapSnapshot]:
-        if self._registry.allowed(request.name) is None:
-            error = UnknownEdge(f"edge {request.name[:63]!r} is not configured on this controller")
-            log.warning(kv("watch_refused", edge=request.name[:63], reason=str(error)))
-            await context.abort(status_code(error), str(error))
-        log.info(kv("watch_started", edge=request.name, peer=context.peer()))
-        sent = 0
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        name, key = await self._authenticate(context, WATCH, request)
+        peer = context.peer()
+        log.info(kv("watch_started", edge=name, peer=peer, known_version=request.known_version))
+        self._watching[name] = self._watching.get(name, 0) + 1
+        sent: int | None = None
         try:
+            # Not awaited: the map goes out first even when the store is slow.
+            self._spawn(self._put_liveness(await self._liveness(name)), "liveness")
             async with aclosing(self._publisher.watch()) as maps:
-                async for snapshot in maps:
-                    yield map_to_pb(snapshot)
-                    sent = snapshot.version
+                async for m in maps:
+                    allowed = self._registry.allowed_key(key)
+                    if allowed is None or allowed.name != name:
+                        reason = f"edge {name!r} is no longer configured with this key"
+                        log.warning(kv("watch_ended_by_config", edge=name, reason=reason))
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+                    base = request.known_version if sent is None else sent
+                    yield self._history.update(base, m)
+                    sent = m.version
         finally:
-            log.info(kv("watch_ended", edge=request.name, version=sent))
+            self._watch_ended(name)
+            log.info(kv("watch_ended", edge=name, peer=peer, version=sent))
+
+    async def Report(
+        self, request: pb.ReportRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ReportResponse:
+        name, _ = await self._authenticate(context, REPORT, request)
+        error = request.error[:MAX_REPORT_ERROR]
+        info = await self._liveness(
+            name,
+            applied_version=request.applied_version,
+            last_error=error,
+            reported_at=self._clock(),
+        )
+        await self._put_liveness(info)
+        if error:
+            log.warning(
+                kv(
+                    "map_refused_by_edge",
+                    edge=name,
+                    refused_version=request.refused_version,
+                    applied_version=request.applied_version,
+                    reason=error,
+                )
+            )
+        else:
+            log.info(kv("map_applied", edge=name, version=request.applied_version))
+        return pb.ReportResponse()
+
+    # --- liveness -----------------------------------------------------------------------
+
+    def _watch_ended(self, name: EdgeName) -> None:
+        left = self._watching.get(name, 0) - 1
+        if left > 0:
+            self._watching[name] = left
+            return
+        self._watching.pop(name, None)
+        info = self._live.get(name)
+        if info is not None:
+            info = self._live[name] = replace(info, connected=False)
+            # Not awaited: the stream may be ending by cancellation.
+            self._spawn(self._put_liveness(info), "liveness")
+
+    async def _liveness(self, name: EdgeName, **report: Any) -> Liveness:
+        """This replica's view of `name`, with the `report` fields replaced; kept for later."""
+        old = self._live.get(name)
+        if old is None:  # another replica may have seen it (etcd store)
+            old = (await self._shared_liveness()).get(name)
+        if old is None:
+            old = Liveness(name, self._store.replica, False, 0, "", 0.0)
+        connected = self._watching.get(name, 0) > 0
+        if connected or not old.connected:
+            info = replace(old, replica=self._store.replica, connected=connected, **report)
+        else:  # its watch is open at another replica
+            info = replace(old, **report)
+        self._live[name] = info
+        return info
+
+    async def _put_liveness(self, info: Liveness) -> None:
+        # One writer at a time, in call order (asyncio.Lock is FIFO), so a watch that ends
+        # right after it started never leaves "connected" behind.
+        async with self._liveness_lock:
+            await self._store.set_liveness(info)
+
+    async def _shared_liveness(self) -> dict[EdgeName, Liveness]:
+        """Every replica's records from the store, or this replica's when it fails."""
+        try:
+            return await self._store.liveness()
+        except StoreError as e:
+            log.warning(kv("liveness_unavailable", reason=str(e), using="this replica's view"))
+            return dict(self._live)
+
+    # --- the Admin backend (controller.admin.AdminBackend) ------------------------------
+
+    def route_statuses(self) -> tuple[Decision, ...]:
+        return self._registry.decisions
+
+    @property
+    def version(self) -> int:
+        return self._registry.version
+
+    async def approve(self, route: Network, edge: EdgeName | None) -> Decision:
+        """Approve a pending route through the change path.
+
+        Raises:
+            ControllerError: NotPending, UnknownRoute, AmbiguousRoute, or StoreError.
+        """
+        return await self._change(lambda r, now: r.approve(route, edge, now))
+
+    async def edge_statuses(self) -> tuple[EdgeView, ...]:
+        live = await self._shared_liveness()
+        records = {e.name: e for e in self._registry.state.edges}
+        views = []
+        for allowed in self._config.edges:
+            record = records.get(allowed.name)
+            info = live.get(allowed.name)
+            state = "never" if info is None else "connected" if info.connected else "disconnected"
+            views.append(
+                EdgeView(
+                    name=allowed.name,
+                    public_key=allowed.public_key,
+                    endpoints=record.endpoints if record is not None else (),
+                    state=state,
+                    replica=info.replica if info is not None else "",
+                    applied_version=info.applied_version if info is not None else 0,
+                    last_error=info.last_error if info is not None else "",
+                    reported_at=info.reported_at if info is not None else 0.0,
+                )
+            )
+        return tuple(sorted(views, key=lambda v: v.name))
+
+
+def _auth_value(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == AUTH_METADATA:
+            return value
+    return None
+
+
+def _log_changes(changes: tuple[Change, ...], version: int) -> None:
+    for c in changes:
+        fields: dict[str, object] = {"edge": c.edge, "version": version}
+        if c.route is not None:
+            fields["route"] = c.route
+        if c.detail:
+            fields["detail"] = c.detail
+        log.log(
+            logging.WARNING if c.kind in _WARN_CHANGES else logging.INFO,
+            kv(c.kind, **fields),
+        )

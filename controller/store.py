@@ -1,74 +1,185 @@
-"""The controller's persisted state: the admitted map and its version.
+"""Where the controller keeps its state across restarts and shares it between replicas.
 
-Owns the on-disk format and durable writes. `Store` is the port the service depends on;
-`FileStore` keeps `<state_dir>/state.json`:
+Owns the `Store` port the service depends on and its two adapters, and `Liveness`, the
+per-edge connection record `isthmus edges` shows.
 
-    {"version": 7,
-     "edges": [{"name": "vpc-a", "public_key": "<base64>",
-                "endpoints": ["198.18.0.11:51820"], "routes": ["10.244.0.0/16"]}]}
+- `FileStore` (one controller): `<state_dir>/state.json` (`controller.state.dumps`),
+  written atomically: a temporary file in the same directory is written, fsynced and
+  renamed over state.json, then the directory is fsynced, so a crash leaves the old or the
+  new state, never a mix. Liveness stays in memory. Nothing else writes, so `changes()`
+  never yields.
+- `EtcdStore` (replicas): the key `<prefix>state` holds the same JSON document; a save is a
+  transaction comparing the key's mod revision with the one this store last loaded, saved
+  or saw. `<prefix>live/<edge>` holds a `Liveness` put with an etcd lease the store keeps
+  alive every ttl/3, so the records of a replica that dies vanish after the TTL.
 
-Writes are atomic: a temporary file in the same directory is written, fsynced and renamed
-over state.json, then the directory is fsynced, so a crash leaves the old or the new state,
-never a mix. A file that does not parse or breaks a map rule is an error naming the file;
-it is never silently replaced. Holds public data only (no private keys).
+Rules: `save()` succeeds only if the stored state is the one this store last loaded, saved
+or yielded from `changes()`, and `state.version` is newer than that one's; else
+`StoreConflict` (the caller loads, adopts and decides again). A stored state that does not
+parse is an error naming the file or key; it is never silently replaced. Every failure is
+a `StoreError` naming the file or the etcd endpoint(s) and the reason; etcd calls are
+bounded by timeouts and never hang. Blocking work runs in threads, never on the loop.
+Holds public data only (no private keys).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
+import logging
 import os
+import socket
 import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from controller.errors import StoreConflict as StoreConflict
 from controller.errors import StoreError
-from isthmus.endpoint import Endpoint
-from isthmus.ids import parse_edge_name
-from isthmus.keys import PublicKey
-from isthmus.routemap import EdgeEntry, RouteMap, parse_route
+from controller.etcd import IDLE, EtcdClient, EtcdError, WatchBatch, prefix_end
+from controller.state import State, dumps, loads
+from isthmus.ids import EdgeName, parse_edge_name
+from isthmus.logfmt import kv
 
 STATE_FILE = "state.json"
-_TOP_KEYS = {"version", "edges"}
-_EDGE_KEYS = {"name", "public_key", "endpoints", "routes"}
+HEALTH_TIMEOUT = 1.0  # seconds a linearizable read may take for the store to count healthy
+WATCH_IDLE = 30.0  # seconds after which a silent watch stream is reopened (after a reload)
+_RETRY_FIRST, _RETRY_MAX = 0.5, 5.0  # backoff while no etcd endpoint answers a watch
+
+log = logging.getLogger("controller.store")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """What a replica last knew about an edge's connection."""
+
+    edge: EdgeName
+    replica: str
+    connected: bool
+    applied_version: int
+    last_error: str
+    reported_at: float  # unix seconds
+
+
+def liveness_to_json(info: Liveness) -> bytes:
+    return json.dumps(asdict(info), sort_keys=True).encode("utf-8")
+
+
+def liveness_from_json(data: bytes) -> Liveness:
+    """Raises: ValueError naming the field."""
+    doc = json.loads(data)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    fields: dict[str, tuple[str, tuple[type, ...]]] = {
+        "edge": ("a string", (str,)),
+        "replica": ("a string", (str,)),
+        "connected": ("a boolean", (bool,)),
+        "applied_version": ("an integer", (int,)),
+        "last_error": ("a string", (str,)),
+        "reported_at": ("a number", (int, float)),
+    }
+    for name, (kind, types) in fields.items():
+        v = doc.get(name)
+        if not isinstance(v, types) or (bool not in types and isinstance(v, bool)):
+            raise ValueError(f"{name}: {v!r} is not {kind}")
+    try:
+        edge = parse_edge_name(doc["edge"])
+    except ValueError as e:
+        raise ValueError(f"edge: {e}") from None
+    return Liveness(
+        edge=edge,
+        replica=doc["replica"],
+        connected=doc["connected"],
+        applied_version=doc["applied_version"],
+        last_error=doc["last_error"],
+        reported_at=float(doc["reported_at"]),
+    )
+
+
+def default_replica() -> str:
+    """This process's replica id: `<hostname>-<pid>`."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Store(Protocol):
-    """Where the controller keeps its map across restarts."""
+    """The controller's persisted state, liveness records and other replicas' writes."""
 
-    def load(self) -> RouteMap:
-        """The stored map, or an empty map at version 0 when nothing is stored.
+    replica: str
+
+    async def load(self) -> State:
+        """The stored state, or `State()` (version 0) when nothing is stored.
 
         Raises:
-            StoreError: the stored state is unreadable or invalid.
+            StoreError: the store is unreachable or the stored state is invalid.
         """
         ...
 
-    def save(self, state: RouteMap) -> None:
-        """Persist `state` durably before returning.
+    async def save(self, state: State) -> None:
+        """Persist `state` durably before returning (compare-and-set, see the module).
 
         Raises:
-            StoreError: the state could not be written; the stored state is unchanged.
+            StoreConflict: another replica wrote first; nothing was written.
+            StoreError: not written (or, on a timeout, perhaps written: load to know).
         """
         ...
+
+    def changes(self) -> AsyncIterator[State]:
+        """States other replicas wrote, in order; ends when the store is closed.
+
+        Raises:
+            StoreError: a stored state is invalid.
+        """
+        ...
+
+    async def healthy(self) -> bool:
+        """Whether the store answers a linearizable read within `HEALTH_TIMEOUT`."""
+        ...
+
+    async def set_liveness(self, info: Liveness) -> None:
+        """Record `info` for its edge; best effort: logs failures, never raises."""
+        ...
+
+    async def liveness(self) -> dict[EdgeName, Liveness]:
+        """Every edge's latest record, whichever replica wrote it.
+
+        Raises:
+            StoreError: the store is unreachable.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Stop background work, end `changes()`, drop this replica's liveness records."""
+        ...
+
+
+# -- file -------------------------------------------------------------------------------------
 
 
 class FileStore:
-    """A `Store` in one JSON file under the state directory."""
+    """A `Store` in one JSON file under the state directory, for a single controller."""
 
-    __slots__ = ("_dir", "_path")
+    __slots__ = ("_closed", "_dir", "_known", "_live", "_path", "replica")
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, replica: str | None = None) -> None:
+        self.replica = replica or default_replica()
         self._dir = state_dir
         self._path = state_dir / STATE_FILE
+        self._known: int | None = None  # the version last loaded or saved
+        self._live: dict[EdgeName, Liveness] = {}
+        self._closed = asyncio.Event()
 
     @property
     def path(self) -> Path:
         return self._path
 
     @classmethod
-    def open(cls, state_dir: Path) -> FileStore:
-        """Create `state_dir` (mode 0700) if missing and return a store on it.
+    def open(cls, state_dir: Path, replica: str | None = None) -> FileStore:
+        """Create `state_dir` (mode 0700) if missing and return a store on it (blocking).
 
         Raises:
             StoreError: the directory cannot be created or is not a directory.
@@ -77,25 +188,57 @@ class FileStore:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create state directory {state_dir}: {_reason(e)}") from None
-        return cls(state_dir)
+        return cls(state_dir, replica)
 
-    def load(self) -> RouteMap:
+    async def load(self) -> State:
+        state = await asyncio.to_thread(self._read)
+        self._known = state.version
+        return state
+
+    async def save(self, state: State) -> None:
+        if self._known is not None and state.version <= self._known:
+            raise StoreConflict(
+                f"cannot save version {state.version} to {self._path}: "
+                f"version {self._known} is stored; only a newer version may replace it"
+            )
+        await asyncio.to_thread(self._write, dumps(state))
+        self._known = state.version
+
+    async def changes(self) -> AsyncIterator[State]:
+        await self._closed.wait()
+        return
+        yield  # makes this an async generator that ends at close() without yielding
+
+    async def healthy(self) -> bool:
+        if self._closed.is_set():
+            return False
+        return await asyncio.to_thread(os.access, self._dir, os.W_OK)
+
+    async def set_liveness(self, info: Liveness) -> None:
+        self._live[info.edge] = info
+
+    async def liveness(self) -> dict[EdgeName, Liveness]:
+        return dict(self._live)
+
+    async def close(self) -> None:
+        self._closed.set()
+
+    def _read(self) -> State:
         try:
-            text = self._path.read_text(encoding="utf-8")
+            data = self._path.read_bytes()
         except FileNotFoundError:
-            return RouteMap(version=0)
-        except (OSError, UnicodeDecodeError) as e:
+            return State()
+        except OSError as e:
             raise StoreError(f"cannot read {self._path}: {_reason(e)}") from None
         try:
-            return decode(json.loads(text))
-        except ValueError as e:  # JSONDecodeError, MapError and the parsers' errors
+            return loads(data)
+        except ValueError as e:  # JSON, UTF-8 and the parsers' errors
             raise StoreError(
                 f"{self._path} is not a valid controller state file ({e}); "
-                "restore it from a backup or remove it to start from an empty map"
+                "restore it from a backup or remove it to start from an empty state"
             ) from None
 
-    def save(self, state: RouteMap) -> None:
-        data = (json.dumps(encode(state), indent=1, sort_keys=True) + "\n").encode("utf-8")
+    def _write(self, data: bytes) -> None:
         tmp: str | None = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=self._dir)
@@ -114,57 +257,342 @@ class FileStore:
                     os.unlink(tmp)
 
 
-def encode(state: RouteMap) -> dict[str, Any]:
-    """The JSON document for `state`."""
-    return {
-        "version": state.version,
-        "edges": [
-            {
-                "name": e.name,
-                "public_key": e.public_key.to_base64(),
-                "endpoints": [str(x) for x in e.endpoints],
-                "routes": [str(r) for r in e.routes],
-            }
-            for e in state.edges
-        ],
-    }
+# -- etcd -------------------------------------------------------------------------------------
 
 
-def decode(doc: object) -> RouteMap:
-    """Parse and validate a JSON document written by `encode`.
+class EtcdStore:
+    """A `Store` in etcd, shared by every replica of one controller (see the module)."""
 
-    Raises:
-        ValueError: naming the JSON path of the first problem.
-    """
-    if not isinstance(doc, dict) or set(doc) != _TOP_KEYS:
-        raise ValueError("the top level must be an object with keys 'version' and 'edges'")
-    version = doc["version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(f"version: {version!r} is not a non-negative integer")
-    if not isinstance(doc["edges"], list):
-        raise ValueError("edges: not a list")
-    edges = []
-    for i, item in enumerate(doc["edges"]):
-        where = f"edges[{i}]"
-        if not isinstance(item, dict) or set(item) != _EDGE_KEYS:
-            raise ValueError(f"{where}: not an object with keys {', '.join(sorted(_EDGE_KEYS))}")
-        try:
-            if not isinstance(item["public_key"], str):
-                raise ValueError("public_key: not a string")
-            for key in ("endpoints", "routes"):
-                if not isinstance(item[key], list):
-                    raise ValueError(f"{key}: not a list")
-            edges.append(
-                EdgeEntry(
-                    name=parse_edge_name(item["name"]),
-                    public_key=PublicKey.from_base64(item["public_key"]),
-                    endpoints=tuple(Endpoint.parse(x) for x in item["endpoints"]),
-                    routes=tuple(parse_route(x) for x in item["routes"]),
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        prefix: str,
+        replica: str,
+        timeout: float = 2.0,
+        liveness_ttl: int = 10,
+        retry_for: float = 5.0,
+    ) -> None:
+        """`timeout`: seconds one request may take at one endpoint; `retry_for`: seconds a
+        call keeps going round the endpoints when none answers (see controller.etcd).
+
+        Raises:
+            ValueError: no endpoints, or one that is not http://host:port.
+        """
+        self.replica = replica
+        self._client = EtcdClient(endpoints, timeout, retry_for)
+        self._state_key = (prefix + "state").encode("utf-8")
+        self._live_prefix = (prefix + "live/").encode("utf-8")
+        self._ttl = liveness_ttl
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="etcd-store")
+        self._lock = asyncio.Lock()  # orders save() against changes() bookkeeping
+        self._revision: int | None = None  # mod revision of the state last loaded/saved/seen
+        self._known: int | None = None  # and its version
+        self._lease: int | None = None
+        self._lease_lock = asyncio.Lock()
+        self._keepalive: asyncio.Task[None] | None = None
+        self._live: dict[EdgeName, Liveness] = {}  # what this replica reported, to re-put
+        self._queues: set[asyncio.Queue[WatchBatch | EtcdError | None]] = set()
+        self._closed = asyncio.Event()
+        self._pool_down = False
+        self.watch_idle = WATCH_IDLE
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self._client.endpoints
+
+    @property
+    def state_key(self) -> str:
+        return self._state_key.decode("utf-8")
+
+    async def load(self) -> State:
+        async with self._lock:
+            try:
+                result = await self._run(self._client.range, self._state_key)
+            except EtcdError as e:
+                raise StoreError(f"cannot read etcd key {self.state_key!r}: {e}") from None
+            if not result.kvs:
+                self._revision, self._known = 0, 0
+                return State()
+            kv_ = result.kvs[0]
+            state = await self._decode(kv_.value, kv_.mod_revision)
+            self._revision, self._known = kv_.mod_revision, state.version
+            return state
+
+    async def save(self, state: State) -> None:
+        data = await asyncio.to_thread(dumps, state)
+        async with self._lock:
+            self._check_open()
+            if self._known is not None and state.version <= self._known:
+                raise StoreConflict(
+                    f"cannot save version {state.version} to etcd key {self.state_key!r}: "
+                    f"version {self._known} is stored; only a newer version may replace it"
                 )
+            expected = self._revision or 0
+            try:
+                result = await self._run(
+                    self._client.put_if, self._state_key, data, mod_revision=expected
+                )
+            except EtcdError as e:
+                raise StoreError(f"cannot save to etcd key {self.state_key!r}: {e}") from None
+            if result.succeeded:
+                self._revision, self._known = result.revision, state.version
+                return
+            now = result.kvs[0] if result.kvs else None
+            if result.ambiguous and now is not None and now.value == data:
+                # An endpoint that timed out had applied this very write.
+                self._revision, self._known = now.mod_revision, state.version
+                return
+            found = f"mod revision {now.mod_revision}" if now is not None else "no key"
+            wanted = f"mod revision {expected}" if expected else "no key"
+            raise StoreConflict(
+                f"etcd key {self.state_key!r} was written by another replica: "
+                f"found {found}, expected {wanted}"
             )
+
+    async def changes(self) -> AsyncIterator[State]:
+        queue: asyncio.Queue[WatchBatch | EtcdError | None] = asyncio.Queue()
+        self._queues.add(queue)
+        delay = _RETRY_FIRST
+        try:
+            while not self._closed.is_set():
+                # (Re)start: read the key, yield it if it moved, then watch from there.
+                try:
+                    result = await self._run(self._client.range, self._state_key)
+                except EtcdError as e:
+                    log.warning(kv("store_watch_retry", reason=str(e), retry_in=delay))
+                    await self._sleep(delay)
+                    delay = min(delay * 2, _RETRY_MAX)
+                    continue
+                delay = _RETRY_FIRST
+                if result.kvs:
+                    state = await self._seen(result.kvs[0].value, result.kvs[0].mod_revision)
+                    if state is not None:
+                        yield state
+                watch = self._client.watch(
+                    self._state_key,
+                    result.revision + 1,
+                    _handing_to(asyncio.get_running_loop(), queue),
+                    idle_timeout=self.watch_idle,
+                )
+                try:
+                    while True:
+                        item = await queue.get()
+                        if item is None:
+                            return
+                        if isinstance(item, EtcdError):
+                            log.info(kv("store_watch_reopen", reason=str(item)))
+                            break
+                        for event in item.events:
+                            if event.type == "put":
+                                state = await self._seen(event.kv.value, event.kv.mod_revision)
+                                if state is not None:
+                                    yield state
+                            else:
+                                log.warning(
+                                    kv("store_state_deleted", key=self.state_key, by="etcd")
+                                )
+                        if item.canceled:
+                            log.log(
+                                logging.DEBUG if item.reason == IDLE else logging.INFO,
+                                kv(
+                                    "store_watch_reopen",
+                                    reason=item.reason or "canceled",
+                                    compact_revision=item.compact_revision,
+                                ),
+                            )
+                            break
+                finally:
+                    watch.close()
+                    while not queue.empty():  # drop what the old stream still delivered
+                        queue.get_nowait()
+        finally:
+            self._queues.discard(queue)
+
+    async def healthy(self) -> bool:
+        if self._closed.is_set():
+            return False
+        loop = asyncio.get_running_loop()
+        probes = [
+            loop.run_in_executor(
+                self._pool,
+                functools.partial(
+                    self._client.range,
+                    self._state_key,
+                    count_only=True,
+                    endpoint=ep,
+                    timeout=HEALTH_TIMEOUT,
+                ),
+            )
+            for ep in self._client.endpoints
+        ]
+        try:
+            for probe in asyncio.as_completed(probes):
+                with contextlib.suppress(EtcdError):
+                    await probe
+                    return True
+            return False
+        finally:
+            for p in probes:  # the rest end within HEALTH_TIMEOUT; nobody needs their result
+                p.add_done_callback(_discard_result)
+
+    async def set_liveness(self, info: Liveness) -> None:
+        if self._closed.is_set():
+            return
+        self._live[info.edge] = info
+        try:
+            await self._put_liveness(info)
+        except (EtcdError, StoreError) as e:
+            log.warning(kv("liveness_not_stored", edge=info.edge, reason=str(e)))
+
+    async def liveness(self) -> dict[EdgeName, Liveness]:
+        try:
+            result = await self._run(
+                self._client.range, self._live_prefix, prefix_end(self._live_prefix)
+            )
+        except EtcdError as e:
+            raise StoreError(
+                f"cannot read etcd keys {self._live_prefix.decode()!r}*: {e}"
+            ) from None
+        out: dict[EdgeName, Liveness] = {}
+        for item in result.kvs:
+            try:
+                info = liveness_from_json(item.value)
+            except ValueError as e:
+                log.warning(kv("liveness_invalid", key=item.key.decode(errors="replace"), reason=e))
+                continue
+            out[info.edge] = info
+        return out
+
+    async def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for queue in self._queues:
+            queue.put_nowait(None)
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                await self._run(self._client.lease_revoke, lease, retry_for=0.0)
+            except EtcdError as e:
+                log.warning(kv("liveness_lease_not_revoked", reason=str(e), expires_in=self._ttl))
+        self._pool_down = True
+        self._pool.shutdown(wait=False)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._pool_down:
+            raise StoreError(f"the etcd store at {', '.join(self.endpoints)} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def _decode(self, data: bytes, mod_revision: int) -> State:
+        try:
+            return await asyncio.to_thread(loads, data)
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
-    return RouteMap(version=version, edges=tuple(edges)).validate()
+            raise StoreError(
+                f"etcd key {self.state_key!r} (mod revision {mod_revision}) is not a valid "
+                f"controller state ({e}); restore it from a backup or delete the key to start "
+                "from an empty state"
+            ) from None
+
+    async def _seen(self, data: bytes, mod_revision: int) -> State | None:
+        """The state at `mod_revision` if it is newer than what this store knows."""
+        async with self._lock:
+            if mod_revision <= (self._revision or 0):
+                return None  # known: loaded, saved here, or seen before
+            state = await self._decode(data, mod_revision)
+            self._revision, self._known = mod_revision, state.version
+            return state
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise StoreError(f"the etcd store at {', '.join(self.endpoints)} is closed")
+
+    def _live_key(self, edge: EdgeName) -> bytes:
+        return self._live_prefix + edge.encode("utf-8")
+
+    async def _ensure_lease(self) -> int:
+        async with self._lease_lock:
+            if self._lease is None:
+                lease = await self._run(self._client.lease_grant, self._ttl)
+                self._lease = lease.id
+            if self._keepalive is None:
+                self._keepalive = asyncio.get_running_loop().create_task(
+                    self._keep_alive(), name="etcd-liveness-keepalive"
+                )
+            return self._lease
+
+    async def _put_liveness(self, info: Liveness, *, only_if_absent: bool = False) -> None:
+        """Put `info` under this replica's lease. A connected record always wins (this
+        replica serves the edge now); a disconnected one replaces only this replica's own
+        record or none, so it never hides the replica the edge moved to."""
+        key, data = self._live_key(info.edge), liveness_to_json(info)
+        for attempt in (1, 2):
+            lease = await self._ensure_lease()
+            try:
+                if info.connected and not only_if_absent:
+                    await self._run(self._client.put, key, data, lease=lease)
+                    return
+                if not only_if_absent:
+                    mine = await self._run(
+                        self._client.put_if, key, data, owner_lease=lease, lease=lease
+                    )
+                    if mine.succeeded or mine.kvs:
+                        return  # written, or another replica's record stays
+                await self._run(self._client.put_if, key, data, mod_revision=0, lease=lease)
+                return
+            except EtcdError as e:
+                if not e.not_found or attempt == 2:
+                    raise
+                self._drop_lease(lease)  # expired while etcd was unreachable: grant anew
+
+    def _drop_lease(self, lease: int) -> None:
+        if self._lease == lease:
+            self._lease = None
+
+    async def _keep_alive(self) -> None:
+        interval = max(self._ttl / 3, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                lease = self._lease
+                if lease is not None:
+                    ttl = await self._run(self._client.lease_keepalive, lease, retry_for=0.0)
+                    if ttl > 0:
+                        continue
+                    log.warning(kv("liveness_lease_expired", lease=f"{lease:x}"))
+                    self._drop_lease(lease)
+                # The records went with the lease: put back those no other replica replaced.
+                for info in list(self._live.values()):
+                    await self._put_liveness(info, only_if_absent=True)
+            except EtcdError as e:
+                log.warning(kv("liveness_keepalive_failed", reason=str(e)))
+
+
+def _handing_to(
+    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[WatchBatch | EtcdError | None]
+) -> Callable[[WatchBatch | EtcdError], None]:
+    """A watch callback (run on the watch thread) that queues each item on `loop`."""
+
+    def deliver(item: WatchBatch | EtcdError) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    return deliver
+
+
+def _discard_result(f: asyncio.Future[Any]) -> None:
+    if not f.cancelled():
+        f.exception()
 
 
 def _fsync_dir(path: Path) -> None:

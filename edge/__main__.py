@@ -2,7 +2,9 @@
 
 Owns wiring config, adapters and core together, and the process lifecycle; nothing
 else in `edge` builds an adapter. Start order makes the edge fail-static: the cached
-map is applied (tunnel and kernel routes) before the controller is contacted.
+map (its leases verified, expired routes left out) is applied (tunnel and kernel
+routes) before the controller is contacted. The control loop also withdraws routes
+whose lease runs out, checked every 30 s with the wall clock.
 SIGTERM/SIGINT stop it cleanly: closing the TUN makes the kernel drop its routes,
 and the admin socket file is removed. Exit codes: 0 stopped, 1 error, 2 usage.
 """
@@ -129,7 +131,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
         tunnel = Tunnel(
             identity, random=os.urandom, wall_clock=time.time, timers=cfg.timers, greet=True
         )
-        cache = MapCache(cfg.state_dir)
+        cache = MapCache(cfg.state_dir, cfg.controller_public_key)
         applier = MapApplier(cfg.name, tunnel, routes, cache, forwarding)
         applier.apply(cache.load() or RouteMap(version=0), save=False)
 
@@ -150,7 +152,13 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             endpoints=(cfg.endpoint,),
             routes=cfg.routes,
         )
-        control = ControlLoop(cfg.controller, registration, applier)
+        control = ControlLoop(
+            cfg.controllers,
+            registration,
+            applier,
+            private_key=identity.private_key,
+            controller_key=cfg.controller_public_key,
+        )
         status = EdgeStatus(
             endpoint=cfg.endpoint,
             tunnel=tunnel,
@@ -166,7 +174,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
         stack.push_async_callback(admin.close)
 
         task = asyncio.create_task(control.run(), name="control")
-        _log.info(kv("started", edge=cfg.name, controller=cfg.controller))
+        _log.info(kv("started", edge=cfg.name, controllers=cfg.controllers))
         await stop.wait()
         _log.info(kv("stopping", edge=cfg.name))
         task.cancel()

@@ -74,8 +74,10 @@ class EdgeStatus:
             "endpoint": str(self._endpoint),
             "map_version": self._tunnel.map_version,
             "controller": {
+                "controllers": list(ctl.controllers),
                 "address": ctl.address,
                 "connected": ctl.connected,
+                "applied_version": ctl.applied_version,
                 "last_error": ctl.last_error,
             },
             "peers": [

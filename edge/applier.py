@@ -1,9 +1,10 @@
 """Applying a map: the tunnel core, the kernel routes and the cached copy, in that order.
 
 Owns "the map this edge uses now". `apply` is the one place a map takes effect, at start
-(from the cache: fail-static) and for each snapshot from the controller. It is idempotent:
-applying the same map again changes nothing but re-checks the kernel routes.
-Never withdraws routes on its own: only a new map does that.
+(from the cache: fail-static), for each map from the controller, and when a lease runs
+out (the same version with that route left out). It is idempotent: applying the same map
+again changes nothing but re-checks the kernel routes. Callers hand it only maps whose
+leases verified (edge.leases); it never withdraws routes on its own.
 """
 
 from __future__ import annotations

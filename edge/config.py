@@ -8,7 +8,11 @@ Keys (the example file deploy/examples/edge.toml shows each):
 
     name              required  this edge's name, as listed in the controller config
     private_key_file  required  path of the private key written by 'isthmus keygen' (mode 0600)
-    controller        required  "host:port" of the controller's gRPC server
+    controller        required  "host:port" of the controller's gRPC server, or a list of 1-8
+                                of them (replicas of one controller, tried in turn)
+    controller_public_key
+                      required  the controller's Ed25519 public key, base64, as printed by
+                                `isthmus keygen --controller`; it signs every route lease
     listen            required  "ip:port" the UDP socket binds; port 0 picks any free port
     endpoint          required  "ip:port" peers send to (advertised to the controller)
     routes            required  the routes (CIDRs) this edge advertises; may be empty; each once
@@ -41,6 +45,7 @@ from isthmus.configfile import required as _required
 from isthmus.endpoint import ENDPOINT_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.routemap import ROUTE_RULE, Network, parse_route
+from isthmus.signing import ControllerPublicKey
 
 T = TypeVar("T")
 
@@ -56,6 +61,12 @@ LISTEN_RULE = (
 )
 ENDPOINT_USE = f"{ENDPOINT_RULE}, not an unspecified address (0.0.0.0 or ::)"
 CONTROLLER_RULE = "'host:port' or '[ipv6]:port' with a host name or IP address and a port 1-65535"
+MAX_CONTROLLERS = 8
+CONTROLLERS_RULE = f"{CONTROLLER_RULE}, or a list of 1-{MAX_CONTROLLERS} such addresses, each once"
+CONTROLLER_KEY_RULE = (
+    "the controller's Ed25519 public key in base64 (44 characters), "
+    "as printed by 'isthmus keygen --controller'"
+)
 PATH_RULE = "a non-empty path"
 ROUTES_RULE = f"a list of routes: {ROUTE_RULE}"
 TUN_NAME_RULE = "1-15 characters of A-Z, a-z, 0-9, '_', '.' and '-'"
@@ -66,6 +77,7 @@ _TOP_KEYS = {
     "name",
     "private_key_file",
     "controller",
+    "controller_public_key",
     "listen",
     "endpoint",
     "routes",
@@ -96,7 +108,8 @@ class EdgeConfig:
 
     name: EdgeName
     private_key_file: Path
-    controller: str  # "host:port" as grpc takes it
+    controllers: tuple[str, ...]  # "host:port" as grpc takes it; tried in this order
+    controller_public_key: ControllerPublicKey
     listen: Endpoint
     endpoint: Endpoint
     routes: tuple[Network, ...]
@@ -124,11 +137,12 @@ def parse(table: Table) -> EdgeConfig:
     check_keys(table, "", _TOP_KEYS)
     name = _domain("name", _required(table, "", "name", NAME_RULE), parse_edge_name, NAME_RULE)
     private_key_file = _path(table, "private_key_file", None)
-    controller = _domain(
-        "controller",
-        _required(table, "", "controller", CONTROLLER_RULE),
-        _controller,
-        CONTROLLER_RULE,
+    controllers = _controllers(_required(table, "", "controller", CONTROLLERS_RULE))
+    controller_public_key = _domain(
+        "controller_public_key",
+        _required(table, "", "controller_public_key", CONTROLLER_KEY_RULE),
+        _controller_key,
+        CONTROLLER_KEY_RULE,
     )
     listen = _domain(
         "listen", _required(table, "", "listen", LISTEN_RULE), _listen, LISTEN_RULE, ENDPOINT_RULE
@@ -154,7 +168,8 @@ def parse(table: Table) -> EdgeConfig:
     return EdgeConfig(
         name=name,
         private_key_file=private_key_file,
-        controller=controller,
+        controllers=controllers,
+        controller_public_key=controller_public_key,
         listen=listen,
         endpoint=endpoint,
         routes=routes,
@@ -182,6 +197,48 @@ def _tunnel(value: Any) -> Timers:
         )
     except ValueError as e:
         raise ConfigError("tunnel.reject_after_time", str(e), "see [tunnel] in edge.toml") from None
+
+
+def _controllers(value: Any) -> tuple[str, ...]:
+    """`controller`: one address or a list of 1-8 distinct ones."""
+    if isinstance(value, str):
+        return (_domain("controller", value, _controller, CONTROLLER_RULE),)
+    if not isinstance(value, list):
+        raise ConfigError("controller", f"{value!r} is not a string or a list", CONTROLLERS_RULE)
+    if not 1 <= len(value) <= MAX_CONTROLLERS:
+        raise ConfigError(
+            "controller", f"lists {len(value)} addresses", f"1-{MAX_CONTROLLERS} addresses"
+        )
+    out: list[str] = []
+    for i, item in enumerate(value):
+        at = f"controller[{i}]"
+        target = _domain(at, item, _controller, CONTROLLER_RULE)
+        if target in out:
+            raise ConfigError(
+                at,
+                f"{target} is listed twice (also controller[{out.index(target)}])",
+                "each address once",
+            )
+        out.append(target)
+    return tuple(out)
+
+
+def _controller_key(value: Any) -> ControllerPublicKey:
+    # The problem is said here, not by ControllerPublicKey, so the message is the same
+    # whatever the parser's wording; what is allowed (and where to get it) follows.
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    try:
+        key = ControllerPublicKey.from_base64(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a base64 Ed25519 public key") from None
+    try:
+        key.x25519()  # the auth key exchange needs it; refuse a bad key now, not per call
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a valid Ed25519 public key (not a curve point)"
+        ) from None
+    return key
 
 
 def _controller(value: Any) -> str:

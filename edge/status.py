@@ -94,6 +94,11 @@ def render(status: dict[str, Any]) -> str:
         f"  map version: {status.get('map_version')}",
         f"  controller: {ctl.get('address')} ({state})",
     ]
+    others = [c for c in ctl.get("controllers", []) if c != ctl.get("address")]
+    if others:
+        lines.append(f"  other controllers: {', '.join(others)}")
+    if "applied_version" in ctl:
+        lines.append(f"  applied version: {ctl['applied_version']}")
     if ctl.get("last_error"):
         lines.append(f"  last error: {ctl['last_error']}")
     for p in status.get("peers", []):

@@ -7,7 +7,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-apt_packages=(iproute2 nftables tcpdump iperf3 iputils-ping procps python3-venv)
+# etcd-server provides /usr/bin/etcd for the replicated-controller tests (isthmus.lab.etcd
+# starts its own members on free ports; the Debian service is not used).
+# The check below runs on every call, .venv or not, so adding a package here installs it
+# on the next run of an existing checkout.
+apt_packages=(iproute2 nftables tcpdump iperf3 iputils-ping procps python3-venv etcd-server)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,14 +7,16 @@ tunnel swaps the reference. What a peer *is* (its mutable state) is the caller's
 asks `make_peer` for the value of each usable edge.
 
 Rules:
-- Routes of this edge (the map entry with our name) are not in the table: a packet
-  from the TUN to one of them would loop, so it finds no route.
-- Routes of different edges never overlap (a map rule, checked again here), so one
-  longest-prefix table answers both "who gets this destination" and "who may send
-  from this source".
+- Routes of different edges may overlap (an approved more specific route) but never
+  repeat a prefix (a map rule, checked again here), so one longest-prefix table answers
+  both "who gets this destination" and "who may send from this source".
+- Routes of this edge (the map entry with our name) map to None, as holes in the table:
+  a packet from the TUN to one of them would loop, so it finds no route, and no peer may
+  send from them, even when a peer owns a covering, less specific route.
 - An edge that cannot be a peer is left out as if absent from the map (its handshakes
-  drop as unknown_peer, packets to its routes as no_route): an edge with our public
-  key under another name, and an edge whose key gives no usable shared secret.
+  drop as unknown_peer), and its routes are holes too (packets to them drop as
+  no_route rather than going to the owner of a covering route): an edge with our
+  public key under another name, and an edge whose key gives no usable shared secret.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class ForwardingTable(Generic[T]):
         self,
         version: int,
         peers: tuple[T, ...],
-        routes: LpmTable[T],
+        routes: LpmTable[T | None],
         by_key: Mapping[bytes, T],
     ) -> None:
         self.version = version
@@ -112,24 +114,24 @@ class ForwardingTable(Generic[T]):
         """The table for `route_map`; `make_peer` gives the value of each usable edge.
 
         Raises:
-            MapError: the map breaks a map rule (duplicate names or keys, overlapping
-                routes of different edges); `make_peer` was not called.
+            MapError: the map breaks a map rule (duplicate names or keys, a prefix at
+                two edges); `make_peer` was not called.
         """
         route_map.validate()
         own_key = identity.public_key.raw
-        edges = sorted(
-            (
-                edge
-                for edge in route_map.edges
-                if edge.name != identity.name
+        edges: list[EdgeEntry] = []
+        entries: list[tuple[Network, T | None]] = []
+        for edge in sorted(route_map.edges, key=lambda e: e.name):
+            if (
+                edge.name != identity.name
                 and edge.public_key.raw != own_key
                 and usable(identity.private_key, edge.public_key.raw)
-            ),
-            key=lambda e: e.name,
-        )
+            ):
+                edges.append(edge)
+            else:
+                entries.extend((route, None) for route in edge.routes)
         peers: list[T] = []
         by_key: dict[bytes, T] = {}
-        entries: list[tuple[Network, T]] = []
         for edge in edges:
             peer = make_peer(edge)
             peers.append(peer)

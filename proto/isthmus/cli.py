@@ -17,12 +17,25 @@ from typing import cast
 import isthmus
 from isthmus.configfile import ConfigError, read_toml
 
-# command -> (module with `main(argv) -> int`, one-line help)
+# command -> ("module" or "module:function", one-line help); the function (default
+# `main`) takes argv and returns the exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("controller.__main__", "run the controller (--config FILE)"),
     "edge": ("edge.__main__", "run an edge (--config FILE)"),
     "status": ("edge.status", "show a running edge's status ([--json] [--config F | --socket P])"),
-    "keygen": ("isthmus.keygen", "make an edge key pair (--out FILE)"),
+    "routes": (
+        "isthmus.admin_cli:routes_main",
+        "show the controller's routes ([--json] [--config F | --socket P]);\n"
+        f"{'':14}approve ROUTE [--edge NAME]: approve a pending route",
+    ),
+    "edges": (
+        "isthmus.admin_cli:edges_main",
+        "show the controller's edges ([--json] [--config F | --socket P])",
+    ),
+    "keygen": (
+        "isthmus.keygen",
+        "make an edge key pair (--out FILE), or the controller's (--controller --out FILE)",
+    ),
     "demo": ("isthmus.lab.demo", "run a three-site demo mesh in network namespaces"),
 }
 
@@ -53,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"isthmus: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
         return 2
-    entry = cast(Callable[[list[str]], int], _load(COMMANDS[command][0], "main"))
+    module, _, function = COMMANDS[command][0].partition(":")
+    entry = cast(Callable[[list[str]], int], _load(module, function or "main"))
     return entry(rest)
 
 

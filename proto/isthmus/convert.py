@@ -2,8 +2,10 @@
 
 Owns every pb <-> domain conversion. Decoding treats its input as hostile: every
 field is checked and any problem raises `WireError` naming the field, what was
-wrong and what is allowed. Protobuf objects never travel past this module's
-callers (`controller.service`, `edge.control`).
+wrong and what is allowed. Every route of a decoded map entry carries a lease with
+a 64-byte signature; verifying it is the receiver's job (`isthmus.lease`). Protobuf
+objects never travel past this module's callers (`controller.service`,
+`controller.history`, `edge.control`, `edge.mapcache`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
+from isthmus.lease import SIGNATURE_LEN, Lease
+from isthmus.mapdelta import MapDelta
 from isthmus.routemap import EdgeEntry, MapError, Network, RouteMap, parse_route
 from isthmus.v1 import isthmus_pb2 as pb
 
@@ -57,44 +61,139 @@ def registration_from_pb(msg: pb.RegisterRequest) -> Registration:
     )
 
 
-def map_to_pb(m: RouteMap) -> pb.MapSnapshot:
-    return pb.MapSnapshot(
-        version=m.version,
-        edges=[
-            pb.Edge(
-                name=e.name,
-                public_key=e.public_key.raw,
-                endpoints=[str(x) for x in e.endpoints],
-                routes=[str(r) for r in e.routes],
-            )
-            for e in m.edges
-        ],
+def map_to_pb(m: RouteMap) -> pb.MapUpdate:
+    """The whole map: full=True, base_version 0, every edge with its routes' leases.
+
+    An entry without leases is encoded with lease-less routes, which receivers refuse.
+    """
+    return pb.MapUpdate(version=m.version, full=True, edges=[_edge_to_pb(e) for e in m.edges])
+
+
+def delta_to_pb(d: MapDelta) -> pb.MapUpdate:
+    """A delta: full=False, the changed edges whole, the names of the removed ones."""
+    return pb.MapUpdate(
+        version=d.version,
+        full=False,
+        base_version=d.base_version,
+        edges=[_edge_to_pb(e) for e in d.upserts],
+        removed=[str(n) for n in d.removed],
     )
 
 
-def map_from_pb(msg: pb.MapSnapshot) -> RouteMap:
-    """Decode and validate a snapshot.
+def update_from_pb(msg: pb.MapUpdate) -> RouteMap | MapDelta:
+    """Decode a map update: the whole map (validated) or a delta (checked field by field).
+
+    Every route must carry a lease with a 64-byte signature; whether the signature is
+    right is for the receiver to check (`isthmus.lease.verify_lease`) against its key.
 
     Raises:
-        WireError: a field is invalid or the map breaks a map rule.
+        WireError: a field is invalid, the full map breaks a map rule, or the delta is
+            inconsistent (goes backwards, names an edge twice).
     """
     if len(msg.edges) > MAX_EDGES:
         raise WireError(f"edges: {len(msg.edges)} edges; at most {MAX_EDGES} are allowed")
-    edges = []
-    for i, e in enumerate(msg.edges):
-        where = f"edges[{i}]"
-        edges.append(
-            EdgeEntry(
-                name=_name(e.name, f"{where}.name"),
-                public_key=_key(e.public_key, f"{where}.public_key"),
-                endpoints=_endpoints(e.endpoints, f"{where}.endpoints"),
-                routes=_routes(e.routes, f"{where}.routes"),
+    if len(msg.removed) > MAX_EDGES:
+        raise WireError(f"removed: {len(msg.removed)} names; at most {MAX_EDGES} are allowed")
+    edges = tuple(_edge_from_pb(e, f"edges[{i}]") for i, e in enumerate(msg.edges))
+    if msg.full:
+        if msg.base_version != 0:
+            raise WireError(
+                f"base_version: {msg.base_version} in a full map; allowed: 0 (only deltas "
+                "have a base)"
             )
+        if msg.removed:
+            raise WireError(f"removed: {len(msg.removed)} names in a full map; allowed: none")
+        try:
+            return RouteMap(version=msg.version, edges=edges).validate()
+        except MapError as err:
+            raise WireError(f"edges: {err}") from None
+    if msg.base_version > msg.version:
+        raise WireError(
+            f"base_version: {msg.base_version} is above version {msg.version}; "
+            "a delta never goes backwards"
         )
-    try:
-        return RouteMap(version=msg.version, edges=tuple(edges)).validate()
-    except MapError as e:
-        raise WireError(f"edges: {e}") from None
+    names: set[str] = set()
+    for i, e in enumerate(edges):
+        if e.name in names:
+            raise WireError(f"edges[{i}].name: edge {e.name!r} appears twice in the delta")
+        names.add(e.name)
+    removed: list[EdgeName] = []
+    for i, text in enumerate(msg.removed):
+        name = _name(text, f"removed[{i}]")
+        if name in removed:
+            raise WireError(f"removed[{i}]: edge {name!r} is listed twice")
+        if name in names:
+            raise WireError(f"removed[{i}]: edge {name!r} is both changed and removed")
+        removed.append(name)
+    return MapDelta(
+        base_version=msg.base_version, version=msg.version, upserts=edges, removed=tuple(removed)
+    )
+
+
+def map_from_pb(msg: pb.MapUpdate) -> RouteMap:
+    """Decode and validate a whole map (e.g. one an edge cached).
+
+    Raises:
+        WireError: not a full map, a field is invalid or the map breaks a map rule.
+    """
+    if not msg.full:
+        raise WireError("full: false; expected a whole map (full=true), not a delta")
+    update = update_from_pb(msg)
+    assert isinstance(update, RouteMap)
+    return update
+
+
+def _edge_to_pb(e: EdgeEntry) -> pb.Edge:
+    routes = []
+    for i, r in enumerate(e.routes):
+        route = pb.Route(cidr=str(r))
+        if i < len(e.leases):
+            lease = e.leases[i]
+            route.lease.CopyFrom(
+                pb.Lease(version=lease.version, expires=lease.expires, signature=lease.signature)
+            )
+        routes.append(route)
+    return pb.Edge(
+        name=e.name,
+        public_key=e.public_key.raw,
+        endpoints=[str(x) for x in e.endpoints],
+        routes=routes,
+    )
+
+
+def _edge_from_pb(e: pb.Edge, where: str) -> EdgeEntry:
+    if len(e.routes) > MAX_ROUTES_PER_EDGE:
+        raise WireError(f"{where}.routes: {len(e.routes)} routes; at most {MAX_ROUTES_PER_EDGE}")
+    routes: list[Network] = []
+    leases: list[Lease] = []
+    for j, route in enumerate(e.routes):
+        field = f"{where}.routes[{j}]"
+        try:
+            net = parse_route(route.cidr)
+        except ValueError as err:
+            raise WireError(f"{field}.cidr: {err}") from None
+        if net in routes:
+            raise WireError(f"{field}.cidr: route {net} is listed twice")
+        routes.append(net)
+        leases.append(_lease(route, field))
+    return EdgeEntry(
+        name=_name(e.name, f"{where}.name"),
+        public_key=_key(e.public_key, f"{where}.public_key"),
+        endpoints=_endpoints(e.endpoints, f"{where}.endpoints"),
+        routes=tuple(routes),
+        leases=tuple(leases),
+    )
+
+
+def _lease(route: pb.Route, field: str) -> Lease:
+    if not route.HasField("lease"):
+        raise WireError(f"{field}.lease: missing; every route of a map carries a lease")
+    signature = bytes(route.lease.signature)
+    if len(signature) != SIGNATURE_LEN:
+        raise WireError(
+            f"{field}.lease.signature: {len(signature)} bytes; expected {SIGNATURE_LEN}"
+        )
+    return Lease(version=route.lease.version, expires=route.lease.expires, signature=signature)
 
 
 def _name(value: str, field: str) -> EdgeName:

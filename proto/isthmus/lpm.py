@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+_MISSING = object()
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -20,6 +21,8 @@ class LpmTable(Generic[T]):
     """An immutable longest-prefix-match table from networks to values.
 
     Built once from (network, value) pairs; a network given twice keeps the last value.
+    A value of None is a hole: an address whose longest prefix maps to None finds None,
+    not a shorter prefix's value.
     """
 
     __slots__ = ("_size", "_v4", "_v6")
@@ -44,9 +47,9 @@ class LpmTable(Generic[T]):
         value = int.from_bytes(address, "big")
         levels = self._v4 if len(address) == 4 else self._v6
         for mask, table in levels:
-            hit = table.get(value & mask)
-            if hit is not None:
-                return hit
+            hit = table.get(value & mask, _MISSING)
+            if hit is not _MISSING:
+                return hit  # type: ignore[return-value]
         return None
 
     def lookup_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> T | None:

@@ -1,9 +1,12 @@
 """The route map: every route (a CIDR) with the edge that owns it, at one version.
 
 Owns the domain types the controller publishes and the edges apply, and the rules
-every map obeys: edge names and keys are unique and routes of different edges never
-overlap. The controller validates a map when it writes it, every edge again when it
-receives it: never trust the wire.
+every map obeys: edge names and keys are unique, no prefix belongs to two edges, and an
+entry's leases are either absent or one per route in route order. Routes of different
+edges may overlap (the controller's admission decides which may); forwarding is longest
+prefix match, so a more specific route takes its addresses from the covering one. The
+controller validates a map when it writes it, every edge again when it receives it:
+never trust the wire.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
+from isthmus.lease import Lease
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ROUTE_RULE = "an IPv4 or IPv6 network in CIDR form with no host bits set, e.g. 10.244.0.0/16"
@@ -45,12 +49,17 @@ def overlaps(a: Network, b: Network) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class EdgeEntry:
-    """One edge as the map shows it."""
+    """One edge as the map shows it.
+
+    `leases` is empty (a map not yet signed, e.g. inside the controller) or holds one
+    lease per route, in the same order.
+    """
 
     name: EdgeName
     public_key: PublicKey
     endpoints: tuple[Endpoint, ...]
     routes: tuple[Network, ...]
+    leases: tuple[Lease, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +85,8 @@ class RouteMap:
         """Check the map rules and return self.
 
         Raises:
-            MapError: duplicate edge name or key, or routes of two edges overlapping.
+            MapError: negative version, duplicate edge name or key, leases not one per
+                route, or the same prefix at two edges.
         """
         if self.version < 0:
             raise MapError(f"version {self.version} is negative")
@@ -91,14 +101,31 @@ class RouteMap:
                     f"edges {keys[e.public_key.raw]!r} and {e.name!r} have the same public key"
                 )
             keys[e.public_key.raw] = e.name
-        conflict = first_conflict(self.routes())
-        if conflict is not None:
-            (r1, e1), (r2, e2) = conflict
+            if e.leases and len(e.leases) != len(e.routes):
+                raise MapError(
+                    f"edge {e.name!r} has {len(e.leases)} leases for {len(e.routes)} routes; "
+                    "leases must be absent or one per route"
+                )
+        duplicate = first_duplicate(self.routes())
+        if duplicate is not None:
+            (route, e1), (_, e2) = duplicate
             raise MapError(
-                f"route {r2} of edge {e2.name!r} overlaps route {r1} of edge {e1.name!r}; "
-                "routes of different edges must not overlap"
+                f"route {route} belongs to both edge {e1.name!r} and edge {e2.name!r}; "
+                "a prefix may belong to one edge only"
             )
         return self
+
+
+def first_duplicate(
+    pairs: Iterable[tuple[Network, EdgeEntry]],
+) -> tuple[tuple[Network, EdgeEntry], tuple[Network, EdgeEntry]] | None:
+    """The first two equal prefixes of *different* edges (in input order), or None."""
+    owner: dict[Network, EdgeEntry] = {}
+    for net, edge in pairs:
+        first = owner.setdefault(net, edge)
+        if first.name != edge.name:
+            return (net, first), (net, edge)
+    return None
 
 
 def first_conflict(
@@ -106,6 +133,7 @@ def first_conflict(
 ) -> tuple[tuple[Network, EdgeEntry], tuple[Network, EdgeEntry]] | None:
     """The first two routes of *different* edges that overlap, or None.
 
+    Maps allow such overlaps now; this stays for callers that want to know.
     Sorting by (version, first address, prefix length) puts any overlapping pair
     next to a common covering route, so one pass against the open covers suffices.
     """

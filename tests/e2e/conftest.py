@@ -1,9 +1,12 @@
 """Fixtures of the e2e suite: a host check, and one running mesh per test module.
 
-Every test here needs root, `ip netns` and /dev/net/tun; where they are missing the tests
-fail with the reason (never skip). The mesh runs in namespaces named `ism<6 hex>-*`, unique
-per run, and is torn down after its module, also when a test fails or pytest gets SIGTERM.
-Configs, keys and process logs stay in pytest's temporary directory for post-mortems.
+Every test here needs root, `ip netns` and /dev/net/tun (the etcd tests also `etcd`); where
+they are missing the tests fail with the reason (never skip). The mesh runs in namespaces
+named `ism<6 hex>-*`, unique per run, and is torn down after its module, also when a test
+fails or pytest gets SIGTERM. `mesh` is the demo mesh; modules needing another topology or
+store (test_admission, test_controller_ha) build their own `Mesh` fixture the same way.
+A failed test's report gets the log tails of every `Mesh` it used. Configs, keys and
+process logs stay in pytest's temporary directory for post-mortems.
 """
 
 from __future__ import annotations

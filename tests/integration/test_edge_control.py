@@ -1,107 +1,153 @@
-"""The edge's control loop against an in-process fake controller on 127.0.0.1:0.
+"""The edge's control loop against the real controller, in process, on 127.0.0.1:0.
 
-    ControlLoop --Register/Watch (grpc.aio)--> FakeController (this file)
+    ControlLoop (vpc-a) --+
+    ControlLoop (vpc-b) --+-- Challenge/Register/Watch/Report (grpc.aio) --> ControllerServer
+    ControlLoop (vpc-c) --+                                                  (FileStore in tmp)
         |
         MapApplier -> Tunnel (real core), FakeRouteTable, MemoryMapStore
 
-Checks the contract of edge.control: the first snapshot of each stream is applied,
-later ones only when newer; an invalid snapshot is skipped; a refused Register is
-reported and the edge still watches; losing the controller changes nothing (fail-static)
-and a reconnect reconciles the kernel routes with the controller's map.
+Checks edge.control with the controller it is made for: every call authenticates; maps
+arrive whole, then as deltas, each with verified leases; reports reach the controller;
+a standby controller on the same state takes over and the edge resumes with
+known_version; an edge pinned to another controller key, or unknown to the
+controller, is refused and keeps its map; with the controller gone, routes stay until
+their leases run out and are withdrawn then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-import grpc
 from nacl.bindings import crypto_box_seed_keypair
 
+from controller.__main__ import ControllerServer
+from controller.config import ControllerConfig, parse
 from edge.applier import MapApplier
 from edge.control import Backoff, ControlLoop
 from edge.testing import FakeForwarding, FakeRouteTable, MemoryMapStore
 from edge.tunnel import Identity, Tunnel
-from isthmus.convert import Registration, map_to_pb
+from isthmus.convert import Registration
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
+from isthmus.lease import sign_lease
 from isthmus.routemap import EdgeEntry, Network, RouteMap, parse_route
-from isthmus.v1 import isthmus_pb2 as pb
-from isthmus.v1 import isthmus_pb2_grpc
+from isthmus.signing import ControllerKey, ControllerPublicKey, write_controller_key
 
-SELF = EdgeName("vpc-a")
+KEY = ControllerKey.from_seed(bytes(range(32)))
+LEASE_TTL = 300
 
-
-def private(seed: int) -> bytes:
-    return crypto_box_seed_keypair(bytes([seed]) * 32)[1]
-
-
-def entry(name: str, seed: int, *routes: str) -> EdgeEntry:
-    return EdgeEntry(
-        EdgeName(name),
-        PublicKey(crypto_box_seed_keypair(bytes([seed]) * 32)[0]),
-        (Endpoint.parse(f"198.18.0.{seed}:51820"),),
-        tuple(parse_route(r) for r in routes),
-    )
+# name, key seed, routes (allowed in the controller config and advertised)
+EDGES: dict[str, tuple[int, tuple[str, ...]]] = {
+    "vpc-a": (1, ("10.244.0.0/16",)),
+    "vpc-b": (2, ("10.245.0.0/16",)),
+    "vpc-c": (3, ("10.246.0.0/16", "fd00:3::/64")),
+}
 
 
-A = entry("vpc-a", 1, "10.244.0.0/16")
-B = entry("vpc-b", 2, "10.245.0.0/16")
-C = entry("vpc-c", 3, "10.246.0.0/16", "fd00:3::/64")
+def keypair(seed: int) -> tuple[bytes, bytes]:
+    return crypto_box_seed_keypair(bytes([seed]) * 32)
 
 
 def nets(*texts: str) -> set[Network]:
     return {parse_route(t) for t in texts}
 
 
-class FakeController(isthmus_pb2_grpc.ControllerServicer):
-    """Sends the current snapshot first, then each published one; refuses on demand."""
-
-    def __init__(self, snapshot: pb.MapSnapshot) -> None:
-        self.snapshot = snapshot
-        self.changed = asyncio.Condition()
-        self.registrations: list[pb.RegisterRequest] = []
-        self.watches: list[pb.WatchRequest] = []
-        self.refuse: grpc.StatusCode | None = None
-
-    async def Register(
-        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.RegisterResponse:
-        self.registrations.append(request)
-        if self.refuse is not None:
-            await context.abort(self.refuse, "route 10.244.0.0/16 is not allowed for 'vpc-a'")
-        return pb.RegisterResponse(version=self.snapshot.version)
-
-    async def Watch(
-        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[pb.MapSnapshot]:
-        self.watches.append(request)
-        sent: pb.MapSnapshot | None = None
-        while True:
-            async with self.changed:
-                while self.snapshot is sent:
-                    await self.changed.wait()
-                sent = self.snapshot
-            yield sent
-
-    async def publish(self, snapshot: pb.MapSnapshot) -> None:
-        async with self.changed:
-            self.snapshot = snapshot
-            self.changed.notify_all()
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
-async def serve(controller: FakeController, port: int = 0) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server()
-    isthmus_pb2_grpc.add_ControllerServicer_to_server(controller, server)  # type: ignore[no-untyped-call]
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    return server, bound
+def controller_config(tmp: Path, port: int = 0) -> ControllerConfig:
+    key_file = tmp / "controller.key"
+    if not key_file.exists():
+        write_controller_key(key_file, KEY)
+    table: dict[str, Any] = {
+        "listen": f"127.0.0.1:{port}",
+        "state_dir": str(tmp / "state"),
+        "signing_key_file": str(key_file),
+        "lease_ttl": LEASE_TTL,
+        "edges": [
+            {
+                "name": name,
+                "public_key": PublicKey(keypair(seed)[0]).to_base64(),
+                "routes": list(routes),
+            }
+            for name, (seed, routes) in EDGES.items()
+        ],
+    }
+    return parse(table)
 
 
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+class Clock:
+    """Unix seconds that a test can move forward; shared by controller and edges."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+class Edge:
+    """The control-plane half of one edge, wired like edge.__main__ but with fakes."""
+
+    def __init__(
+        self,
+        name: str,
+        targets: list[str],
+        clock: Callable[[], float],
+        *,
+        seed: int | None = None,
+        controller_key: ControllerPublicKey = KEY.public,
+    ) -> None:
+        own_seed, routes = EDGES[name]
+        identity = Identity.from_private_key(EdgeName(name), keypair(seed or own_seed)[1])
+        self.tunnel = Tunnel(identity, random=random.Random(7).randbytes, wall_clock=lambda: 0.0)
+        self.routes = FakeRouteTable()
+        self.store = MemoryMapStore()
+        self.applier = MapApplier(
+            EdgeName(name), self.tunnel, self.routes, self.store, FakeForwarding()
+        )
+        self.control = ControlLoop(
+            targets,
+            Registration(
+                EdgeName(name),
+                identity.public_key,
+                (Endpoint.parse(f"198.18.0.{own_seed}:51820"),),
+                tuple(parse_route(r) for r in routes),
+            ),
+            self.applier,
+            private_key=identity.private_key,
+            controller_key=controller_key,
+            backoff=Backoff(initial=0.05, maximum=0.2, rng=random.Random(1)),
+            clock=clock,
+            lease_check_interval=0.05,
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> Edge:
+        self.task = asyncio.create_task(self.control.run())
+        return self
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def peers(self) -> list[str]:
+        return sorted(p.name for p in self.tunnel.peers(0.0))
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
@@ -109,146 +155,221 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0)
         await asyncio.sleep(0.02)
 
 
-class Edge:
-    """The control-plane half of one edge, wired like edge.__main__ but with fakes."""
-
-    def __init__(self, port: int, routes: set[Network] | None = None) -> None:
-        identity = Identity.from_private_key(SELF, private(1))
-        self.tunnel = Tunnel(identity, random=random.Random(7).randbytes, wall_clock=lambda: 0.0)
-        self.routes = FakeRouteTable(routes)
-        self.store = MemoryMapStore()
-        self.applier = MapApplier(SELF, self.tunnel, self.routes, self.store, FakeForwarding())
-        self.control = ControlLoop(
-            f"127.0.0.1:{port}",
-            Registration(SELF, identity.public_key, A.endpoints, A.routes),
-            self.applier,
-            backoff=Backoff(initial=0.05, maximum=0.2, rng=random.Random(1)),
-        )
-
-
 def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 60))
+    asyncio.run(asyncio.wait_for(test(), 120))
 
 
-def test_snapshots_applied_stale_removed_fail_static_and_reconnect() -> None:
+async def reported(server: ControllerServer, name: str, version: int) -> bool:
+    views = {v.name: v for v in await server.service.edge_statuses()}
+    view = views.get(EdgeName(name))
+    return view is not None and view.applied_version == version
+
+
+def test_maps_deltas_and_reports_with_the_real_controller(tmp_path: Path) -> None:
     async def scenario() -> None:
-        controller = FakeController(map_to_pb(RouteMap(1, (A, B))))
-        server, port = await serve(controller)
-        edge = Edge(port, routes=nets("10.99.0.0/16"))  # a stale route from a previous run
-        task = asyncio.create_task(edge.control.run())
+        clock = Clock()
+        server = ControllerServer(controller_config(tmp_path), clock=clock)
+        await server.start()
+        a = Edge("vpc-a", [server.address], clock).start()
+        b = Edge("vpc-b", [server.address], clock)
+        c = Edge("vpc-c", [server.address], clock)
         try:
-            # Snapshot 1: installed; the stale route is removed.
-            await until(lambda: edge.applier.version == 1, "map 1 is applied")
-            assert edge.routes.routes == nets("10.245.0.0/16")
-            assert edge.control.connected and edge.control.last_error is None
-            assert controller.registrations[0].name == "vpc-a"
-            assert list(controller.registrations[0].routes) == ["10.244.0.0/16"]
-            assert edge.store.route_map is not None and edge.store.route_map.version == 1
+            await until(lambda: a.applier.route_map.edge("vpc-a") is not None, "a is in its map")
+            assert a.routes.routes == set()
+            own = a.applier.route_map.edge("vpc-a")
+            assert own is not None and len(own.leases) == 1
+            assert own.leases[0].expires >= int(clock()) + LEASE_TTL - 5
 
-            # Snapshot 2: a new edge with an IPv6 route.
-            await controller.publish(map_to_pb(RouteMap(2, (A, B, C))))
-            await until(lambda: edge.applier.version == 2, "map 2 is applied")
-            assert edge.routes.routes == nets("10.245.0.0/16", "10.246.0.0/16", "fd00:3::/64")
-            assert edge.tunnel.map_version == 2
-            assert sorted(p.name for p in edge.tunnel.peers(0.0)) == ["vpc-b", "vpc-c"]
-
-            # An older version on the same stream is skipped.
-            await controller.publish(map_to_pb(RouteMap(1, (A, B))))
-            await controller.publish(map_to_pb(RouteMap(2, (A, B, C))))
-            await asyncio.sleep(0.2)
-            assert edge.applier.version == 2
-            assert edge.routes.routes == nets("10.245.0.0/16", "10.246.0.0/16", "fd00:3::/64")
-
-            # The controller goes away: routes and map stay (fail-static).
-            await server.stop(grace=None)
-            await until(lambda: not edge.control.connected, "the edge sees the loss")
-            await asyncio.sleep(0.5)  # several failed reconnects
-            assert edge.control.last_error is not None
-            assert edge.applier.version == 2 and edge.tunnel.map_version == 2
-            assert edge.routes.routes == nets("10.245.0.0/16", "10.246.0.0/16", "fd00:3::/64")
-            streams = edge.control.streams
-
-            # It comes back with less state (version 1, vpc-c gone): the first snapshot of
-            # the new stream is applied although it is not newer, and routes reconcile.
-            controller2 = FakeController(map_to_pb(RouteMap(1, (A, B))))
-            server, _ = await serve(controller2, port)
-            await until(lambda: edge.control.streams > streams, "the edge reconnects")
-            await until(lambda: edge.applier.version == 1, "the new full map is applied")
-            assert edge.routes.routes == nets("10.245.0.0/16")
-            assert edge.control.connected and edge.control.last_error is None
-            assert controller2.watches[0].known_version == 2
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await server.stop(grace=None)
-
-    run(scenario)
-
-
-def test_invalid_snapshot_is_skipped_and_the_stream_goes_on() -> None:
-    async def scenario() -> None:
-        controller = FakeController(map_to_pb(RouteMap(1, (A, B))))
-        server, port = await serve(controller)
-        edge = Edge(port)
-        task = asyncio.create_task(edge.control.run())
-        try:
-            await until(lambda: edge.applier.version == 1, "map 1 is applied")
-            bad = map_to_pb(RouteMap(2, (A, B)))
-            bad.edges[1].routes.append("10.244.1.0/24")  # overlaps vpc-a's route
-            await controller.publish(bad)
-            await until(lambda: edge.control.last_error is not None, "the bad map is noticed")
-            assert "invalid map version 2" in (edge.control.last_error or "")
-            assert "overlaps" in (edge.control.last_error or "")
-            assert edge.applier.version == 1 and edge.control.connected
-            await controller.publish(map_to_pb(RouteMap(3, (A, C))))
-            await until(lambda: edge.applier.version == 3, "map 3 is applied")
-            assert edge.routes.routes == nets("10.246.0.0/16", "fd00:3::/64")
-            assert len(controller.watches) == 1
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await server.stop(grace=None)
-
-    run(scenario)
-
-
-def test_refused_registration_is_reported_and_the_edge_still_watches() -> None:
-    async def scenario() -> None:
-        controller = FakeController(map_to_pb(RouteMap(4, (A, B))))
-        controller.refuse = grpc.StatusCode.PERMISSION_DENIED
-        server, port = await serve(controller)
-        edge = Edge(port)
-        task = asyncio.create_task(edge.control.run())
-        try:
-            await until(lambda: edge.applier.version == 4, "map 4 is applied")
-            assert edge.control.connected
-            assert edge.control.last_error == (
-                "register refused: PERMISSION_DENIED: route 10.244.0.0/16 is not allowed "
-                "for 'vpc-a'"
+            b.start()
+            await until(lambda: a.routes.routes == nets("10.245.0.0/16"), "a routes to b")
+            await until(lambda: b.routes.routes == nets("10.244.0.0/16"), "b routes to a")
+            c.start()
+            await until(
+                lambda: a.routes.routes == nets("10.245.0.0/16", "10.246.0.0/16", "fd00:3::/64"),
+                "a routes to c",
             )
-            assert edge.routes.routes == nets("10.245.0.0/16")
+            assert a.peers() == ["vpc-b", "vpc-c"]
+            version = server.service.version
+            await until(lambda: a.applier.version == version, "a has the latest map")
+            # One stream each, deltas after the first map; no error anywhere.
+            assert a.control.streams == 1 and a.control.connected
+            assert a.control.last_error is None
+            for name in ("vpc-a", "vpc-b", "vpc-c"):
+                deadline = asyncio.get_running_loop().time() + 30
+                while not await reported(server, name, version):
+                    assert asyncio.get_running_loop().time() < deadline, f"{name} reported"
+                    await asyncio.sleep(0.05)
+            views = {v.name: v for v in await server.service.edge_statuses()}
+            assert views[EdgeName("vpc-a")].last_error == ""
+            assert a.control.view().applied_version == version
+            assert a.store.route_map is not None and a.store.route_map.version == version
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await server.stop(grace=None)
+            for edge in (a, b, c):
+                await edge.stop()
+            await server.stop(grace=0)
 
     run(scenario)
 
 
-def test_unreachable_controller_keeps_the_cached_map() -> None:
+def test_a_standby_controller_takes_over_and_the_edge_resumes(tmp_path: Path) -> None:
     async def scenario() -> None:
-        edge = Edge(port=1)  # nothing listens on port 1
-        edge.applier.apply(RouteMap(7, (A, B)), save=False)
-        task = asyncio.create_task(edge.control.run())
+        clock = Clock()
+        first = ControllerServer(controller_config(tmp_path), clock=clock)
+        await first.start()
+        standby_port = free_port()
+        targets = [first.address, f"127.0.0.1:{standby_port}"]
+        a = Edge("vpc-a", targets, clock).start()
+        b = Edge("vpc-b", targets, clock).start()
+        c = Edge("vpc-c", targets, clock)
+        second: ControllerServer | None = None
+        try:
+            await until(lambda: a.routes.routes == nets("10.245.0.0/16"), "a routes to b")
+            version = first.service.version
+            await until(lambda: a.applier.version == version, "a has the latest map")
+            await first.stop(grace=0)
+            await until(lambda: not a.control.connected, "a sees the controller go")
+            assert a.routes.routes == nets("10.245.0.0/16")  # fail-static
+
+            # The standby starts on the same state and takes over.
+            second = ControllerServer(controller_config(tmp_path, standby_port), clock=clock)
+            await second.start()
+            await until(lambda: a.control.connected, "a is connected to the standby")
+            assert a.control.view().address == targets[1]
+            assert a.applier.version >= version
+            assert a.routes.routes == nets("10.245.0.0/16")
+            c.start()
+            await until(
+                lambda: a.routes.routes == nets("10.245.0.0/16", "10.246.0.0/16", "fd00:3::/64"),
+                "a routes to c through the standby",
+            )
+            await until(
+                lambda: a.applier.version == second.service.version if second else False,
+                "a has the standby's latest map",
+            )
+            assert a.control.last_error is None
+        finally:
+            for edge in (a, b, c):
+                await edge.stop()
+            if second is not None:
+                await second.stop(grace=0)
+            await first.stop(grace=0)
+
+    run(scenario)
+
+
+def test_routes_are_withdrawn_when_their_leases_run_out(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        server = ControllerServer(controller_config(tmp_path), clock=clock)
+        await server.start()
+        a = Edge("vpc-a", [server.address], clock).start()
+        b = Edge("vpc-b", [server.address], clock).start()
+        try:
+            await until(lambda: a.routes.routes == nets("10.245.0.0/16"), "a routes to b")
+            entry = a.applier.route_map.edge("vpc-b")
+            assert entry is not None
+            expires = entry.leases[0].expires
+            await b.stop()
+            await server.stop(grace=0)
+            await until(lambda: not a.control.connected, "a sees the controller go")
+            clock.offset = expires - time.time() - 5  # not yet
+            await asyncio.sleep(0.3)
+            assert a.routes.routes == nets("10.245.0.0/16")
+            clock.offset = expires - time.time() + 2
+            await until(lambda: not a.routes.routes, "b's route is withdrawn at expiry")
+            assert a.tunnel.map_version == a.applier.version
+            assert "edge 'vpc-b' route 10.245.0.0/16" in (a.control.last_error or "")
+        finally:
+            await a.stop()
+            await b.stop()
+            await server.stop(grace=0)
+
+    run(scenario)
+
+
+def test_unknown_edges_and_foreign_controller_keys_are_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        server = ControllerServer(controller_config(tmp_path), clock=clock)
+        await server.start()
+        b_key = PublicKey(keypair(2)[0])
+        signed = RouteMap(
+            7,
+            (
+                EdgeEntry(
+                    EdgeName("vpc-b"),
+                    b_key,
+                    (Endpoint.parse("198.18.0.2:51820"),),
+                    (parse_route("10.245.0.0/16"),),
+                    (sign_lease(KEY, b_key, parse_route("10.245.0.0/16"), 7, 2**40),),
+                ),
+            ),
+        )
+        # An edge whose key the controller does not know.
+        stranger = Edge("vpc-a", [server.address], clock, seed=9)
+        # An edge pinned to another controller's key.
+        pinned = Edge(
+            "vpc-a",
+            [server.address],
+            clock,
+            controller_key=ControllerKey.from_seed(bytes(32)).public,
+        )
+        for edge in (stranger, pinned):
+            edge.applier.apply(signed, save=False)
+            edge.start()
+        try:
+            await until(
+                lambda: (
+                    stranger.control.last_error is not None
+                    and pinned.control.last_error is not None
+                ),
+                "both refusals are recorded",
+            )
+            await asyncio.sleep(0.3)  # several attempts
+            assert "unknown edge key" in (stranger.control.last_error or "")
+            assert "proof wrong" in (pinned.control.last_error or "")
+            for edge in (stranger, pinned):
+                assert (edge.control.last_error or "").startswith("UNAUTHENTICATED: ")
+                assert not edge.control.connected and edge.control.streams == 0
+                assert edge.applier.version == 7
+                assert edge.routes.routes == nets("10.245.0.0/16")
+            assert all(v.state != "connected" for v in await server.service.edge_statuses())
+        finally:
+            for edge in (stranger, pinned):
+                await edge.stop()
+            await server.stop(grace=0)
+
+    run(scenario)
+
+
+def test_an_unreachable_controller_keeps_the_cached_map() -> None:
+    async def scenario() -> None:
+        b_key = PublicKey(keypair(2)[0])
+        route = parse_route("10.245.0.0/16")
+        cached = RouteMap(
+            7,
+            (
+                EdgeEntry(
+                    EdgeName("vpc-b"),
+                    b_key,
+                    (Endpoint.parse("198.18.0.2:51820"),),
+                    (route,),
+                    (sign_lease(KEY, b_key, route, 7, 2**40),),
+                ),
+            ),
+        )
+        edge = Edge("vpc-a", ["127.0.0.1:1", "127.0.0.1:2"], time.time)  # nothing listens
+        edge.applier.apply(cached, save=False)
+        edge.start()
         try:
             await until(lambda: edge.control.last_error is not None, "the failure is recorded")
-            await asyncio.sleep(0.3)
+            await until(lambda: edge.control.view().address == "127.0.0.1:2", "it tries the next")
+            await until(lambda: edge.control.view().address == "127.0.0.1:1", "and wraps around")
             assert not edge.control.connected
             assert "UNAVAILABLE" in (edge.control.last_error or "")
             assert edge.applier.version == 7
             assert edge.routes.routes == nets("10.245.0.0/16")
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await edge.stop()
 
     run(scenario)

@@ -26,22 +26,31 @@ from edge.mapcache import MapCache
 from edge.status import fetch, render
 from edge.testing import FakeDatagramSocket, FakeRouteTable, FakeTun
 from edge.tunnel import Identity, Tunnel
+from isthmus.convert import map_to_pb
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
+from isthmus.lease import sign_lease
 from isthmus.routemap import EdgeEntry, RouteMap, parse_route
+from isthmus.signing import ControllerKey
+
+CONTROLLER = ControllerKey.from_seed(bytes(range(32)))
+NOW = 1_800_000_000
 
 
 def keys(seed: int) -> tuple[bytes, bytes]:
     return crypto_box_seed_keypair(bytes([seed]) * 32)
 
 
-def entry(name: str, seed: int, *routes: str) -> EdgeEntry:
+def entry(name: str, seed: int, *routes: str, expires: int = NOW + 3600) -> EdgeEntry:
+    public = PublicKey(keys(seed)[0])
+    nets = tuple(parse_route(r) for r in routes)
     return EdgeEntry(
         EdgeName(name),
-        PublicKey(keys(seed)[0]),
+        public,
         (Endpoint.parse(f"198.18.0.{seed}:51820"),),
-        tuple(parse_route(r) for r in routes),
+        nets,
+        tuple(sign_lease(CONTROLLER, public, n, 3, expires) for n in nets),
     )
 
 
@@ -174,7 +183,13 @@ def edge_status(routes: FakeRouteTable) -> EdgeStatus:
         endpoint=Endpoint.parse("198.18.0.1:51820"),
         tunnel=tunnel("vpc-a", 1),
         route_map=lambda: MAP,
-        controller=lambda: ControllerView("198.18.0.100:7000", False, "UNAVAILABLE: down"),
+        controller=lambda: ControllerView(
+            ("198.18.0.100:7000", "198.18.0.101:7000"),
+            "198.18.0.101:7000",
+            False,
+            "UNAVAILABLE: down",
+            3,
+        ),
         routes=routes,
         clock=lambda: 100.0,
     )
@@ -196,8 +211,10 @@ def test_status_json_has_the_documented_shape() -> None:
     assert status["public_key"] == PublicKey(keys(1)[0]).to_base64()
     assert status["map_version"] == 3
     assert status["controller"] == {
-        "address": "198.18.0.100:7000",
+        "controllers": ["198.18.0.100:7000", "198.18.0.101:7000"],
+        "address": "198.18.0.101:7000",
         "connected": False,
+        "applied_version": 3,
         "last_error": "UNAVAILABLE: down",
     }
     assert status["peers"] == [
@@ -230,7 +247,10 @@ def test_status_json_has_the_documented_shape() -> None:
         "send_failed",
     }
     text = render(status)
-    assert "controller: 198.18.0.100:7000 (disconnected)" in text
+    assert "controller: 198.18.0.101:7000 (disconnected)" in text
+    assert "other controllers: 198.18.0.100:7000" in text
+    assert "applied version: 3" in text
+    assert "last error: UNAVAILABLE: down" in text
     assert "last authenticated packet: never" in text
     assert "10.245.0.0/16  via vpc-b  installed" in text
 
@@ -275,15 +295,57 @@ def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
 
 
 def test_map_cache_round_trip_and_bad_files(tmp_path: Path) -> None:
-    cache = MapCache(tmp_path)
+    clock = [float(NOW)]
+    cache = MapCache(tmp_path, CONTROLLER.public, clock=lambda: clock[0])
     assert cache.load() is None
     cache.save(MAP)
     assert cache.load() == MAP
     assert stat.S_IMODE(cache.path.stat().st_mode) == 0o600
+    # The file is a whole MapUpdate with every lease.
+    assert cache.path.read_bytes() == map_to_pb(MAP).SerializeToString(deterministic=True)
     cache.path.write_bytes(b"\xff\xff\xff garbage")
     assert cache.load() is None
-    cache.path.write_bytes(b"\x08\x01\x12\x04\x0a\x02UP")  # a snapshot with a bad edge name
+    cache.path.write_bytes(b"\x08\x01\x10\x01\x22\x04\x0a\x02UP")  # a bad edge name
     assert cache.load() is None
+    delta = map_to_pb(MAP)
+    delta.full = False
+    cache.path.write_bytes(delta.SerializeToString())  # a delta is not a map
+    assert cache.load() is None
+
+
+def test_map_cache_verifies_leases_and_drops_expired_routes(tmp_path: Path) -> None:
+    clock = [float(NOW)]
+    cache = MapCache(tmp_path, CONTROLLER.public, clock=lambda: clock[0])
+    short = RouteMap(
+        4,
+        (
+            entry("vpc-a", 1, "10.244.0.0/16"),
+            entry("vpc-b", 2, "10.245.0.0/16", expires=NOW + 10),
+        ),
+    ).validate()
+    cache.save(short)
+    clock[0] = NOW + 11
+    loaded = cache.load()
+    assert loaded is not None and loaded.version == 4
+    assert [(e.name, [str(r) for r in e.routes]) for e in loaded.edges] == [
+        ("vpc-a", ["10.244.0.0/16"]),
+        ("vpc-b", []),
+    ]
+    # One flipped signature byte anywhere: the whole cache is ignored.
+    good = cache.path.read_bytes()
+    sig = MAP.edges[1].leases[0].signature
+    for i in (0, 31, 63):
+        tampered = bytearray(sig)
+        tampered[i] ^= 0x80
+        cache.save(MAP)
+        data = cache.path.read_bytes()
+        assert data.count(sig) == 1
+        cache.path.write_bytes(data.replace(sig, bytes(tampered)))
+        assert cache.load() is None
+    # A cache written for another controller key is ignored too.
+    cache.path.write_bytes(good)
+    other = MapCache(tmp_path, ControllerKey.from_seed(bytes(32)).public, clock=lambda: NOW)
+    assert other.load() is None
 
 
 def test_backoff_grows_with_jitter_up_to_the_maximum() -> None:

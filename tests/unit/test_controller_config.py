@@ -11,7 +11,8 @@ from typing import Any
 import nacl.bindings
 import pytest
 
-from controller.config import ControllerConfig, load, parse
+from controller.admission import Policy, RouteState
+from controller.config import ControllerConfig, StoreConfig, load, parse
 from isthmus.configfile import ConfigError
 from isthmus.endpoint import Endpoint
 
@@ -23,6 +24,15 @@ LISTEN_RULE = (
     "'ip:port' or '[ipv6]:port' with a literal IP address and a port 0-65535 (0 = any free port)"
 )
 KEY_RULE = "a 32-byte Curve25519 public key in standard base64, as printed by 'isthmus keygen'"
+STORE_ENDPOINT_RULE = (
+    "'http://host:port' with a host name or IP address ([ipv6] in brackets) and a port "
+    "1-65535; https is not supported yet"
+)
+STORE_ENDPOINTS_RULE = f"a list of 1-16 distinct etcd endpoints, each {STORE_ENDPOINT_RULE}"
+ALLOW_RESERVED_RULE = (
+    "a list of reserved routes (0.0.0.0/0, ::/0, or routes overlapping loopback, link-local, "
+    "multicast or 0.0.0.0/8), each listed once"
+)
 
 
 def key(seed: int) -> str:
@@ -37,6 +47,7 @@ def good() -> dict[str, Any]:
     return {
         "listen": "127.0.0.1:7000",
         "state_dir": "/var/lib/isthmus-controller",
+        "signing_key_file": "/etc/isthmus/controller.key",
         "edges": [
             {"name": "vpc-a", "public_key": KA, "routes": ["10.244.0.0/16", "10.96.0.0/16"]},
             {"name": "vpc-b", "public_key": KB, "routes": ["10.245.0.0/16", "fd00:b::/48"]},
@@ -59,11 +70,41 @@ def test_example_file_parses() -> None:
         ipaddress.ip_network("10.245.0.0/16"),
         ipaddress.ip_network("fd00:b::/48"),
     )
+    assert config.signing_key_file == Path("/var/lib/isthmus-controller/controller.key")
+    assert config.admin_socket == Path("/run/isthmus-controller/admin.sock")
+    assert config.lease_ttl == 86400
+    assert config.store == StoreConfig(kind="file", endpoints=(), prefix="/isthmus/")
+    assert config.admission == Policy()
+
+
+def test_example_file_documents_every_key() -> None:
+    text = EXAMPLE.read_text()
+    for key in (
+        "listen",
+        "state_dir",
+        "signing_key_file",
+        "admin_socket",
+        "lease_ttl",
+        "[store]",
+        "kind",
+        "endpoints",
+        "prefix",
+        "[admission]",
+        "more_specific",
+        "less_specific",
+        "allow_reserved",
+        "[[edges]]",
+        "name",
+        "public_key",
+        "routes",
+    ):
+        assert f"\n{key} " in text or f"\n# {key} " in text or f"\n{key}\n" in text, key
 
 
 def test_good_table() -> None:
     config = parse(good())
     assert isinstance(config, ControllerConfig)
+    assert config.signing_key_file == Path("/etc/isthmus/controller.key")
     assert str(config.edges[0].public_key) == KA
     assert config.edges[0].routes == (
         ipaddress.ip_network("10.244.0.0/16"),
@@ -147,24 +188,12 @@ def test_route_listed_twice() -> None:
     )
 
 
-def test_routes_of_two_edges_overlap() -> None:
+def test_routes_of_two_edges_may_overlap() -> None:
+    # admission decides at registration; the config no longer refuses overlaps
     t = good()
-    t["edges"][1]["routes"].append("10.96.128.0/17")
-    assert error_of(t) == (
-        "edges[1].routes[2]: route 10.96.128.0/17 of edge 'vpc-b' overlaps route 10.96.0.0/16 "
-        "of edge 'vpc-a' (edges[0].routes[1]); allowed: routes of different edges that do not "
-        "overlap"
-    )
-
-
-def test_overlap_named_at_the_later_edge_even_when_it_is_the_wider_route() -> None:
-    t = good()
-    t["edges"][1]["routes"] = ["10.0.0.0/8"]
-    assert error_of(t) == (
-        "edges[1].routes[0]: route 10.0.0.0/8 of edge 'vpc-b' overlaps route 10.96.0.0/16 "
-        "of edge 'vpc-a' (edges[0].routes[1]); allowed: routes of different edges that do not "
-        "overlap"
-    )
+    t["edges"][1]["routes"] += ["10.96.128.0/17", "10.0.0.0/8", "10.244.0.0/16"]
+    config = parse(t)
+    assert ipaddress.ip_network("10.244.0.0/16") in config.edges[1].routes
 
 
 def test_overlap_within_one_edge_is_allowed() -> None:
@@ -265,7 +294,10 @@ def test_missing_edge_key() -> None:
 def test_unknown_top_level_key() -> None:
     t = good()
     t["listen_addr"] = "x"
-    assert error_of(t) == "listen_addr: unknown key; allowed: one of edges, listen, state_dir"
+    assert error_of(t) == (
+        "listen_addr: unknown key; allowed: one of admin_socket, admission, edges, lease_ttl, "
+        "listen, signing_key_file, state_dir, store"
+    )
 
 
 def test_unknown_edge_key() -> None:
@@ -302,3 +334,231 @@ def test_parse_does_not_mutate_input() -> None:
     before = copy.deepcopy(t)
     parse(t)
     assert t == before
+
+
+def test_defaults_of_the_new_keys() -> None:
+    config = parse(good())
+    assert config.admin_socket == Path("/var/lib/isthmus-controller/admin.sock")
+    assert config.lease_ttl == 86400
+    assert config.store == StoreConfig()
+    assert config.store.kind == "file"
+    assert config.admission == Policy(RouteState.PENDING, RouteState.PENDING, ())
+
+
+def test_missing_signing_key_file() -> None:
+    t = good()
+    del t["signing_key_file"]
+    assert error_of(t) == (
+        "signing_key_file: is missing; allowed: a file path, e.g. "
+        "/var/lib/isthmus-controller/controller.key, made with 'isthmus keygen --controller'"
+    )
+
+
+def test_admin_socket() -> None:
+    t = good()
+    t["admin_socket"] = "/run/isthmus/admin.sock"
+    assert parse(t).admin_socket == Path("/run/isthmus/admin.sock")
+    t["admin_socket"] = 5
+    assert error_of(t) == (
+        "admin_socket: 5 is not a non-empty string; "
+        "allowed: a unix socket path, e.g. /run/isthmus-controller/admin.sock"
+    )
+
+
+@pytest.mark.parametrize("value", [300, 3600, 2_592_000])
+def test_lease_ttl_in_range(value: int) -> None:
+    t = good()
+    t["lease_ttl"] = value
+    assert parse(t).lease_ttl == value
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (299, "299 is out of range"),
+        (2_592_001, "2592001 is out of range"),
+        ("1d", "'1d' is not an integer"),
+        (True, "True is not an integer"),
+        (3600.0, "3600.0 is not an integer"),
+    ],
+)
+def test_lease_ttl_refused(value: object, problem: str) -> None:
+    t = good()
+    t["lease_ttl"] = value
+    assert error_of(t) == (
+        f"lease_ttl: {problem}; allowed: an integer number of seconds 300-2592000 (5 min - 30 days)"
+    )
+
+
+def test_store_etcd() -> None:
+    t = good()
+    t["store"] = {
+        "kind": "etcd",
+        "endpoints": [
+            "http://10.0.0.1:2379",
+            "http://etcd-2.example:2379",
+            "http://[fd00::3]:2379",
+        ],
+        "prefix": "/prod/isthmus/",
+    }
+    assert parse(t).store == StoreConfig(
+        kind="etcd",
+        endpoints=("http://10.0.0.1:2379", "http://etcd-2.example:2379", "http://[fd00::3]:2379"),
+        prefix="/prod/isthmus/",
+    )
+    del t["store"]["prefix"]
+    assert parse(t).store.prefix == "/isthmus/"
+
+
+def test_store_file_explicit() -> None:
+    t = good()
+    t["store"] = {"kind": "file"}
+    assert parse(t).store == StoreConfig()
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        (
+            {"kind": "consul"},
+            'store.kind: \'consul\' is not a store kind; allowed: "file" or "etcd"',
+        ),
+        (
+            {"kind": "file", "endpoints": ["http://127.0.0.1:2379"]},
+            'store.endpoints: is only used with kind = "etcd"; allowed: leave it out',
+        ),
+        (
+            {"prefix": "/x/"},
+            'store.prefix: is only used with kind = "etcd"; allowed: leave it out',
+        ),
+        ({"kind": "etcd"}, f"store.endpoints: is missing; allowed: {STORE_ENDPOINTS_RULE}"),
+        (
+            {"kind": "etcd", "endpoints": []},
+            f"store.endpoints: has 0 entries; allowed: {STORE_ENDPOINTS_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": "http://127.0.0.1:2379"},
+            "store.endpoints: 'http://127.0.0.1:2379' is not a list; "
+            f"allowed: {STORE_ENDPOINTS_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["https://127.0.0.1:2379"]},
+            "store.endpoints[0]: 'https://127.0.0.1:2379' uses https, which is not supported "
+            f"yet; allowed: {STORE_ENDPOINT_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["127.0.0.1:2379"]},
+            "store.endpoints[0]: '127.0.0.1:2379' is not an http:// URL; "
+            f"allowed: {STORE_ENDPOINT_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["http://127.0.0.1"]},
+            f"store.endpoints[0]: 'http://127.0.0.1' is not http://host:port; "
+            f"allowed: {STORE_ENDPOINT_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["http://127.0.0.1:70000"]},
+            f"store.endpoints[0]: 'http://127.0.0.1:70000' is not http://host:port; "
+            f"allowed: {STORE_ENDPOINT_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["http://etcd/x:2379"]},
+            f"store.endpoints[0]: 'http://etcd/x:2379' is not http://host:port; "
+            f"allowed: {STORE_ENDPOINT_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["http://a:1", "http://a:1"]},
+            "store.endpoints[1]: http://a:1 is listed twice (also store.endpoints[0]); "
+            "allowed: each endpoint once",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["http://a:1"], "prefix": "isthmus"},
+            "store.prefix: 'isthmus' is not a key prefix; allowed: a key prefix of printable "
+            "ASCII without spaces, starting and ending with '/'",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["http://a:1"], "prefix": "/is thmus/"},
+            "store.prefix: '/is thmus/' is not a key prefix; allowed: a key prefix of printable "
+            "ASCII without spaces, starting and ending with '/'",
+        ),
+        (
+            {"kind": "etcd", "endpoint": ["http://a:1"]},
+            "store.endpoint: unknown key; allowed: one of endpoints, kind, prefix",
+        ),
+        ("etcd", "store: 'etcd' is not a table; allowed: a [store] table"),
+    ],
+)
+def test_store_refused(store: object, message: str) -> None:
+    t = good()
+    t["store"] = store
+    assert error_of(t) == message
+
+
+def test_store_endpoints_at_most_sixteen() -> None:
+    t = good()
+    t["store"] = {"kind": "etcd", "endpoints": [f"http://10.0.0.{i}:2379" for i in range(17)]}
+    assert error_of(t) == f"store.endpoints: has 17 entries; allowed: {STORE_ENDPOINTS_RULE}"
+    t["store"]["endpoints"].pop()
+    assert len(parse(t).store.endpoints) == 16
+
+
+def test_admission_policy() -> None:
+    t = good()
+    t["admission"] = {
+        "more_specific": "refuse",
+        "less_specific": "pending",
+        "allow_reserved": ["::/0", "169.254.169.254/32"],
+    }
+    assert parse(t).admission == Policy(
+        more_specific=RouteState.REFUSED,
+        less_specific=RouteState.PENDING,
+        allow_reserved=(
+            ipaddress.ip_network("::/0"),
+            ipaddress.ip_network("169.254.169.254/32"),
+        ),
+    )
+    t["admission"] = {"less_specific": "refuse"}
+    assert parse(t).admission == Policy(less_specific=RouteState.REFUSED)
+
+
+@pytest.mark.parametrize(
+    ("admission", "message"),
+    [
+        (
+            {"more_specific": "serve"},
+            'admission.more_specific: \'serve\' is not a policy; allowed: "pending" or "refuse"',
+        ),
+        (
+            {"less_specific": False},
+            'admission.less_specific: False is not a policy; allowed: "pending" or "refuse"',
+        ),
+        (
+            {"allow_reserved": "::/0"},
+            f"admission.allow_reserved: '::/0' is not a list; allowed: {ALLOW_RESERVED_RULE}",
+        ),
+        (
+            {"allow_reserved": ["10.0.0.0/8"]},
+            f"admission.allow_reserved[0]: 10.0.0.0/8 is not reserved; "
+            f"allowed: {ALLOW_RESERVED_RULE}",
+        ),
+        (
+            {"allow_reserved": ["::/0", "::/0"]},
+            "admission.allow_reserved[1]: ::/0 is listed twice (also admission.allow_reserved[0]); "
+            "allowed: each route once",
+        ),
+        (
+            {"allow_reserved": ["0.0.0.1/0"]},
+            "admission.allow_reserved[0]: '0.0.0.1/0' is not a route (0.0.0.1/0 has host bits "
+            f"set); allowed: {ROUTE_RULE}",
+        ),
+        (
+            {"refuse": True},
+            "admission.refuse: unknown key; allowed: one of allow_reserved, less_specific, "
+            "more_specific",
+        ),
+    ],
+)
+def test_admission_refused(admission: object, message: str) -> None:
+    t = good()
+    t["admission"] = admission
+    assert error_of(t) == message

@@ -13,13 +13,17 @@ from edge.config import EdgeConfig, load, parse
 from isthmus.configfile import ConfigError
 from isthmus.endpoint import Endpoint
 from isthmus.routemap import parse_route
+from isthmus.signing import ControllerPublicKey
 
 ROOT = Path(__file__).resolve().parents[2]
+# The Ed25519 public key of the seed bytes(range(32)).
+CONTROLLER_KEY = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
 
 GOOD = """
 name = "vpc-a"
 private_key_file = "/etc/isthmus/private.key"
 controller = "198.18.0.1:7000"
+controller_public_key = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
 listen = "0.0.0.0:51820"
 endpoint = "198.18.0.11:51820"
 routes = ["10.244.0.0/16", "fd00:1::/64"]
@@ -53,7 +57,8 @@ def test_good_file_with_defaults(tmp_path: Path) -> None:
     assert cfg == EdgeConfig(
         name=cfg.name,
         private_key_file=Path("/etc/isthmus/private.key"),
-        controller="198.18.0.1:7000",
+        controllers=("198.18.0.1:7000",),
+        controller_public_key=ControllerPublicKey.from_base64(CONTROLLER_KEY),
         listen=Endpoint.parse("0.0.0.0:51820"),
         endpoint=Endpoint.parse("198.18.0.11:51820"),
         routes=(parse_route("10.244.0.0/16"), parse_route("fd00:1::/64")),
@@ -77,12 +82,64 @@ def test_admin_socket_follows_state_dir() -> None:
 def test_listen_port_zero_and_ipv6_and_controller_forms() -> None:
     assert parse(table(listen="[::]:0")).listen.port == 0
     for target in ("controller.example.com:7000", "[fd00::1]:7000", "127.0.0.1:1"):
-        assert parse(table(controller=target)).controller == target
+        assert parse(table(controller=target)).controllers == (target,)
+
+
+def test_controller_list() -> None:
+    targets = ["198.18.0.1:7000", "198.18.0.2:7000", "[fd00::1]:7000"]
+    assert parse(table(controller=targets)).controllers == tuple(targets)
+    assert parse(table(controller=targets[:1])).controllers == ("198.18.0.1:7000",)
+    assert error(table(controller=[])) == "controller: lists 0 addresses; allowed: 1-8 addresses"
+    nine = [f"198.18.0.{i}:7000" for i in range(1, 10)]
+    assert error(table(controller=nine)) == (
+        "controller: lists 9 addresses; allowed: 1-8 addresses"
+    )
+    assert error(table(controller=["198.18.0.1:7000", "198.18.0.1"])) == (
+        "controller[1]: '198.18.0.1' is not a host:port address; allowed: 'host:port' or "
+        "'[ipv6]:port' with a host name or IP address and a port 1-65535"
+    )
+    assert error(table(controller=["198.18.0.1:7000", "198.18.0.1:7000"])) == (
+        "controller[1]: 198.18.0.1:7000 is listed twice (also controller[0]); "
+        "allowed: each address once"
+    )
+    assert error(table(controller=7000)) == (
+        "controller: 7000 is not a string or a list; allowed: 'host:port' or '[ipv6]:port' "
+        "with a host name or IP address and a port 1-65535, or a list of 1-8 such addresses, "
+        "each once"
+    )
+
+
+def test_controller_public_key() -> None:
+    assert parse(table()).controller_public_key.to_base64() == CONTROLLER_KEY
+    allowed = (
+        "allowed: the controller's Ed25519 public key in base64 (44 characters), "
+        "as printed by 'isthmus keygen --controller'"
+    )
+    assert (
+        error(table(controller_public_key=None)) == f"controller_public_key: is missing; {allowed}"
+    )
+    assert error(table(controller_public_key="AAAA")) == (
+        f"controller_public_key: 'AAAA' is not a base64 Ed25519 public key; {allowed}"
+    )
+    assert error(table(controller_public_key=CONTROLLER_KEY[:-2] + "!=")) == (
+        f"controller_public_key: {CONTROLLER_KEY[:-2] + '!='!r} is not a base64 Ed25519 "
+        f"public key; {allowed}"
+    )
+    not_a_point = "AP////////////////////////////////////////8="
+    assert error(table(controller_public_key=not_a_point)) == (
+        f"controller_public_key: {not_a_point!r} is not a valid Ed25519 public key "
+        f"(not a curve point); {allowed}"
+    )
+    assert error(table(controller_public_key=42)) == (
+        f"controller_public_key: 42 is not a string; {allowed}"
+    )
 
 
 def test_the_example_file_is_valid() -> None:
     cfg = load(ROOT / "deploy" / "examples" / "edge.toml")
     assert cfg.tun.mtu == 1420 and cfg.tun.name == "isthmus0"
+    assert cfg.controllers == ("198.18.0.1:7000", "198.18.0.2:7000")
+    assert cfg.controller_public_key.to_base64() == CONTROLLER_KEY
 
 
 def test_missing_key() -> None:
@@ -124,8 +181,9 @@ def test_mtu_out_of_range() -> None:
 
 def test_unknown_key() -> None:
     assert error(table(listen_port=51820)) == (
-        "listen_port: unknown key; allowed: one of admin_socket, controller, endpoint, "
-        "listen, name, private_key_file, routes, state_dir, tun, tunnel"
+        "listen_port: unknown key; allowed: one of admin_socket, controller, "
+        "controller_public_key, endpoint, listen, name, private_key_file, routes, state_dir, "
+        "tun, tunnel"
     )
     assert error(table(tun={"address": "10.244.255.254/32", "mut": 1400})) == (
         "tun.mut: unknown key; allowed: one of address, mtu, name"
@@ -186,6 +244,7 @@ def test_tunnel_table_sets_timers_and_names_bad_keys() -> None:
         "name": "vpc-a",
         "private_key_file": "/k",
         "controller": "127.0.0.1:7000",
+        "controller_public_key": CONTROLLER_KEY,
         "listen": "0.0.0.0:51820",
         "endpoint": "198.18.0.11:51820",
         "routes": [],

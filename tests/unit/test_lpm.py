@@ -82,3 +82,13 @@ def test_longest_prefix_wins() -> None:
     assert table.lookup_ip(ipaddress.ip_address("10.96.5.7")) == "c"
     assert table.lookup_ip(ipaddress.ip_address("11.0.0.1")) is None
     assert len(table) == 3
+
+
+def test_a_none_value_is_a_hole_not_a_fall_through() -> None:
+    n = ipaddress.ip_network
+    table: LpmTable[str | None] = LpmTable(
+        [(n("10.0.0.0/8"), "wide"), (n("10.1.0.0/16"), None), (n("10.1.2.0/24"), "narrow")]
+    )
+    assert table.lookup_ip(ipaddress.ip_address("10.9.0.1")) == "wide"
+    assert table.lookup_ip(ipaddress.ip_address("10.1.9.1")) is None
+    assert table.lookup_ip(ipaddress.ip_address("10.1.2.1")) == "narrow"

@@ -1,42 +1,71 @@
-"""controller.registry: admission rules, versions, config changes, and a Hypothesis model."""
+"""controller.registry: state transitions, versions, leases and changes, with a fake signer.
+
+The signer is a deterministic function of its inputs, so every lease can be checked for
+exactly which (edge key, route, version, expires) it was signed with.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import replace
+from pathlib import Path
 
-import nacl.bindings
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.bindings import crypto_box_seed_keypair
 
-from controller.config import AllowedEdge
-from controller.errors import KeyMismatch, RouteConflict, RouteNotAllowed, UnknownEdge
-from controller.registry import (
-    REASON_KEY_CHANGED,
-    REASON_NOT_ALLOWED,
-    REASON_UNCONFIGURED,
-    Registry,
-    Withdrawn,
-)
+from controller.admission import Policy, Reason, RouteState
+from controller.config import AllowedEdge, ControllerConfig
+from controller.errors import AmbiguousRoute, KeyMismatch, NotPending, UnknownEdge, UnknownRoute
+from controller.registry import CHANGE_KINDS, Change, Registry
+from controller.state import State, dumps, loads
 from isthmus.convert import Registration
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
-from isthmus.routemap import EdgeEntry, MapError, Network, RouteMap
+from isthmus.lease import Lease
+from isthmus.routemap import Network
+
+SERVING, PENDING, REFUSED = RouteState.SERVING, RouteState.PENDING, RouteState.REFUSED
+TTL = 3600
+STATE_DIR = Path("/var/lib/isthmus-controller")
+T0 = 1_000_000.5
 
 
 def key(seed: int) -> PublicKey:
-    pk, _ = nacl.bindings.crypto_box_seed_keypair(bytes([seed]) * 32)
-    return PublicKey(pk)
+    return PublicKey(crypto_box_seed_keypair(bytes([seed]) * 32)[0])
 
 
 def net(text: str) -> Network:
     return ipaddress.ip_network(text)
 
 
+def sign(edge_key: PublicKey, route: Network, version: int, expires: int) -> Lease:
+    data = b"|".join((edge_key.raw, str(route).encode(), b"%d" % version, b"%d" % expires))
+    return Lease(version, expires, hashlib.blake2b(data, digest_size=64).digest())
+
+
 def allowed(name: str, seed: int, *routes: str) -> AllowedEdge:
     return AllowedEdge(EdgeName(name), key(seed), tuple(net(r) for r in routes))
+
+
+A = allowed("vpc-a", 1, "10.0.0.0/8")
+B = allowed("vpc-b", 2, "10.0.0.0/8", "fd00:b::/48")
+R = allowed("rogue", 3, "10.0.0.0/8")
+
+
+def config(*edges: AllowedEdge, ttl: int = TTL, policy: Policy | None = None) -> ControllerConfig:
+    return ControllerConfig(
+        listen=Endpoint.parse("192.0.2.1:7000"),
+        state_dir=STATE_DIR,
+        signing_key_file=STATE_DIR / "controller.key",
+        admin_socket=STATE_DIR / "admin.sock",
+        edges=edges or (A, B, R),
+        lease_ttl=ttl,
+        admission=policy or Policy(),
+    )
 
 
 def reg(name: str, seed: int, *routes: str, port: int = 51820) -> Registration:
@@ -48,307 +77,456 @@ def reg(name: str, seed: int, *routes: str, port: int = 51820) -> Registration:
     )
 
 
-A = allowed("vpc-a", 1, "10.244.0.0/16", "10.96.0.0/16")
-B = allowed("vpc-b", 2, "10.245.0.0/16", "fd00:b::/48")
-
-
 def registry(*edges: AllowedEdge) -> Registry:
-    r = Registry()
-    assert r.apply_config(edges or (A, B)) == ()
+    r = Registry(State(), config(*edges), sign, (ipaddress.ip_address("192.0.2.1"),))
+    assert r.apply_config(r.config, T0) == ()
     return r
+
+
+def states(r: Registry) -> dict[tuple[str, str], RouteState]:
+    return {(d.edge, str(d.route)): d.state for d in r.decisions}
+
+
+def check_invariants(r: Registry) -> None:
+    """Leases exist exactly for serving routes; the state survives its codec."""
+    serving = {(d.edge, d.route) for d in r.decisions if d.state is SERVING}
+    assert {(n, x) for n, x, _ in r.state.leases} == serving
+    keys = {e.name: e.public_key for e in r.state.edges}
+    for name, route, lease in r.state.leases:
+        assert lease == sign(keys[name], route, lease.version, lease.expires)
+        assert lease.version <= r.version
+    assert loads(dumps(r.state)) == r.state
+    r.snapshot().validate()
+
+
+# --- register ------------------------------------------------------------------------------
 
 
 def test_empty_registry_is_version_zero() -> None:
     r = registry()
-    assert r.snapshot() == RouteMap(version=0)
+    assert r.version == 0
+    assert r.snapshot().version == 0
+    assert r.snapshot().edges == ()
+    assert r.decisions == ()
 
 
-def test_admit_and_snapshot() -> None:
+def test_register_serves_signs_and_reports() -> None:
     r = registry()
-    assert r.register(reg("vpc-b", 2, "10.245.1.0/24")) == 1
-    assert r.register(reg("vpc-a", 1, "10.96.0.0/16", "10.244.0.0/16")) == 2
-    snap = r.snapshot()
-    assert snap.version == 2
-    assert [e.name for e in snap.edges] == ["vpc-a", "vpc-b"]
-    # routes in canonical order whatever order they were advertised in
-    assert snap.edges[0].routes == (net("10.96.0.0/16"), net("10.244.0.0/16"))
-    assert snap.edges[0].endpoints == (Endpoint.parse("198.18.0.1:51820"),)
-
-
-def test_identical_reregister_keeps_version() -> None:
-    r = registry()
-    assert r.register(reg("vpc-a", 1, "10.244.0.0/16", "10.96.0.0/16")) == 1
-    assert r.register(reg("vpc-a", 1, "10.96.0.0/16", "10.244.0.0/16")) == 1
+    decisions, changes = r.register(reg("vpc-b", 2, "10.97.0.0/16", "fd00:b::/64"), T0)
     assert r.version == 1
-
-
-def test_changed_endpoint_or_routes_bumps_version() -> None:
-    r = registry()
-    assert r.register(reg("vpc-a", 1, "10.244.0.0/16")) == 1
-    assert r.register(reg("vpc-a", 1, "10.244.0.0/16", port=51821)) == 2
-    assert r.register(reg("vpc-a", 1, "10.244.0.0/24")) == 3
-    assert r.register(reg("vpc-a", 1)) == 4
-    assert r.snapshot().edges[0].routes == ()
-
-
-def test_unknown_edge() -> None:
-    r = registry()
-    with pytest.raises(UnknownEdge) as e:
-        r.register(reg("vpc-c", 3, "10.0.0.0/8"))
-    assert str(e.value) == "edge 'vpc-c' is not configured on this controller"
-
-
-def test_key_mismatch() -> None:
-    r = registry()
-    with pytest.raises(KeyMismatch) as e:
-        r.register(reg("vpc-a", 2, "10.244.0.0/16"))
-    assert str(e.value) == (f"public key {key(2)} is not the key configured for edge 'vpc-a'")
-
-
-def test_route_not_allowed_names_route_and_allowed_ones() -> None:
-    r = registry()
-    with pytest.raises(RouteNotAllowed) as e:
-        r.register(reg("vpc-a", 1, "10.244.0.0/16", "10.0.0.0/8"))
-    assert str(e.value) == (
-        "route 10.0.0.0/8 is not inside the routes allowed for edge 'vpc-a'; "
-        "allowed: 10.244.0.0/16, 10.96.0.0/16"
+    assert [(str(d.route), d.state, d.since) for d in decisions] == [
+        ("10.97.0.0/16", SERVING, 1),
+        ("fd00:b::/64", SERVING, 1),
+    ]
+    assert changes == (
+        Change(
+            "edge_joined",
+            EdgeName("vpc-b"),
+            None,
+            "edge 'vpc-b' joined (endpoints 198.18.0.2:51820)",
+        ),
+        Change(
+            "route_serving",
+            EdgeName("vpc-b"),
+            net("10.97.0.0/16"),
+            "route 10.97.0.0/16 of edge 'vpc-b' serves",
+        ),
+        Change(
+            "route_serving",
+            EdgeName("vpc-b"),
+            net("fd00:b::/64"),
+            "route fd00:b::/64 of edge 'vpc-b' serves",
+        ),
     )
-
-
-def test_route_not_allowed_when_nothing_is() -> None:
-    r = registry(allowed("vpc-a", 1))
-    with pytest.raises(RouteNotAllowed) as e:
-        r.register(reg("vpc-a", 1, "10.0.0.0/8"))
-    assert str(e.value).endswith("; allowed: none")
-
-
-def test_ipv4_route_is_not_inside_an_ipv6_one() -> None:
-    r = registry(allowed("vpc-a", 1, "::/0"))
-    with pytest.raises(RouteNotAllowed):
-        r.register(reg("vpc-a", 1, "10.0.0.0/8"))
-
-
-def test_conflict_with_another_edges_admitted_route() -> None:
-    # config.parse refuses overlapping allowed routes; the registry checks anyway.
-    r = registry(allowed("vpc-a", 1, "10.0.0.0/8"), allowed("vpc-b", 2, "10.0.0.0/8"))
-    r.register(reg("vpc-a", 1, "10.1.0.0/16"))
-    with pytest.raises(RouteConflict) as e:
-        r.register(reg("vpc-b", 2, "10.2.0.0/16", "10.0.0.0/12"))
-    assert str(e.value) == (
-        "route 10.0.0.0/12 overlaps route 10.1.0.0/16 admitted for edge 'vpc-a'"
+    m = r.snapshot()
+    assert m.version == 1
+    (entry,) = m.edges
+    assert entry.routes == (net("10.97.0.0/16"), net("fd00:b::/64"))
+    expires = int(T0) + TTL
+    assert entry.leases == (
+        sign(key(2), net("10.97.0.0/16"), 1, expires),
+        sign(key(2), net("fd00:b::/64"), 1, expires),
     )
-    # an edge's own earlier routes never conflict with its new ones
-    assert r.register(reg("vpc-a", 1, "10.0.0.0/8")) == 2
+    check_invariants(r)
 
 
-def test_refusal_is_all_or_nothing() -> None:
+def test_decisions_come_back_in_registration_order() -> None:
     r = registry()
-    r.register(reg("vpc-a", 1, "10.244.0.0/16"))
-    before = r.snapshot()
-    with pytest.raises(RouteNotAllowed):
-        r.register(reg("vpc-a", 1, "10.96.0.0/16", "10.97.0.0/16"))
-    assert r.snapshot() == before
+    decisions, _ = r.register(reg("vpc-a", 1, "10.9.0.0/16", "10.1.0.0/16", "10.9.0.0/16"), T0)
+    assert [str(d.route) for d in decisions] == ["10.9.0.0/16", "10.1.0.0/16"]
 
 
-def test_apply_config_unchanged_keeps_version() -> None:
+def test_identical_reregister_changes_nothing() -> None:
     r = registry()
-    r.register(reg("vpc-a", 1, "10.244.0.0/16"))
-    assert r.apply_config((A, B)) == ()
+    r.register(reg("vpc-a", 1, "10.244.0.0/16", "10.96.0.0/16"), T0)
+    before = r.state
+    decisions, changes = r.register(reg("vpc-a", 1, "10.96.0.0/16", "10.244.0.0/16"), T0 + 50)
+    assert changes == ()
+    assert r.state is before
     assert r.version == 1
+    assert {d.state for d in decisions} == {SERVING}
 
 
-def test_apply_config_withdraws_unconfigured_edge() -> None:
+def test_changed_endpoint_bumps_version_and_keeps_leases() -> None:
     r = registry()
-    r.register(reg("vpc-a", 1, "10.244.0.0/16"))
-    r.register(reg("vpc-b", 2, "10.245.0.0/16"))
-    assert r.apply_config((B,)) == (
-        Withdrawn(EdgeName("vpc-a"), (net("10.244.0.0/16"),), REASON_UNCONFIGURED, True),
-    )
-    assert r.version == 3
-    assert [e.name for e in r.snapshot().edges] == ["vpc-b"]
-    with pytest.raises(UnknownEdge):
-        r.register(reg("vpc-a", 1, "10.244.0.0/16"))
-
-
-def test_apply_config_withdraws_edge_whose_key_changed() -> None:
-    r = registry()
-    r.register(reg("vpc-a", 1, "10.244.0.0/16"))
-    (w,) = r.apply_config((allowed("vpc-a", 9, "10.244.0.0/16"), B))
-    assert (w.edge, w.reason, w.whole_edge) == ("vpc-a", REASON_KEY_CHANGED, True)
-    assert r.snapshot() == RouteMap(version=2)
-    assert r.register(reg("vpc-a", 9, "10.244.0.0/16")) == 3
-
-
-def test_apply_config_withdraws_routes_no_longer_allowed() -> None:
-    r = registry()
-    r.register(reg("vpc-a", 1, "10.244.0.0/16", "10.96.0.0/16"))
-    w = r.apply_config((allowed("vpc-a", 1, "10.96.0.0/12"), B))
-    assert w == (Withdrawn(EdgeName("vpc-a"), (net("10.244.0.0/16"),), REASON_NOT_ALLOWED, False),)
-    (entry,) = r.snapshot().edges
-    assert entry.routes == (net("10.96.0.0/16"),)
+    r.register(reg("vpc-a", 1, "10.244.0.0/16"), T0)
+    leases = r.state.leases
+    _, changes = r.register(reg("vpc-a", 1, "10.244.0.0/16", port=51821), T0 + 10)
     assert r.version == 2
+    assert r.state.leases == leases
+    assert changes == (
+        Change(
+            "edge_updated", EdgeName("vpc-a"), None, "edge 'vpc-a' endpoints now 198.18.0.1:51821"
+        ),
+    )
 
 
-def test_apply_config_refuses_duplicates_and_stays_unchanged() -> None:
+def test_new_route_gets_the_new_version_as_since_old_ones_keep_theirs() -> None:
     r = registry()
-    with pytest.raises(ValueError, match="configured twice"):
-        r.apply_config((A, A))
-    with pytest.raises(ValueError, match="key of another"):
-        r.apply_config((A, allowed("vpc-c", 1)))
-    assert r.allowed("vpc-b") == B
+    r.register(reg("vpc-a", 1, "10.1.0.0/16"), T0)
+    r.register(reg("vpc-b", 2, "10.200.0.0/16"), T0)
+    decisions, _ = r.register(reg("vpc-a", 1, "10.1.0.0/16", "10.2.0.0/16"), T0)
+    assert [(str(d.route), d.since) for d in decisions] == [("10.1.0.0/16", 1), ("10.2.0.0/16", 3)]
+    assert r.state.lease("vpc-a", net("10.2.0.0/16")) == sign(
+        key(1), net("10.2.0.0/16"), 3, int(T0) + TTL
+    )
+    assert r.state.lease("vpc-a", net("10.1.0.0/16")).version == 1  # type: ignore[union-attr]
 
 
-def test_stored_state_is_restored_then_reconciled() -> None:
-    stored = RouteMap(
-        version=41,
-        edges=(
-            EdgeEntry(EdgeName("gone"), key(7), (), (net("192.168.0.0/24"),)),
-            EdgeEntry(EdgeName("vpc-a"), key(1), (), (net("10.244.0.0/16"),)),
+def test_withdrawn_route_loses_its_lease_and_is_reported() -> None:
+    r = registry()
+    r.register(reg("vpc-a", 1, "10.1.0.0/16", "10.2.0.0/16"), T0)
+    _, changes = r.register(reg("vpc-a", 1, "10.1.0.0/16"), T0)
+    assert r.version == 2
+    assert changes == (
+        Change(
+            "route_withdrawn",
+            EdgeName("vpc-a"),
+            net("10.2.0.0/16"),
+            "edge 'vpc-a' no longer advertises route 10.2.0.0/16",
         ),
     )
-    r = Registry(stored)
-    assert r.snapshot() == stored
-    (w,) = r.apply_config((A, B))
-    assert w.edge == "gone"
-    assert r.version == 42
-    assert [e.name for e in r.snapshot().edges] == ["vpc-a"]
+    assert [x for _, x, _ in r.state.leases] == [net("10.1.0.0/16")]
+    check_invariants(r)
 
 
-def test_invalid_stored_state_is_refused() -> None:
-    bad = RouteMap(
-        version=1,
-        edges=(
-            EdgeEntry(EdgeName("a"), key(1), (), (net("10.0.0.0/8"),)),
-            EdgeEntry(EdgeName("b"), key(2), (), (net("10.1.0.0/16"),)),
+def test_unknown_edge_and_key_mismatch_change_nothing() -> None:
+    r = registry()
+    r.register(reg("vpc-a", 1, "10.1.0.0/16"), T0)
+    before = r.state
+    with pytest.raises(UnknownEdge) as e:
+        r.register(reg("vpc-c", 4, "10.0.0.0/8"), T0)
+    assert str(e.value) == "edge 'vpc-c' is not configured on this controller"
+    with pytest.raises(KeyMismatch) as k:
+        r.register(reg("vpc-a", 2, "10.1.0.0/16"), T0)
+    assert str(k.value) == f"public key {key(2)} is not the key configured for edge 'vpc-a'"
+    assert r.state is before
+
+
+def test_routes_outside_the_allowed_ones_are_refused_not_an_error() -> None:
+    r = registry()
+    decisions, changes = r.register(reg("vpc-a", 1, "10.1.0.0/16", "192.168.0.0/24"), T0)
+    assert [(d.state, d.reason) for d in decisions] == [
+        (SERVING, Reason.NONE),
+        (REFUSED, Reason.NOT_ALLOWED),
+    ]
+    assert changes[-1].kind == "route_refused"
+    assert changes[-1].detail.startswith("192.168.0.0/24 is not inside the routes")
+    assert [x for _, x, _ in r.state.leases] == [net("10.1.0.0/16")]
+
+
+def test_overlay_uses_endpoints_and_the_controller_address() -> None:
+    r = registry(allowed("vpc-a", 1, "0.0.0.0/0"), allowed("vpc-b", 2, "10.0.0.0/8"))
+    r.register(reg("vpc-b", 2, "10.2.0.0/16"), T0)
+    decisions, _ = r.register(reg("vpc-a", 1, "198.18.0.0/30", "192.0.2.0/24", "10.1.0.0/16"), T0)
+    assert [(d.reason, d.detail.split(";")[0]) for d in decisions[:2]] == [
+        (Reason.OVERLAY, "198.18.0.0/30 contains 198.18.0.1, an endpoint of edge 'vpc-a'"),
+        (Reason.OVERLAY, "192.0.2.0/24 contains 192.0.2.1, the controller's address"),
+    ]
+    assert decisions[2].state is SERVING
+
+
+# --- overlaps, approvals, withdrawal -------------------------------------------------------------
+
+
+def test_more_specific_route_waits_then_approval_serves_it() -> None:
+    r = registry()
+    r.register(reg("vpc-b", 2, "10.97.0.0/16"), T0)
+    decisions, changes = r.register(reg("rogue", 3, "10.97.1.0/24"), T0)
+    assert r.version == 2
+    (d,) = decisions
+    assert (d.state, d.reason) == (PENDING, Reason.MORE_SPECIFIC)
+    assert changes[-1] == Change("route_pending", EdgeName("rogue"), net("10.97.1.0/24"), d.detail)
+    assert r.snapshot().edge("rogue").routes == ()  # type: ignore[union-attr]
+    check_invariants(r)
+
+    decision, changes = r.approve(net("10.97.1.0/24"), None, T0 + 5)
+    assert r.version == 3
+    assert (decision.state, decision.approved) == (SERVING, True)
+    assert changes == (
+        Change(
+            "route_approved",
+            EdgeName("rogue"),
+            net("10.97.1.0/24"),
+            "route 10.97.1.0/24 of edge 'rogue' approved by an operator; it serves",
         ),
     )
-    with pytest.raises(MapError):
-        Registry(bad)
+    assert r.state.approvals == ((EdgeName("rogue"), net("10.97.1.0/24")),)
+    assert r.snapshot().edge("rogue").leases == (  # type: ignore[union-attr]
+        sign(key(3), net("10.97.1.0/24"), 3, int(T0 + 5) + TTL),
+    )
+    # the covering route still serves, with its old lease
+    assert states(r)[("vpc-b", "10.97.0.0/16")] is SERVING
+    assert r.state.lease("vpc-b", net("10.97.0.0/16")).version == 1  # type: ignore[union-attr]
+    check_invariants(r)
+
+
+def test_approval_is_dropped_when_the_route_is_no_longer_advertised() -> None:
+    r = registry()
+    r.register(reg("vpc-b", 2, "10.97.0.0/16"), T0)
+    r.register(reg("rogue", 3, "10.97.1.0/24"), T0)
+    r.approve(net("10.97.1.0/24"), EdgeName("rogue"), T0)
+    r.register(reg("rogue", 3), T0)
+    assert r.state.approvals == ()
+    decisions, _ = r.register(reg("rogue", 3, "10.97.1.0/24"), T0)
+    assert decisions[0].state is PENDING
+
+
+def test_withdrawing_the_covering_route_lets_the_pending_route_serve() -> None:
+    r = registry()
+    r.register(reg("vpc-b", 2, "10.97.0.0/16"), T0)
+    r.register(reg("rogue", 3, "10.97.1.0/24"), T0)
+    _, changes = r.register(reg("vpc-b", 2), T0 + 1)
+    assert [c.kind for c in changes] == ["route_serving", "route_withdrawn"]
+    assert states(r) == {("rogue", "10.97.1.0/24"): SERVING}
+    assert r.state.lease("rogue", net("10.97.1.0/24")) == sign(
+        key(3), net("10.97.1.0/24"), 3, int(T0 + 1) + TTL
+    )
+    # coming back, vpc-b's route is now the later one
+    decisions, _ = r.register(reg("vpc-b", 2, "10.97.0.0/16"), T0 + 2)
+    assert (decisions[0].state, decisions[0].reason) == (PENDING, Reason.LESS_SPECIFIC)
+    check_invariants(r)
+
+
+def test_approve_errors() -> None:
+    r = registry()
+    r.register(reg("vpc-b", 2, "10.97.0.0/16", "10.50.0.0/16"), T0)
+    r.register(reg("rogue", 3, "10.97.1.0/24", "10.50.0.0/16", "10.60.0.0/16"), T0)
+    r.register(reg("vpc-a", 1, "10.60.0.0/16"), T0)
+    before = r.state
+    cases: list[tuple[str, str | None, type[Exception], str]] = [
+        ("10.99.0.0/16", None, UnknownRoute, "no edge advertises route 10.99.0.0/16"),
+        (
+            "10.97.1.0/24",
+            "vpc-a",
+            UnknownRoute,
+            "edge 'vpc-a' does not advertise route 10.97.1.0/24",
+        ),
+        (
+            "10.50.0.0/16",
+            None,
+            AmbiguousRoute,
+            "route 10.50.0.0/16 is advertised by edges 'vpc-b', 'rogue'; name one with --edge",
+        ),
+        ("10.97.0.0/16", None, NotPending, "route 10.97.0.0/16 of edge 'vpc-b' is serving already"),
+        (
+            "10.50.0.0/16",
+            "rogue",
+            NotPending,
+            "route 10.50.0.0/16 of edge 'rogue' is refused, not pending: 10.50.0.0/16 is already "
+            "a serving route of edge 'vpc-b'; a prefix belongs to one edge only",
+        ),
+    ]
+    for route, edge, error, message in cases:
+        with pytest.raises(error) as e:
+            r.approve(net(route), EdgeName(edge) if edge else None, T0)
+        assert str(e.value) == message
+    assert r.state is before
+    r.approve(net("10.97.1.0/24"), None, T0)
+    with pytest.raises(NotPending) as e:
+        r.approve(net("10.97.1.0/24"), None, T0)
+    assert str(e.value) == "route 10.97.1.0/24 of edge 'rogue' is serving already (approved)"
+
+
+# --- apply_config --------------------------------------------------------------------------------
+
+
+def test_apply_config_removes_unconfigured_and_rekeyed_edges() -> None:
+    r = registry()
+    r.register(reg("vpc-a", 1, "10.1.0.0/16"), T0)
+    r.register(reg("vpc-b", 2, "10.2.0.0/16"), T0)
+    r.register(reg("rogue", 3, "10.2.1.0/24"), T0)
+    r.approve(net("10.2.1.0/24"), None, T0)
+    changes = r.apply_config(config(A, allowed("vpc-b", 9, "10.0.0.0/8")), T0)
+    assert r.version == 5
+    assert changes == (
+        Change("edge_removed", EdgeName("rogue"), None, "edge 'rogue' no longer configured"),
+        Change(
+            "edge_removed",
+            EdgeName("vpc-b"),
+            None,
+            "edge 'vpc-b' its configured public key changed",
+        ),
+    )
+    assert [e.name for e in r.state.edges] == ["vpc-a"]
+    assert r.state.approvals == ()
+    assert [n for n, _, _ in r.state.leases] == ["vpc-a"]
+    assert r.allowed_key(key(2)) is None
+    assert r.allowed_key(key(9)) == allowed("vpc-b", 9, "10.0.0.0/8")
+    check_invariants(r)
+
+
+def test_apply_config_re_decides_routes_now_outside_the_allowed_set() -> None:
+    r = registry()
+    r.register(reg("vpc-a", 1, "10.1.0.0/16", "10.2.0.0/16"), T0)
+    changes = r.apply_config(config(allowed("vpc-a", 1, "10.1.0.0/16"), B, R), T0)
+    assert r.version == 2
+    assert [(c.kind, str(c.route)) for c in changes] == [("route_refused", "10.2.0.0/16")]
+    assert states(r) == {("vpc-a", "10.1.0.0/16"): SERVING, ("vpc-a", "10.2.0.0/16"): REFUSED}
+    # still advertised: allowing it again serves it without a new registration
+    changes = r.apply_config(config(A, B, R), T0)
+    assert r.version == 3
+    assert [(c.kind, str(c.route)) for c in changes] == [("route_serving", "10.2.0.0/16")]
+    check_invariants(r)
+
+
+def test_apply_config_policy_change_without_state_change_keeps_version() -> None:
+    r = registry()
+    r.register(reg("vpc-b", 2, "10.97.0.0/16"), T0)
+    r.register(reg("rogue", 3, "10.97.1.0/24"), T0)
+    changes = r.apply_config(config(policy=Policy(more_specific=REFUSED)), T0)
+    assert r.version == 2
+    assert [(c.kind, str(c.route)) for c in changes] == [("route_refused", "10.97.1.0/24")]
+    assert r.config.admission.more_specific is REFUSED
+    assert r.apply_config(r.config, T0) == ()
+
+
+def test_apply_config_signs_serving_routes_of_a_legacy_state() -> None:
+    # the previous release stored admitted routes without leases
+    old = loads(
+        b'{"version": 4, "edges": [{"name": "vpc-a", "public_key": "%s", '
+        b'"endpoints": ["198.18.0.1:51820"], "routes": ["10.1.0.0/16"]}]}'
+        % key(1).to_base64().encode()
+    )
+    r = Registry(old, config(), sign)
+    assert r.snapshot().edges[0].leases == ()
+    r.apply_config(config(), T0)
+    assert r.version == 5
+    assert r.snapshot().edges[0].leases == (sign(key(1), net("10.1.0.0/16"), 5, int(T0) + TTL),)
+    check_invariants(r)
+
+
+# --- renew, adopt, copy --------------------------------------------------------------------------
+
+
+def test_renew_re_signs_leases_with_less_than_half_left() -> None:
+    r = registry()
+    r.register(reg("vpc-a", 1, "10.1.0.0/16"), T0)
+    r.register(reg("vpc-b", 2, "10.2.0.0/16"), T0 + TTL / 4)
+    assert r.renew(T0 + TTL / 2 - 1) == ()
+    assert r.version == 2
+    changes = r.renew(T0 + TTL / 2 + 1)
+    assert r.version == 3
+    assert changes == (
+        Change("leases_renewed", EdgeName("vpc-a"), None, "1 lease(s) of edge 'vpc-a' re-signed"),
+    )
+    now = T0 + TTL / 2 + 1
+    assert r.state.lease("vpc-a", net("10.1.0.0/16")) == sign(
+        key(1), net("10.1.0.0/16"), 3, int(now) + TTL
+    )
+    assert r.state.lease("vpc-b", net("10.2.0.0/16")).version == 2  # type: ignore[union-attr]
+    # long after every lease expired: all re-signed at one version
+    changes = r.renew(T0 + 10 * TTL)
+    assert r.version == 4
+    assert [c.edge for c in changes] == ["vpc-a", "vpc-b"]
+    check_invariants(r)
+
+
+def test_adopt_takes_only_newer_states() -> None:
+    r = registry()
+    r.register(reg("vpc-a", 1, "10.1.0.0/16"), T0)
+    other = r.copy()
+    other.register(reg("vpc-b", 2, "10.2.0.0/16"), T0)
+    other.register(reg("rogue", 3, "10.2.1.0/24"), T0)
+    assert r.version == 1 and other.version == 3
+    stale = r.state
+    r.adopt(other.state)
+    assert r.state == other.state
+    assert r.decisions == other.decisions
+    r.adopt(stale)
+    assert r.version == 3
+    r.adopt(replace(other.state, edges=()))  # same version: ignored
+    assert r.state == other.state
 
 
 def test_copy_is_independent() -> None:
     r = registry()
+    r.register(reg("vpc-a", 1, "10.1.0.0/16"), T0)
     c = r.copy()
-    c.register(reg("vpc-a", 1, "10.244.0.0/16"))
-    c.apply_config((A,))
-    assert r.version == 0 and r.snapshot() == RouteMap(version=0)
-    assert r.allowed("vpc-b") == B
+    c.register(reg("vpc-b", 2, "10.2.0.0/16"), T0)
+    c.apply_config(config(A), T0)
+    assert r.version == 1
+    assert [e.name for e in r.state.edges] == ["vpc-a"]
+    assert r.allowed_key(key(2)) == B
 
 
-# --- a Hypothesis model: any sequence of calls keeps the map rules and the version monotonic
+# --- a random walk: versions, leases and decisions stay consistent ------------------------------
 
-ROUTE_POOL = [  # nested on purpose, so edges' routes often overlap
-    "10.0.0.0/8",
-    "10.0.0.0/16",
-    "10.0.1.0/24",
-    "10.1.0.0/16",
-    "192.168.0.0/24",
-    "fd00::/8",
-    "fd00:1::/32",
-]
-NAMES = ["e0", "e1", "e2"]
-
-
-@dataclass(frozen=True)
-class Register:
-    name: int
-    seed: int
-    routes: frozenset[int]
-    port: int
-
-
-@dataclass(frozen=True)
-class Apply:
-    # per configured edge: (name index, key seed, allowed route indexes); may overlap across
-    # edges (config.parse would refuse that; the registry must stay consistent regardless)
-    edges: tuple[tuple[int, int, frozenset[int]], ...]
-
-
-register_st = st.builds(
-    Register,
-    st.sampled_from([0, 1, 2] * 3 + [3]),  # 3: a name not configured
-    st.sampled_from([1, 1, 1, 2]),  # mostly the configured key
-    st.frozensets(st.integers(0, len(ROUTE_POOL) - 1), min_size=1, max_size=2),
-    st.integers(1, 3),
+ROUTES = ["10.0.0.0/8", "10.1.0.0/16", "10.1.1.0/24", "10.2.0.0/16", "10.1.0.0/16", "fd00:b::/64"]
+EDGES = [("vpc-a", 1), ("vpc-b", 2), ("rogue", 3)]
+OPS = st.one_of(
+    st.tuples(
+        st.just("register"),
+        st.integers(0, 2),
+        st.lists(st.sampled_from(ROUTES), max_size=4),
+        st.integers(51820, 51821),
+    ),
+    st.tuples(st.just("approve"), st.integers(0, 2), st.sampled_from(ROUTES)),
+    st.tuples(st.just("renew"), st.integers(0, 3 * TTL)),
+    st.tuples(st.just("config"), st.sets(st.integers(0, 2)), st.sampled_from([PENDING, REFUSED])),
 )
 
 
-def apply_st(all_edges: bool = False) -> st.SearchStrategy[Apply]:
-    edge = st.tuples(
-        st.sampled_from([1, 1, 1, 2]),
-        st.frozensets(st.integers(0, len(ROUTE_POOL) - 1), min_size=1, max_size=5),
-    )
-    present = st.just(True) if all_edges else st.sampled_from([True, True, True, False])
-    return st.builds(
-        lambda per_name: Apply(
-            tuple((n, seed, rs) for n, (keep, (seed, rs)) in enumerate(per_name) if keep)
-        ),
-        st.lists(st.tuples(present, edge), min_size=len(NAMES), max_size=len(NAMES)),
-    )
-
-
-def _seed_key(name: int, seed: int) -> PublicKey:
-    # distinct per (name, seed) so configured keys are unique among edges
-    return key(name * 10 + seed)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    apply_st(all_edges=True),
-    st.lists(st.one_of(register_st, register_st, register_st, apply_st()), min_size=3, max_size=30),
-)
-def test_any_sequence_keeps_map_rules_and_monotonic_version(
-    first: Apply, ops: list[Register | Apply]
-) -> None:
-    r = Registry()
-    version = r.version
-    for op in [first, *ops]:
-        before = r.snapshot()
+@settings(max_examples=150, deadline=None)
+@given(st.lists(OPS, max_size=12))
+def test_random_walk_keeps_the_invariants(ops: list[tuple[object, ...]]) -> None:
+    r = registry()
+    now = T0
+    for op in ops:
+        before = r.state
+        now += 60
         match op:
-            case Register(name=n, seed=seed, routes=routes, port=port):
-                name = NAMES[n] if n < len(NAMES) else "unknown"
-                request = Registration(
-                    EdgeName(name),
-                    _seed_key(n, seed),
-                    (Endpoint.parse(f"198.18.0.1:{port}"),),
-                    tuple(net(ROUTE_POOL[i]) for i in sorted(routes)),
-                )
+            case ("register", int(i), list(routes), int(port)):
+                name, seed = EDGES[i]
+                if r.allowed_key(key(seed)) is None:
+                    with pytest.raises(UnknownEdge):
+                        r.register(reg(name, seed, *routes, port=port), now)
+                    continue
+                _, changes = r.register(reg(name, seed, *routes, port=port), now)
+            case ("approve", int(i), str(route)):
                 try:
-                    got = r.register(request)
-                except (UnknownEdge, KeyMismatch, RouteNotAllowed, RouteConflict) as e:
-                    event(f"register refused: {type(e).__name__}")
-                    assert r.snapshot() == before  # all or nothing
-                else:
-                    event("register admitted")
-                    assert got == r.version
-                    entry = r.snapshot().edge(name)
-                    assert entry is not None
-                    assert set(entry.routes) == set(request.routes)
-                    assert entry.endpoints == request.endpoints
-                    assert (got == before.version) == (before.edge(name) == entry)
-            case Apply(edges=edges):
-                conf = tuple(
-                    AllowedEdge(
-                        EdgeName(NAMES[n]),
-                        _seed_key(n, seed),
-                        tuple(net(ROUTE_POOL[i]) for i in sorted(rs)),
-                    )
-                    for n, seed, rs in edges
-                )
-                withdrawn = r.apply_config(conf)
-                event(f"apply_config withdrew: {bool(withdrawn)}")
-                assert (r.version == before.version + 1) == bool(withdrawn)
-                assert bool(withdrawn) or r.snapshot() == before
-        snap = r.snapshot()  # validates: unique names and keys, no overlap between edges
-        snap.validate()
-        assert snap.version >= version
-        version = snap.version
-        for entry in snap.edges:
-            conf_edge = r.allowed(entry.name)
-            assert conf_edge is not None
-            assert conf_edge.public_key == entry.public_key
-            for route in entry.routes:
-                assert any(
-                    route.version == a.version and route.subnet_of(a)  # type: ignore[arg-type]
-                    for a in conf_edge.routes
-                )
+                    _, changes = r.approve(net(route), EdgeName(EDGES[i][0]), now)
+                except (UnknownRoute, NotPending):
+                    assert r.state is before
+                    continue
+            case ("renew", int(dt)):
+                now += dt
+                changes = r.renew(now)
+            case ("config", set(which), RouteState() as more):
+                edges = tuple((A, B, R)[i] for i in sorted(which))
+                changes = r.apply_config(config(*edges, policy=Policy(more_specific=more)), now)
+            case _:
+                raise AssertionError(op)
+        assert all(c.kind in CHANGE_KINDS for c in changes)
+        if r.state != before:
+            assert r.version == before.version + 1
+            assert changes
+            assert all(lease.version <= r.version for _, _, lease in r.state.leases)
+            new = set(r.state.leases) - set(before.leases)
+            assert all(lease.version == r.version for _, _, lease in new)
+        else:
+            assert r.version == before.version
+        check_invariants(r)
+        # nothing holds a lease with less than half its lifetime left right after renew
+        if op[0] == "renew":
+            assert all(lease.expires - now >= TTL / 2 for _, _, lease in r.state.leases)

@@ -1,4 +1,4 @@
-"""Route parsing, overlap detection and map validation, with a brute-force model."""
+"""Route parsing, overlap and duplicate detection and map validation, with brute-force models."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from nacl.bindings import crypto_box_seed_keypair
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
+from isthmus.lease import Lease
 from isthmus.routemap import (
     EdgeEntry,
     MapError,
     Network,
     RouteMap,
     first_conflict,
+    first_duplicate,
     overlaps,
     parse_route,
 )
@@ -71,14 +73,56 @@ def test_valid_map() -> None:
     assert len(list(m.routes())) == 4
 
 
-def test_overlap_between_edges_is_refused_naming_both() -> None:
-    m = RouteMap(1, (edge("vpc-a", 1, "10.0.0.0/8"), edge("vpc-b", 2, "10.245.0.0/16")))
+def test_overlapping_routes_of_different_edges_are_allowed() -> None:
+    m = RouteMap(
+        1,
+        (
+            edge("vpc-a", 1, "10.0.0.0/8"),
+            edge("vpc-b", 2, "10.245.0.0/16"),
+            edge("vpc-c", 3, "10.245.1.0/24", "0.0.0.0/0"),
+        ),
+    )
+    assert m.validate() is m
+
+
+def test_same_prefix_at_two_edges_is_refused_naming_both() -> None:
+    m = RouteMap(
+        1, (edge("vpc-a", 1, "10.0.0.0/8"), edge("vpc-b", 2, "10.245.0.0/16", "10.0.0.0/8"))
+    )
     with pytest.raises(MapError) as info:
         m.validate()
     assert str(info.value) == (
-        "route 10.245.0.0/16 of edge 'vpc-b' overlaps route 10.0.0.0/8 of edge 'vpc-a'; "
-        "routes of different edges must not overlap"
+        "route 10.0.0.0/8 belongs to both edge 'vpc-a' and edge 'vpc-b'; "
+        "a prefix may belong to one edge only"
     )
+
+
+def test_same_prefix_in_other_family_is_no_duplicate() -> None:
+    RouteMap(1, (edge("vpc-a", 1, "0.0.0.0/0"), edge("vpc-b", 2, "::/0"))).validate()
+
+
+def lease(version: int) -> Lease:
+    return Lease(version=version, expires=1_000_000, signature=bytes([version]) * 64)
+
+
+def test_leases_absent_or_one_per_route() -> None:
+    e = edge("vpc-a", 1, "10.0.0.0/8", "10.1.0.0/16")
+    RouteMap(1, (e,)).validate()
+    signed = EdgeEntry(e.name, e.public_key, e.endpoints, e.routes, (lease(1), lease(1)))
+    RouteMap(1, (signed,)).validate()
+    for leases in ((lease(1),), (lease(1), lease(1), lease(1))):
+        bad = EdgeEntry(e.name, e.public_key, e.endpoints, e.routes, leases)
+        with pytest.raises(MapError) as info:
+            RouteMap(1, (bad,)).validate()
+        assert str(info.value) == (
+            f"edge 'vpc-a' has {len(leases)} leases for 2 routes; "
+            "leases must be absent or one per route"
+        )
+
+
+def test_negative_version_refused() -> None:
+    with pytest.raises(MapError, match="version -1 is negative"):
+        RouteMap(-1).validate()
 
 
 def test_overlap_within_one_edge_is_allowed() -> None:
@@ -114,6 +158,25 @@ def test_first_conflict_matches_brute_force(raw: list[tuple[int, int, int, str]]
     if found is not None:
         (n1, e1), (n2, e2) = found
         assert e1.name != e2.name and overlaps(n1, n2)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(6, 8), st.sampled_from("abc")),
+        max_size=12,
+    )
+)
+def test_first_duplicate_matches_brute_force(raw: list[tuple[int, int, str]]) -> None:
+    pairs: list[tuple[Network, str]] = [
+        (ipaddress.ip_network(f"10.{x}.0.0/{p}", strict=False), owner) for x, p, owner in raw
+    ]
+    entries = {o: edge(o, i + 1) for i, o in enumerate("abc")}
+    found = first_duplicate((net, entries[o]) for net, o in pairs)
+    brute = any(a[1] != b[1] and a[0] == b[0] for a, b in itertools.combinations(pairs, 2))
+    assert (found is not None) == brute
+    if found is not None:
+        (n1, e1), (n2, e2) = found
+        assert n1 == n2 and e1.name != e2.name
 
 
 def test_low_order_key_refused() -> None:

@@ -814,9 +814,9 @@ def test_key_change_drops_sessions_and_handshakes_at_once() -> None:
 def test_invalid_map_is_refused_and_the_old_one_kept() -> None:
     net = Net()
     net.connect()
-    overlapping = RouteMap(5, (entry(A), entry(B), entry(C, routes=("10.2.128.0/17",))))
+    duplicate = RouteMap(5, (entry(A), entry(B), entry(C, routes=("10.2.0.0/16",))))
     with pytest.raises(MapError):
-        net["a"].apply_map(overlapping, net.now)
+        net["a"].apply_map(duplicate, net.now)
     assert net["a"].map_version == 1
     assert net.send("a", ipv4("10.1.0.1", "10.2.200.1")) is not None
 

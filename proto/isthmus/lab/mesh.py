@@ -1,9 +1,17 @@
-"""A running mesh in the lab: the topology, keys, configs, the controller and one edge per site.
+"""A running mesh in the lab: the topology, keys, configs, the controllers and one edge per site.
 
-The controller and the edges run as real processes, `python -m isthmus controller|edge
+The controllers and the edges run as real processes, `python -m isthmus controller|edge
 --config FILE` under `ip netns exec`; this module never imports `controller` or `edge`.
-It reads an edge's status from its admin socket (a filesystem path, so reachable from any
-namespace) and kernel routes with `ip -n NS route show proto 149`.
+It reads an edge's status from its admin socket and a controller's routes from its admin
+socket (filesystem paths, so reachable from any namespace), kernel routes with
+`ip -n NS route show proto 149`, and a controller's health with `isthmus.lab.health` run
+in the underlay namespace.
+
+Stores: `store="file"` runs one controller on a state file; `store="etcd"` starts an etcd
+cluster (`isthmus.lab.etcd`) on the underlay namespace's loopback and `controllers` (1 or
+2) replicas sharing it, listening on the controller address at ports 7000, 7001. Every
+edge lists every replica. Sites with claims (`Site.claims`) start after the others are
+ready, so the routes they claim already belong to the other sites (first come, first served).
 
 Use it as a context manager: entering builds and starts everything and waits until every
 edge has a map and has installed every remote route; leaving (also on error) tears it down.
@@ -12,6 +20,7 @@ edge has a map and has installed every remote route; leaving (also on error) tea
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import re
 import signal
@@ -22,32 +31,44 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from isthmus.lab.capture import Capture, capture
+from isthmus.lab.etcd import EtcdCluster
 from isthmus.lab.impair import SiteSpec, parse_counters, site_arg
 from isthmus.lab.netns import Lab, LabError, Process, host_run
 from isthmus.lab.topology import (
     DEMO,
     ROUTE_PROTO,
+    ControllerPaths,
     EdgePaths,
     Namespaces,
     TomlValue,
     Topology,
     build,
     controller_config,
+    controller_paths,
     edge_config,
     edge_paths,
 )
 
 ISTHMUS = (sys.executable, "-m", "isthmus")
 PROBE = (sys.executable, "-m", "isthmus.lab.probe")
+HEALTH = (sys.executable, "-m", "isthmus.lab.health")
 IMPAIR = (sys.executable, "-m", "isthmus.lab.impair")
 ECHO_PORT = 7777
 READY_TIMEOUT = 20.0
 POLL_INTERVAL = 0.05
+MAX_CONTROLLERS = 2
+StoreKind = Literal["file", "etcd"]
 _SUN_PATH_MAX = 108  # bytes in sockaddr_un.sun_path, the terminating NUL included
 
+# Prints an etcd member's /v3/maintenance/status JSON (header.member_id, leader).
+_ETCD_STATUS = (
+    "import sys, urllib.request\n"
+    "request = urllib.request.Request(sys.argv[1], data=b'{}', method='POST')\n"
+    "sys.stdout.write(urllib.request.urlopen(request, timeout=2).read().decode())\n"
+)
 _PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 
 
@@ -99,10 +120,12 @@ class Impair:
 
 
 class Mesh:
-    """The demo topology with a controller and one edge per site, running.
+    """A topology (default: the demo) with its controllers and one edge per site, running.
 
     `impair` puts an impairment proxy between every pair of edges; `edge_tables` are extra
-    tables written into every edge's config (e.g. {"tunnel": {"persistent_keepalive": 5}}).
+    tables written into every edge's config (e.g. {"tunnel": {"persistent_keepalive": 5}});
+    `store` and `controllers` choose the controller's store and replica count (two need
+    etcd), `etcd_members` the size of the etcd cluster.
     """
 
     def __init__(
@@ -113,25 +136,43 @@ class Mesh:
         progress: Callable[[str], None] | None = None,
         impair: Impair | None = None,
         edge_tables: Mapping[str, Mapping[str, TomlValue]] | None = None,
+        store: StoreKind = "file",
+        controllers: int = 1,
+        etcd_members: int = 3,
     ) -> None:
+        if store not in ("file", "etcd"):
+            raise LabError(f"store: {store!r} is not a store kind; allowed: 'file' or 'etcd'")
+        if not 1 <= controllers <= MAX_CONTROLLERS:
+            raise LabError(f"controllers: {controllers} replicas; allowed: 1-{MAX_CONTROLLERS}")
+        if controllers > 1 and store != "etcd":
+            raise LabError(
+                f"controllers: {controllers} replicas with store {store!r}; replicas share "
+                "their state only through etcd: use store='etcd'"
+            )
         self.topology = topology
         self.impair = impair
         self.edge_tables = dict(edge_tables or {})
+        self.store: StoreKind = store
+        self.etcd_members = etcd_members
         self.impair_process: Process | None = None
+        self.etcd: EtcdCluster | None = None
         self.lab = Lab(workdir)
         self.dir = self.lab.dir
         self._progress = progress or (lambda _text: None)
         self._ns: Namespaces | None = None
         self.public_keys: dict[str, str] = {}
-        self.allowed: dict[str, tuple[str, ...]] = {s.name: s.routes for s in topology.sites}
-        self.controller: Process | None = None
+        self.allowed: dict[str, tuple[str, ...]] = {
+            s.name: s.allowed_routes for s in topology.sites
+        }
+        self.controller_addresses = topology.controller_addresses(controllers)
+        self.controllers: list[Process | None] = [None] * controllers
+        self.controller_public_key = ""
+        self.signing_key_path = self.dir / "controller.key"
         self.edges: dict[str, Process] = {}
         self._echo_servers: dict[tuple[str, int], Process] = {}
-        controller_dir = self.dir / "controller"
-        self.controller_config_path = controller_dir / "controller.toml"
-        self.controller_state_dir = controller_dir / "state"
-        self.controller_log = controller_dir / "controller.log"
-        longest = max(len(str(self.edge_paths(s).admin_socket)) for s in topology.site_names)
+        sockets = [self.edge_paths(s).admin_socket for s in topology.site_names]
+        sockets += [self.controller_paths(i).admin_socket for i in range(controllers)]
+        longest = max(len(str(path)) for path in sockets)
         if longest >= _SUN_PATH_MAX:
             self.lab.close()
             raise LabError(
@@ -164,6 +205,10 @@ class Mesh:
         self._ns = build(self.lab, self.topology)
         if self.impair is not None:
             self.start_impair()
+        if self.store == "etcd":
+            self.start_etcd()
+        self.controller_public_key = _keygen(self.signing_key_path, controller=True)
+        self._progress(f"controller signing key {self.controller_public_key}")
         for site in self.topology.sites:
             paths = self.edge_paths(site.name)
             paths.state_dir.mkdir(parents=True, exist_ok=True)
@@ -172,25 +217,39 @@ class Mesh:
                 self.topology,
                 site,
                 paths,
+                controller_public_key=self.controller_public_key,
+                controllers=self.controller_addresses,
                 endpoint=self.endpoint(site.name),
                 extra_tables=self.edge_tables,
             )
             paths.config.write_text(text, encoding="utf-8")
             self._progress(f"edge {site.name}: key {self.public_keys[site.name]}")
-        self.controller_state_dir.mkdir(parents=True, exist_ok=True)
+        for index in range(len(self.controllers)):
+            self.controller_paths(index).state_dir.mkdir(parents=True, exist_ok=True)
         self.rewrite_controller_config({})
-        self.start_controller()
-        for site in self.topology.sites:
-            self.start_edge(site.name)
-        self._progress("waiting for every edge to receive the map and install its routes")
-        self.wait_ready(timeout=timeout)
+        for index in range(len(self.controllers)):
+            self.start_controller(index)
+        first = [site.name for site in self.topology.sites if not site.claims]
+        late = [site.name for site in self.topology.sites if site.claims]
+        for group in (first, late):
+            for name in group:
+                self.start_edge(name)
+            if group:
+                self._progress(f"waiting for {', '.join(group)} to receive the map")
+                self.wait_ready(list(self.edges), timeout=timeout)
         versions = ", ".join(
             f"{name} v{self.status(name)['map_version']}" for name in self.topology.site_names
         )
         self._progress(f"mesh ready: map versions {versions}")
 
     def close(self) -> None:
-        """Stop every process this mesh started and delete its namespaces; idempotent."""
+        """Stop every process this mesh started and delete its namespaces; idempotent.
+        The controllers stop before etcd, so they can still reach their store on the way out."""
+        if self.etcd is not None:
+            for process in self.controllers:
+                if process is not None:
+                    process.stop()
+            self.etcd.close()
         self.lab.close()
 
     # -- names and paths --------------------------------------------------------------------
@@ -214,14 +273,18 @@ class Mesh:
     def edge_paths(self, site: str) -> EdgePaths:
         return edge_paths(self.dir, self.topology.site(site))
 
+    def controller_paths(self, index: int = 0) -> ControllerPaths:
+        return controller_paths(self.dir, index)
+
     def remote_routes(self, site: str) -> set[str]:
-        """The routes `site`'s edge should have installed: the other sites' allowed routes."""
+        """The routes `site`'s edge should have installed: the routes the other started
+        sites own and are allowed to advertise (never their claims)."""
         return {
             route
             for other in self.topology.sites
-            if other.name != site
+            if other.name != site and other.name in self.edges
             for route in other.routes
-            if route in self.allowed[other.name]
+            if _inside_any(route, self.allowed[other.name])
         }
 
     def endpoint(self, site: str) -> str:
@@ -287,55 +350,203 @@ class Mesh:
             raise LabError(f"the impairment proxy printed no counters:\n{_tail(process)}")
         return counters
 
-    # -- the controller ---------------------------------------------------------------------
+    # -- etcd -----------------------------------------------------------------------------
 
-    def start_controller(self) -> Process:
-        """Start the controller (again) and wait until it listens."""
-        if self.controller is not None and self.controller.alive():
-            raise LabError(f"the controller is already running ({self.controller})")
-        argv = [*ISTHMUS, "controller", "--config", str(self.controller_config_path)]
-        process = self.lab.spawn(self.underlay_ns, argv, self.controller_log)
-        self.controller = process
-        port = self.topology.controller_port
+    def start_etcd(self) -> EtcdCluster:
+        """Start the etcd cluster on the underlay namespace's loopback; waits for a leader."""
+        if self.etcd is not None:
+            raise LabError("the etcd cluster is already started")
+        cluster = EtcdCluster(
+            self.dir / "etcd", members=self.etcd_members, lab=self.lab, ns=self.underlay_ns
+        )
+        self.etcd = cluster
+        cluster.start()
+        self._progress(f"etcd: {self.etcd_members} members at {', '.join(cluster.client_urls)}")
+        return cluster
+
+    def etcd_leader(self) -> int:
+        """The index of the etcd member that is the leader, as the running members report.
+
+        Raises:
+            LabError: no etcd runs, or no running member names a leader among them.
+        """
+        cluster = self.etcd
+        if cluster is None:
+            raise LabError("this mesh runs no etcd (store='file')")
+        ids: dict[int, int] = {}
+        leaders: set[int] = set()
+        for member, url in enumerate(cluster.client_urls):
+            process = cluster.process(member)
+            if process is None or not process.alive():
+                continue
+            argv = [sys.executable, "-c", _ETCD_STATUS, f"{url}/v3/maintenance/status"]
+            done = self.lab.run(self.underlay_ns, argv, check=False, timeout=10.0)
+            try:
+                status = json.loads(done.stdout)
+                ids[int(status["header"]["member_id"])] = member
+                leaders.add(int(status.get("leader", 0)))
+            except (ValueError, KeyError, TypeError):
+                continue
+        if len(leaders) != 1 or next(iter(leaders)) not in ids:
+            raise LabError(
+                f"no etcd leader among the running members (members {ids}, leaders {leaders})"
+            )
+        return ids[next(iter(leaders))]
+
+    def kill_etcd_member(self, member: int) -> None:
+        """SIGKILL one etcd member."""
+        if self.etcd is None:
+            raise LabError("this mesh runs no etcd (store='file')")
+        self.etcd.kill(member)
+        self._progress(f"etcd member {member} killed")
+
+    # -- the controllers --------------------------------------------------------------------
+
+    @property
+    def controller(self) -> Process | None:
+        """The first controller replica's process (None before it is started)."""
+        return self.controllers[0]
+
+    def start_controller(self, index: int = 0) -> Process:
+        """Start controller replica `index` (again) and wait until it listens."""
+        current = self._controller_slot(index)
+        if current is not None and current.alive():
+            raise LabError(f"{self._replica(index)} is already running ({current})")
+        paths = self.controller_paths(index)
+        argv = [*ISTHMUS, "controller", "--config", str(paths.config)]
+        process = self.lab.spawn(self.underlay_ns, argv, paths.log)
+        self.controllers[index] = process
+        address = self.controller_addresses[index]
+        port = address.rsplit(":", 1)[1]
 
         def listening() -> bool:
             if not process.alive():
-                raise LabError(f"the controller exited {process.returncode}:\n{_tail(process)}")
+                raise LabError(
+                    f"{self._replica(index)} exited {process.returncode}:\n{_tail(process)}"
+                )
             done = self.lab.run(self.underlay_ns, ["ss", "-Hltn", f"sport = :{port}"])
             return bool(done.stdout.strip())
 
-        wait_until(listening, 10.0, f"controller listening on :{port}", lambda: _tail(process))
-        self._progress(
-            f"controller listening on {self.topology.controller_address} (pid {process.pid})"
+        wait_until(
+            listening, 10.0, f"{self._replica(index)} listening on :{port}", lambda: _tail(process)
         )
+        self._progress(f"{self._replica(index)} listening on {address} (pid {process.pid})")
         return process
 
-    def kill_controller(self) -> None:
-        """SIGKILL the controller."""
-        if self.controller is not None:
-            self.controller.kill()
-            self._progress(f"controller killed (pid {self.controller.pid})")
+    def kill_controller(self, index: int = 0) -> None:
+        """SIGKILL controller replica `index`."""
+        process = self._controller_slot(index)
+        if process is not None:
+            process.kill()
+            self._progress(f"{self._replica(index)} killed (pid {process.pid})")
 
     def rewrite_controller_config(self, allowed: Mapping[str, Sequence[str]]) -> None:
-        """Rewrite the controller config (atomically); `allowed` replaces the allowed routes
-        of the sites it names, the others keep theirs."""
+        """Rewrite every replica's config (atomically); `allowed` replaces the allowed
+        routes of the sites it names, the others keep theirs."""
         for name, routes in allowed.items():
             self.topology.site(name)
             self.allowed[name] = tuple(routes)
-        text = controller_config(
-            self.topology, self.controller_state_dir, self.public_keys, self.allowed
-        )
-        self.controller_config_path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = self.controller_config_path.with_suffix(".toml.new")
-        scratch.write_text(text, encoding="utf-8")
-        scratch.replace(self.controller_config_path)
+        endpoints = self.etcd.client_urls if self.etcd is not None else ()
+        for index, listen in enumerate(self.controller_addresses):
+            paths = self.controller_paths(index)
+            text = controller_config(
+                self.topology,
+                paths,
+                listen=listen,
+                signing_key_file=self.signing_key_path,
+                public_keys=self.public_keys,
+                allowed=self.allowed,
+                etcd_endpoints=endpoints,
+            )
+            paths.config.parent.mkdir(parents=True, exist_ok=True)
+            scratch = paths.config.with_suffix(".toml.new")
+            scratch.write_text(text, encoding="utf-8")
+            scratch.replace(paths.config)
 
-    def reload_controller(self) -> None:
-        """SIGHUP the controller: it re-reads its config."""
-        if self.controller is None or not self.controller.alive():
-            raise LabError("the controller is not running")
-        self.controller.signal(signal.SIGHUP)
-        self._progress("controller reloading its config (SIGHUP)")
+    def reload_controller(self, index: int | None = None) -> None:
+        """SIGHUP controller replica `index` (None: every running one): it re-reads its config.
+
+        Raises:
+            LabError: that replica (or, with None, every replica) is not running.
+        """
+        if index is not None:
+            process = self._controller_slot(index)
+            if process is None or not process.alive():
+                raise LabError(f"{self._replica(index)} is not running")
+            targets = [(index, process)]
+        else:
+            targets = [
+                (i, p) for i, p in enumerate(self.controllers) if p is not None and p.alive()
+            ]
+            if not targets:
+                raise LabError("no controller is running")
+        for i, process in targets:
+            process.signal(signal.SIGHUP)
+            self._progress(f"{self._replica(i)} reloading its config (SIGHUP)")
+
+    def controller_health(self, index: int = 0, timeout: float = 2.0) -> str:
+        """The grpc.health.v1 status of controller replica `index`: "SERVING",
+        "NOT_SERVING", ..., or the gRPC code of a failed check (e.g. "UNAVAILABLE")."""
+        argv = [*HEALTH, self.controller_addresses[index], "--timeout", str(timeout)]
+        done = self.lab.run(self.underlay_ns, argv, check=False, timeout=timeout + 20)
+        answer = done.stdout.strip()
+        if not answer:
+            raise LabError(
+                f"the health check of controller {index} printed nothing (exit "
+                f"{done.returncode}): {done.stderr.strip() or '(no stderr)'}"
+            )
+        return answer
+
+    def routes(self, index: int = 0) -> list[dict[str, Any]]:
+        """`isthmus routes --json` at controller replica `index`: every advertised route
+        with its edge, state and reason.
+
+        Raises:
+            LabError: the command failed or printed no JSON list of routes.
+        """
+        return self._admin_json("routes", index)
+
+    def approve_route(self, route: str, edge: str | None = None, index: int = 0) -> None:
+        """`isthmus routes approve ROUTE [--edge NAME]` at controller replica `index`.
+
+        Raises:
+            LabError: the command failed (quotes its stderr).
+        """
+        socket_path = self.controller_paths(index).admin_socket
+        argv = [*ISTHMUS, "routes", "approve", route, "--socket", str(socket_path)]
+        host_run([*argv, *(["--edge", edge] if edge is not None else [])])
+        self._progress(f"approved {route}" + (f" of {edge}" if edge else ""))
+
+    def controller_edges(self, index: int = 0) -> list[dict[str, Any]]:
+        """`isthmus edges --json` at controller replica `index`: per edge its connection,
+        replica, applied version and last error."""
+        return self._admin_json("edges", index)
+
+    def _admin_json(self, command: str, index: int) -> list[dict[str, Any]]:
+        socket_path = self.controller_paths(index).admin_socket
+        done = host_run([*ISTHMUS, command, "--json", "--socket", str(socket_path)])
+        try:
+            answer = json.loads(done.stdout)
+        except ValueError:
+            raise LabError(f"isthmus {command} --json printed no JSON: {done.stdout!r}") from None
+        if isinstance(answer, dict):
+            answer = answer.get(command)
+        if not isinstance(answer, list) or not all(isinstance(i, dict) for i in answer):
+            raise LabError(
+                f"isthmus {command} --json printed no list of {command}: {done.stdout!r}"
+            )
+        return answer
+
+    def _replica(self, index: int) -> str:
+        """How messages name replica `index`: "controller" when it is the only one."""
+        return "controller" if len(self.controllers) == 1 else f"controller {index}"
+
+    def _controller_slot(self, index: int) -> Process | None:
+        if not 0 <= index < len(self.controllers):
+            raise LabError(
+                f"controller {index}: this mesh has replicas 0-{len(self.controllers) - 1}"
+            )
+        return self.controllers[index]
 
     # -- the edges --------------------------------------------------------------------------
 
@@ -521,13 +732,18 @@ class Mesh:
             yield cap
 
     def log_tails(self, lines: int = 20) -> str:
-        """The last lines of the controller's and every edge's log, for failure reports."""
+        """The last lines of the controllers', the edges' and etcd's logs, for failure reports."""
         parts = []
-        processes = [("controller", self.controller), *self.edges.items()]
+        processes: list[tuple[str, Process | None]] = [
+            (self._replica(i), process) for i, process in enumerate(self.controllers)
+        ]
+        processes += self.edges.items()
         processes.append(("impairment proxy", self.impair_process))
         for name, process in processes:
             if process is not None:
                 parts.append(f"--- {name} ({process.log_path}) ---\n{_tail(process, lines)}")
+        if self.etcd is not None:
+            parts.append(self.etcd.logs())
         return "\n".join(parts)
 
 
@@ -539,7 +755,21 @@ def _tail(process: Process, lines: int = 20) -> str:
     return "\n".join(process.log().splitlines()[-lines:]) or "(empty log)"
 
 
-def _keygen(path: Path) -> str:
-    """`isthmus keygen --out PATH` (private key file, 0600); returns the base64 public key."""
+def _keygen(path: Path, *, controller: bool = False) -> str:
+    """`isthmus keygen [--controller] --out PATH` (private key file, 0600); returns the
+    base64 public key it prints."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return host_run([*ISTHMUS, "keygen", "--out", str(path)]).stdout.strip()
+    argv = [*ISTHMUS, "keygen", *(["--controller"] if controller else []), "--out", str(path)]
+    lines = host_run(argv).stdout.split()
+    if not lines:
+        raise LabError(f"'{' '.join(argv)}' printed no public key")
+    return lines[-1]
+
+
+def _inside_any(route: str, allowed: Iterable[str]) -> bool:
+    net = ipaddress.ip_network(route)
+    for text in allowed:
+        other = ipaddress.ip_network(text)
+        if net.version == other.version and net.subnet_of(other):  # type: ignore[arg-type]
+            return True
+    return False

@@ -18,7 +18,11 @@
   +------------------+   +------------------+   +------------------+
 ```
 Each workload's default route is its edge; each edge routes its service range via the
-workload. Owns no process; `isthmus.lab.mesh` runs the controller and the edges.
+workload. `ROGUE` is the demo plus a fourth site, "rogue" (ul0 198.18.0.14, lan0 10.98.1.1,
+rogue-host 10.98.1.10), which owns 10.98.0.0/16 but also claims another site's route, a more
+specific of one, and the default route, with broad allowed routes in the controller config.
+With two controllers both listen on the underlay bridge address, on ports 7000 and 7001.
+Owns no process; `isthmus.lab.mesh` runs the controllers and the edges.
 """
 
 from __future__ import annotations
@@ -59,6 +63,19 @@ class Site:
     workload_lan: str  # the workload's address on the LAN, with prefix length
     service: str | None = None  # an extra /32 on the workload's lo
     service_route: str | None = None  # routed by the edge via the workload
+    # Advertised too, though the site does not own them: admission must never let them serve.
+    claims: tuple[str, ...] = ()
+    # The routes the controller config allows this edge to advertise; None: `routes`.
+    allowed: tuple[str, ...] | None = None
+
+    @property
+    def advertised(self) -> tuple[str, ...]:
+        """What the edge's config lists: the routes it owns, then its claims."""
+        return self.routes + self.claims
+
+    @property
+    def allowed_routes(self) -> tuple[str, ...]:
+        return self.routes if self.allowed is None else self.allowed
 
     @property
     def workload_ip(self) -> str:
@@ -88,6 +105,10 @@ class Topology:
     @property
     def controller_address(self) -> str:
         return f"{self.controller_ip}:{self.controller_port}"
+
+    def controller_addresses(self, count: int) -> tuple[str, ...]:
+        """Where `count` controller replicas listen: one port each from `controller_port`."""
+        return tuple(f"{self.controller_ip}:{self.controller_port + i}" for i in range(count))
 
     @property
     def site_names(self) -> tuple[str, ...]:
@@ -148,6 +169,22 @@ DEMO = Topology(
         ),
     )
 )
+
+
+ROGUE_SITE = Site(
+    name="rogue",
+    routes=("10.98.0.0/16",),
+    underlay_ip="198.18.0.14",
+    tun_address="10.98.255.254/32",
+    edge_lan="10.98.1.1/24",
+    workload="host",
+    workload_lan="10.98.1.10/24",
+    # vpc-b's service range (exact), a more specific of vpc-b's pod range, the default route
+    claims=("10.97.0.0/16", "10.245.1.0/24", "0.0.0.0/0"),
+    allowed=("10.0.0.0/8", "0.0.0.0/0"),
+)
+
+ROGUE = Topology(sites=(*DEMO.sites, ROGUE_SITE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,18 +262,25 @@ def edge_config(
     site: Site,
     paths: EdgePaths,
     *,
+    controller_public_key: str,
+    controllers: Sequence[str] = (),
     endpoint: str | None = None,
     extra_tables: Mapping[str, Mapping[str, TomlValue]] | None = None,
 ) -> str:
-    """The edge's config file. `endpoint` replaces the advertised endpoint (e.g. an
-    impairment proxy's address); `extra_tables` are appended as `[name]` tables."""
+    """The edge's config file; it advertises `site.advertised`. `controllers` are the
+    controller addresses it tries in turn (default: the topology's one controller);
+    `endpoint` replaces the advertised endpoint (e.g. an impairment proxy's address);
+    `extra_tables` are appended as `[name]` tables."""
+    addresses = tuple(controllers) or (topology.controller_address,)
+    controller = _s(addresses[0]) if len(addresses) == 1 else _list(addresses)
     lines = [
         f"name = {_s(site.name)}",
         f"private_key_file = {_s(str(paths.private_key))}",
-        f"controller = {_s(topology.controller_address)}",
+        f"controller = {controller}",
+        f"controller_public_key = {_s(controller_public_key)}",
         f"listen = {_s(f'0.0.0.0:{topology.udp_port}')}",
         f"endpoint = {_s(endpoint or topology.endpoint(site))}",
-        f"routes = {_list(site.routes)}",
+        f"routes = {_list(site.advertised)}",
         f"state_dir = {_s(str(paths.state_dir))}",
         f"admin_socket = {_s(str(paths.admin_socket))}",
         "",
@@ -251,17 +295,46 @@ def edge_config(
     return "\n".join(lines)
 
 
+@dataclass(frozen=True, slots=True)
+class ControllerPaths:
+    config: Path
+    state_dir: Path
+    admin_socket: Path
+    log: Path
+
+
+def controller_paths(root: Path, index: int) -> ControllerPaths:
+    """Replica 0 lives in `<root>/controller`, replica i > 0 in `<root>/controller-<i>`."""
+    base = root / ("controller" if index == 0 else f"controller-{index}")
+    return ControllerPaths(
+        config=base / "controller.toml",
+        state_dir=base / "state",
+        admin_socket=base / "admin.sock",
+        log=base / "controller.log",
+    )
+
+
 def controller_config(
     topology: Topology,
-    state_dir: Path,
+    paths: ControllerPaths,
+    *,
+    listen: str,
+    signing_key_file: Path,
     public_keys: Mapping[str, str],
     allowed: Mapping[str, Sequence[str]],
+    etcd_endpoints: Sequence[str] = (),
 ) -> str:
-    """`allowed` maps each site name to the routes the controller lets it own."""
+    """One controller replica's config. `allowed` maps each site name to the routes the
+    controller lets it advertise; with `etcd_endpoints` the state lives in etcd (the
+    replicas share it there), else in `paths.state_dir`."""
     lines = [
-        f"listen = {_s(topology.controller_address)}",
-        f"state_dir = {_s(str(state_dir))}",
+        f"listen = {_s(listen)}",
+        f"state_dir = {_s(str(paths.state_dir))}",
+        f"signing_key_file = {_s(str(signing_key_file))}",
+        f"admin_socket = {_s(str(paths.admin_socket))}",
     ]
+    if etcd_endpoints:
+        lines += ["", "[store]", f"kind = {_s('etcd')}", f"endpoints = {_list(etcd_endpoints)}"]
     for site in topology.sites:
         lines += [
             "",

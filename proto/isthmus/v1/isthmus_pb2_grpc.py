@@ -34,6 +34,11 @@ class ControllerStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Challenge = channel.unary_unary(
+                '/isthmus.v1.Controller/Challenge',
+                request_serializer=isthmus_dot_v1_dot_isthmus__pb2.ChallengeRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ChallengeResponse.FromString,
+                _registered_method=True)
         self.Register = channel.unary_unary(
                 '/isthmus.v1.Controller/Register',
                 request_serializer=isthmus_dot_v1_dot_isthmus__pb2.RegisterRequest.SerializeToString,
@@ -42,22 +47,41 @@ class ControllerStub:
         self.Watch = channel.unary_stream(
                 '/isthmus.v1.Controller/Watch',
                 request_serializer=isthmus_dot_v1_dot_isthmus__pb2.WatchRequest.SerializeToString,
-                response_deserializer=isthmus_dot_v1_dot_isthmus__pb2.MapSnapshot.FromString,
+                response_deserializer=isthmus_dot_v1_dot_isthmus__pb2.MapUpdate.FromString,
+                _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/isthmus.v1.Controller/Report',
+                request_serializer=isthmus_dot_v1_dot_isthmus__pb2.ReportRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ReportResponse.FromString,
                 _registered_method=True)
 
 
 class ControllerServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def Challenge(self, request, context):
+        """A fresh challenge for authenticating one call (no authentication needed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Register(self, request, context):
-        """Register admits (or refreshes) an edge's endpoints and advertised routes.
+        """Register records an edge's endpoints and advertised routes; returns each route's state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Watch streams the current map, then every newer version, until cancelled.
+        """Watch streams the map (whole or a delta from known_version), then every newer version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Report(self, request, context):
+        """Report tells the controller which map version the edge applied or why it refused one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -66,6 +90,11 @@ class ControllerServicer:
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Challenge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Challenge,
+                    request_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ChallengeRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_isthmus__pb2.ChallengeResponse.SerializeToString,
+            ),
             'Register': grpc.unary_unary_rpc_method_handler(
                     servicer.Register,
                     request_deserializer=isthmus_dot_v1_dot_isthmus__pb2.RegisterRequest.FromString,
@@ -74,7 +103,12 @@ def add_ControllerServicer_to_server(servicer, server):
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
                     request_deserializer=isthmus_dot_v1_dot_isthmus__pb2.WatchRequest.FromString,
-                    response_serializer=isthmus_dot_v1_dot_isthmus__pb2.MapSnapshot.SerializeToString,
+                    response_serializer=isthmus_dot_v1_dot_isthmus__pb2.MapUpdate.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ReportRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_isthmus__pb2.ReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +120,33 @@ def add_ControllerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Controller:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Challenge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.Controller/Challenge',
+            isthmus_dot_v1_dot_isthmus__pb2.ChallengeRequest.SerializeToString,
+            isthmus_dot_v1_dot_isthmus__pb2.ChallengeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Register(request,
@@ -130,7 +191,198 @@ class Controller:
             target,
             '/isthmus.v1.Controller/Watch',
             isthmus_dot_v1_dot_isthmus__pb2.WatchRequest.SerializeToString,
-            isthmus_dot_v1_dot_isthmus__pb2.MapSnapshot.FromString,
+            isthmus_dot_v1_dot_isthmus__pb2.MapUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.Controller/Report',
+            isthmus_dot_v1_dot_isthmus__pb2.ReportRequest.SerializeToString,
+            isthmus_dot_v1_dot_isthmus__pb2.ReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminStub:
+    """The operator's service, served only on the controller's admin unix socket
+    (mode 0600: whoever can open it is the operator).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListRoutes = channel.unary_unary(
+                '/isthmus.v1.Admin/ListRoutes',
+                request_serializer=isthmus_dot_v1_dot_isthmus__pb2.ListRoutesRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ListRoutesResponse.FromString,
+                _registered_method=True)
+        self.ApproveRoute = channel.unary_unary(
+                '/isthmus.v1.Admin/ApproveRoute',
+                request_serializer=isthmus_dot_v1_dot_isthmus__pb2.ApproveRouteRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ApproveRouteResponse.FromString,
+                _registered_method=True)
+        self.ListEdges = channel.unary_unary(
+                '/isthmus.v1.Admin/ListEdges',
+                request_serializer=isthmus_dot_v1_dot_isthmus__pb2.ListEdgesRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ListEdgesResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """The operator's service, served only on the controller's admin unix socket
+    (mode 0600: whoever can open it is the operator).
+    """
+
+    def ListRoutes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveRoute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEdges(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutes,
+                    request_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ListRoutesRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_isthmus__pb2.ListRoutesResponse.SerializeToString,
+            ),
+            'ApproveRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveRoute,
+                    request_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ApproveRouteRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_isthmus__pb2.ApproveRouteResponse.SerializeToString,
+            ),
+            'ListEdges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEdges,
+                    request_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ListEdgesRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_isthmus__pb2.ListEdgesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'isthmus.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('isthmus.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """The operator's service, served only on the controller's admin unix socket
+    (mode 0600: whoever can open it is the operator).
+    """
+
+    @staticmethod
+    def ListRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.Admin/ListRoutes',
+            isthmus_dot_v1_dot_isthmus__pb2.ListRoutesRequest.SerializeToString,
+            isthmus_dot_v1_dot_isthmus__pb2.ListRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.Admin/ApproveRoute',
+            isthmus_dot_v1_dot_isthmus__pb2.ApproveRouteRequest.SerializeToString,
+            isthmus_dot_v1_dot_isthmus__pb2.ApproveRouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEdges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.Admin/ListEdges',
+            isthmus_dot_v1_dot_isthmus__pb2.ListEdgesRequest.SerializeToString,
+            isthmus_dot_v1_dot_isthmus__pb2.ListEdgesResponse.FromString,
             options,
             channel_credentials,
             insecure,

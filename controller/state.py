@@ -1,0 +1,307 @@
+"""The controller's state: what the store keeps and every replica agrees on.
+
+Owns `State` (registered edges with their advertised routes, operator approvals, the
+leases of serving routes, at one version) and its JSON codec. Decisions are not stored:
+they follow from the state, the config and `controller.admission`. The document is:
+
+    {"version": 7,
+     "edges": [{"name": "vpc-a", "public_key": "<base64>", "endpoints": ["198.18.0.11:51820"],
+                "advertised": [{"route": "10.244.0.0/16", "since": 3}]}],
+     "approvals": [{"edge": "vpc-a", "route": "10.244.1.0/24"}],
+     "leases": [{"edge": "vpc-a", "route": "10.244.0.0/16", "version": 7,
+                 "expires": 1760000000, "signature": "<base64, 64 bytes>"}]}
+
+Rules `decode` enforces (a hand-edited or corrupt document is refused, never guessed at):
+edge names and keys unique; each route advertised once per edge; `since` and lease
+versions at most `version`; every approval and lease names an advertised route of a known
+edge, once. `decode` sorts edges by name and approvals and leases by (edge, route), the
+order `encode` writes. A state file of the previous release (edges with "routes" and no
+"approvals" or "leases") decodes with every route advertised since the stored version.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from isthmus.endpoint import Endpoint
+from isthmus.ids import EdgeName, parse_edge_name
+from isthmus.keys import PublicKey
+from isthmus.lease import SIGNATURE_LEN, U64_MAX, Lease
+from isthmus.routemap import Network, parse_route
+
+_TOP_KEYS = {"version", "edges", "approvals", "leases"}
+_LEGACY_TOP_KEYS = {"version", "edges"}
+_EDGE_KEYS = {"name", "public_key", "endpoints", "advertised"}
+_LEGACY_EDGE_KEYS = {"name", "public_key", "endpoints", "routes"}
+_ADVERTISED_KEYS = {"route", "since"}
+_APPROVAL_KEYS = {"edge", "route"}
+_LEASE_KEYS = {"edge", "route", "version", "expires", "signature"}
+
+
+@dataclass(frozen=True, slots=True)
+class Advertised:
+    """A route an edge advertises, and the version since which it has done so continuously."""
+
+    route: Network
+    since: int
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeRecord:
+    """A registered edge: its key, endpoints and advertised routes (in its own order)."""
+
+    name: EdgeName
+    public_key: PublicKey
+    endpoints: tuple[Endpoint, ...]
+    advertised: tuple[Advertised, ...]
+
+    @property
+    def routes(self) -> tuple[Network, ...]:
+        """The advertised routes, in advertised order."""
+        return tuple(a.route for a in self.advertised)
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """Everything the controller persists, at `version` (0: nothing stored yet)."""
+
+    version: int = 0
+    edges: tuple[EdgeRecord, ...] = ()  # sorted by name
+    approvals: tuple[tuple[EdgeName, Network], ...] = ()  # sorted by (edge, route_order)
+    leases: tuple[tuple[EdgeName, Network, Lease], ...] = ()  # of serving routes, sorted
+
+    def edge(self, name: str) -> EdgeRecord | None:
+        for e in self.edges:
+            if e.name == name:
+                return e
+        return None
+
+    def lease(self, edge: str, route: Network) -> Lease | None:
+        for name, net, lease in self.leases:
+            if name == edge and net == route:
+                return lease
+        return None
+
+
+def route_order(net: Network) -> tuple[int, int, int]:
+    """The canonical order of routes: family, first address, prefix length."""
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def pair_order(item: tuple[EdgeName, Network] | tuple[EdgeName, Network, Lease]) -> tuple[Any, ...]:
+    """The canonical order of approvals and leases: edge name, then route."""
+    return (item[0], *route_order(item[1]))
+
+
+def encode(state: State) -> dict[str, Any]:
+    """The JSON document for `state`."""
+    return {
+        "version": state.version,
+        "edges": [
+            {
+                "name": e.name,
+                "public_key": e.public_key.to_base64(),
+                "endpoints": [str(x) for x in e.endpoints],
+                "advertised": [{"route": str(a.route), "since": a.since} for a in e.advertised],
+            }
+            for e in state.edges
+        ],
+        "approvals": [{"edge": name, "route": str(route)} for name, route in state.approvals],
+        "leases": [
+            {
+                "edge": name,
+                "route": str(route),
+                "version": lease.version,
+                "expires": lease.expires,
+                "signature": base64.b64encode(lease.signature).decode("ascii"),
+            }
+            for name, route, lease in state.leases
+        ],
+    }
+
+
+def decode(doc: object) -> State:
+    """Parse and check a JSON document written by `encode` (or by the previous release).
+
+    Raises:
+        ValueError: naming the JSON path of the first problem and what is allowed.
+    """
+    if not isinstance(doc, dict) or set(doc) not in (_TOP_KEYS, _LEGACY_TOP_KEYS):
+        raise ValueError(f"the top level must be an object with keys {_keys(_TOP_KEYS)}")
+    version = _uint(doc["version"], "version")
+    edges = tuple(
+        sorted(
+            (_edge(item, f"edges[{i}]", version) for i, item in enumerate(_list(doc, "edges"))),
+            key=lambda e: e.name,
+        )
+    )
+    _check_unique_edges(edges)
+    advertised = {(e.name, a.route) for e in edges for a in e.advertised}
+    approvals: list[tuple[EdgeName, Network]] = []
+    for i, item in enumerate(_list(doc, "approvals") if "approvals" in doc else []):
+        where = f"approvals[{i}]"
+        pair = _pair(_object(item, where, _APPROVAL_KEYS), where, advertised)
+        if pair in approvals:
+            raise ValueError(f"{where}: route {pair[1]} of edge {pair[0]!r} is approved twice")
+        approvals.append(pair)
+    leases: list[tuple[EdgeName, Network, Lease]] = []
+    leased: set[tuple[EdgeName, Network]] = set()
+    for i, item in enumerate(_list(doc, "leases") if "leases" in doc else []):
+        where = f"leases[{i}]"
+        item = _object(item, where, _LEASE_KEYS)
+        name, route = _pair(item, where, advertised)
+        if (name, route) in leased:
+            raise ValueError(f"{where}: route {route} of edge {name!r} has two leases")
+        leased.add((name, route))
+        lease_version = _uint(item["version"], f"{where}.version")
+        if lease_version > version:
+            raise ValueError(
+                f"{where}.version: {lease_version} is above the state version {version}"
+            )
+        lease = Lease(
+            version=lease_version,
+            expires=_uint(item["expires"], f"{where}.expires"),
+            signature=_signature(item["signature"], f"{where}.signature"),
+        )
+        leases.append((name, route, lease))
+    return State(
+        version=version,
+        edges=edges,
+        approvals=tuple(sorted(approvals, key=pair_order)),
+        leases=tuple(sorted(leases, key=pair_order)),
+    )
+
+
+def dumps(state: State) -> bytes:
+    """The state as compact JSON (sorted keys), one line ending in a newline."""
+    text = json.dumps(encode(state), sort_keys=True, separators=(",", ":"))
+    return (text + "\n").encode("utf-8")
+
+
+def loads(data: bytes) -> State:
+    """Parse what `dumps` wrote.
+
+    Raises:
+        ValueError: not UTF-8 JSON, or `decode` refuses it.
+    """
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not a JSON document ({e})") from None
+    return decode(doc)
+
+
+def _edge(doc: object, where: str, version: int) -> EdgeRecord:
+    if isinstance(doc, dict) and set(doc) == _LEGACY_EDGE_KEYS:
+        item: dict[str, Any] = doc
+        # The previous release stored admitted routes only: advertised since the stored version.
+        routes = _list(item, "routes", where)
+        advertised = [
+            Advertised(_route(r, f"{where}.routes[{j}]"), version) for j, r in enumerate(routes)
+        ]
+    else:
+        item = _object(doc, where, _EDGE_KEYS)
+        advertised = []
+        for j, a in enumerate(_list(item, "advertised", where)):
+            at = f"{where}.advertised[{j}]"
+            a = _object(a, at, _ADVERTISED_KEYS)
+            since = _uint(a["since"], f"{at}.since")
+            if since > version:
+                raise ValueError(f"{at}.since: {since} is above the state version {version}")
+            advertised.append(Advertised(_route(a["route"], f"{at}.route"), since))
+    seen: set[Network] = set()
+    for j, a in enumerate(advertised):
+        if a.route in seen:
+            raise ValueError(f"{where}: route {a.route} is advertised twice (entry {j})")
+        seen.add(a.route)
+    try:
+        name = parse_edge_name(item["name"])
+    except ValueError as e:
+        raise ValueError(f"{where}.name: {e}") from None
+    key = item["public_key"]
+    if not isinstance(key, str):
+        raise ValueError(f"{where}.public_key: {key!r} is not a base64 string")
+    try:
+        public_key = PublicKey.from_base64(key)
+    except ValueError as e:
+        raise ValueError(f"{where}.public_key: {e}") from None
+    endpoints: list[Endpoint] = []
+    for j, text in enumerate(_list(item, "endpoints", where)):
+        try:
+            endpoints.append(Endpoint.parse(text))
+        except ValueError as e:
+            raise ValueError(f"{where}.endpoints[{j}]: {e}") from None
+    return EdgeRecord(name, public_key, tuple(endpoints), tuple(advertised))
+
+
+def _check_unique_edges(edges: tuple[EdgeRecord, ...]) -> None:
+    keys: dict[bytes, str] = {}
+    for prev, e in zip((None, *edges), edges, strict=False):
+        if prev is not None and prev.name == e.name:
+            raise ValueError(f"edges: edge {e.name!r} appears twice")
+        if e.public_key.raw in keys:
+            raise ValueError(
+                f"edges: edges {keys[e.public_key.raw]!r} and {e.name!r} have the same public key"
+            )
+        keys[e.public_key.raw] = e.name
+
+
+def _pair(
+    item: dict[str, Any], where: str, advertised: set[tuple[EdgeName, Network]]
+) -> tuple[EdgeName, Network]:
+    try:
+        name = parse_edge_name(item["edge"])
+    except ValueError as e:
+        raise ValueError(f"{where}.edge: {e}") from None
+    route = _route(item["route"], f"{where}.route")
+    if (name, route) not in advertised:
+        raise ValueError(f"{where}: edge {name!r} does not advertise route {route}")
+    return name, route
+
+
+def _route(text: object, where: str) -> Network:
+    try:
+        return parse_route(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _uint(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U64_MAX:
+        raise ValueError(f"{where}: {value!r} is not an integer 0..2**64-1")
+    return value
+
+
+def _signature(value: object, where: str) -> bytes:
+    rule = f"{SIGNATURE_LEN} bytes in standard base64"
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: {value!r} is not a string; use {rule}")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{where}: {value!r} is not base64; use {rule}") from None
+    if len(raw) != SIGNATURE_LEN:
+        raise ValueError(f"{where}: {len(raw)} bytes; use {rule}")
+    return raw
+
+
+def _list(doc: dict[str, Any], key: str, where: str = "") -> list[Any]:
+    value = doc[key]
+    if not isinstance(value, list):
+        raise ValueError(f"{where + '.' if where else ''}{key}: not a list")
+    return value
+
+
+def _object(item: object, where: str, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(item, dict) or set(item) != keys:
+        raise ValueError(f"{where}: not an object with keys {_keys(keys)}")
+    return item
+
+
+def _keys(keys: set[str]) -> str:
+    return ", ".join(sorted(keys))

@@ -1,0 +1,334 @@
+"""`isthmus routes` and `isthmus edges`: the operator's commands on a running controller.
+
+    isthmus routes [--json] [--config F | --socket P]
+    isthmus routes approve ROUTE [--edge NAME] [--config F | --socket P]
+    isthmus edges [--json] [--config F | --socket P]
+
+Owns the client side of the controller's admin socket (gRPC `isthmus.v1.Admin` over
+"unix:PATH") and the rendering: a plain text table (no colour) or a stable JSON document.
+Rule: this module imports neither `controller` nor `edge`; from the controller config it
+reads only `admin_socket` (default `<state_dir>/admin.sock`).
+Exit codes: 0 ok; 1 error (the controller cannot be reached, or it refused: its message);
+2 usage. A pending or refused route is no error here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+
+from isthmus.configfile import ConfigError, get_str, read_toml
+from isthmus.ids import parse_edge_name
+from isthmus.keys import PublicKey
+from isthmus.routemap import parse_route
+from isthmus.v1 import isthmus_pb2 as pb
+from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
+
+DEFAULT_SOCKET: Final = Path("/var/lib/isthmus-controller/admin.sock")
+TIMEOUT: Final = 10.0
+
+ROUTE_COLUMNS: Final = ("ROUTE", "EDGE", "STATE", "REASON")
+EDGE_COLUMNS: Final = ("EDGE", "STATE", "APPLIED", "REPORTED", "REPLICA", "ENDPOINTS", "LAST ERROR")
+
+_STATES: Final[dict[int, str]] = {
+    pb.ROUTE_STATE_SERVING: "serving",
+    pb.ROUTE_STATE_PENDING: "pending",
+    pb.ROUTE_STATE_REFUSED: "refused",
+}
+
+
+class AdminError(Exception):
+    """The controller could not be reached or refused the request; the message says why."""
+
+
+# --- the socket and the calls --------------------------------------------------------------
+
+
+def socket_path(config: str | None, sock: str | None) -> Path:
+    """The admin socket named by --socket, else by the controller config, else the default.
+
+    Raises:
+        ConfigError: the config file is unreadable or its admin_socket/state_dir is wrong.
+    """
+    if sock is not None:
+        return Path(sock)
+    if config is None:
+        return DEFAULT_SOCKET
+    table = read_toml(Path(config))
+    if "admin_socket" in table:
+        return Path(get_str(table, "", "admin_socket"))
+    return Path(get_str(table, "", "state_dir")) / "admin.sock"
+
+
+def _probe(path: Path) -> None:
+    """Fail fast, naming the path, when nothing listens there (gRPC would retry until timeout)."""
+    hint = "name the controller's socket with --socket PATH or its config with --config FILE"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(TIMEOUT)
+    try:
+        probe.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise AdminError(
+            f"cannot connect to the controller: nothing listens on {path}; "
+            f"is the controller running? {hint}"
+        ) from None
+    except PermissionError:
+        raise AdminError(
+            f"cannot connect to the controller on {path}: permission denied; "
+            "run as the controller's user or root"
+        ) from None
+    except OSError as e:
+        raise AdminError(
+            f"cannot connect to the controller on {path}: {e.strerror or e}; {hint}"
+        ) from None
+    finally:
+        probe.close()
+
+
+def call(path: Path, method: str, request: Any, timeout: float = TIMEOUT) -> Any:
+    """Call one Admin method on the controller listening on `path`.
+
+    Raises:
+        AdminError: nothing listens there, or the call failed (the controller's message).
+    """
+    _probe(path)
+    with grpc.insecure_channel(f"unix:{path}") as channel:
+        stub = pb_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            return getattr(stub, method)(request, timeout=timeout)
+        except grpc.RpcError as e:
+            code = e.code()
+            details = e.details() or code.name
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise AdminError(
+                    f"the controller on {path} did not answer within {timeout:g} s"
+                ) from None
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise AdminError(f"the controller on {path} is unavailable: {details}") from None
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                raise AdminError(f"{path} is not a controller's admin socket: {details}") from None
+            raise AdminError(details) from None
+
+
+# --- rendering (pure) --------------------------------------------------------------------
+
+
+def state_name(state: int) -> str:
+    return _STATES.get(state, "unspecified")
+
+
+def routes_doc(reply: pb.ListRoutesResponse) -> dict[str, Any]:
+    """The stable `isthmus routes --json` document."""
+    return {
+        "version": reply.version,
+        "routes": [
+            {
+                "route": r.route,
+                "edge": r.edge,
+                "state": state_name(r.state),
+                "reason_code": r.reason_code,
+                "reason": r.reason,
+                "since_version": r.since_version,
+                "approved": r.approved,
+            }
+            for r in reply.routes
+        ],
+    }
+
+
+def edges_doc(reply: pb.ListEdgesResponse) -> dict[str, Any]:
+    """The stable `isthmus edges --json` document."""
+    return {
+        "version": reply.version,
+        "edges": [
+            {
+                "name": e.name,
+                "public_key": _key(e.public_key),
+                "endpoints": list(e.endpoints),
+                "state": e.state,
+                "replica": e.replica,
+                "applied_version": e.applied_version,
+                "last_error": e.last_error,
+                "reported_at": e.reported_at,
+            }
+            for e in reply.edges
+        ],
+    }
+
+
+def _key(raw: bytes) -> str:
+    try:
+        return PublicKey(raw).to_base64()
+    except ValueError:
+        return raw.hex()
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    widths = [max(len(r[i]) for r in (columns, *rows)) for i in range(len(columns) - 1)]
+    lines = []
+    for row in (columns, *rows):
+        cells = [f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def render_routes(doc: dict[str, Any]) -> str:
+    """The routes as a text table; REASON is the detail of every route not serving."""
+    rows = []
+    for r in doc["routes"]:
+        if r["state"] == "serving":
+            reason = "approved" if r["approved"] else ""
+        else:
+            reason = r["reason"] or r["reason_code"]
+        rows.append((r["route"], r["edge"], r["state"], reason))
+    text = table(ROUTE_COLUMNS, rows)
+    return text if rows else text + "(no routes advertised)\n"
+
+
+def _ago(then: float, now: float) -> str:
+    if then <= 0:
+        return "never"
+    s = max(0, int(now - then))
+    if s < 60:
+        return f"{s}s ago"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s ago"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m ago"
+
+
+def render_edges(doc: dict[str, Any], now: float) -> str:
+    """The edges as a text table; `now` (unix time) dates the last reports."""
+    rows = [
+        (
+            e["name"],
+            e["state"],
+            str(e["applied_version"]),
+            _ago(e["reported_at"], now),
+            e["replica"] or "-",
+            ",".join(e["endpoints"]) or "-",
+            e["last_error"] or "-",
+        )
+        for e in doc["edges"]
+    ]
+    text = table(EDGE_COLUMNS, rows)
+    return text if rows else text + "(no edges configured)\n"
+
+
+# --- the commands --------------------------------------------------------------------------
+
+
+def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--config", metavar="FILE", help="the controller's config file")
+    where.add_argument("--socket", metavar="PATH", help=f"default {DEFAULT_SOCKET}")
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:
+        return 0 if e.code == 0 else 2
+
+
+def _check_approval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a malformed ROUTE or --edge before connecting (parser.error: exit 2)."""
+    try:
+        parse_route(args.route)
+    except ValueError as e:
+        parser.error(f"ROUTE: {e}")
+    if args.edge is not None:
+        try:
+            parse_edge_name(args.edge)
+        except ValueError as e:
+            parser.error(f"--edge: {e}")
+
+
+def _run(prog: str, args: argparse.Namespace, work: Callable[[Path], int]) -> int:
+    try:
+        path = socket_path(args.config, args.socket)
+    except ConfigError as e:
+        print(f"{prog}: {args.config}: {e}", file=sys.stderr)
+        return 1
+    try:
+        return work(path)
+    except AdminError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+
+
+def routes_main(argv: list[str]) -> int:
+    """`isthmus routes [--json]` or `isthmus routes approve ROUTE [--edge NAME]`."""
+    if argv[:1] == ["approve"]:
+        return approve_main(argv[1:])
+    parser = _parser(
+        "isthmus routes",
+        "Show every advertised route: its edge, its state (serving, pending, refused) and why.",
+        "'isthmus routes approve ROUTE [--edge NAME]' approves a pending route.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the routes as JSON")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+
+    def work(path: Path) -> int:
+        doc = routes_doc(call(path, "ListRoutes", pb.ListRoutesRequest()))
+        print(json.dumps(doc, indent=2) if args.json else render_routes(doc).rstrip("\n"))
+        return 0
+
+    return _run("isthmus routes", args, work)
+
+
+def approve_main(argv: list[str]) -> int:
+    """`isthmus routes approve ROUTE [--edge NAME]`: approve a pending route."""
+    prog = "isthmus routes approve"
+    parser = _parser(prog, "Approve a pending route; it serves from the next map version.")
+    parser.add_argument("route", metavar="ROUTE", help="the pending route, e.g. 10.97.1.0/24")
+    parser.add_argument("--edge", metavar="NAME", help="needed when several edges advertise it")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    try:
+        _check_approval(parser, args)
+    except SystemExit:
+        return 2
+
+    def work(path: Path) -> int:
+        request = pb.ApproveRouteRequest(route=args.route, edge=args.edge or "")
+        reply = call(path, "ApproveRoute", request)
+        r = reply.route
+        print(
+            f"approved {r.route} of edge {r.edge!r}: {state_name(r.state)} "
+            f"(map version {reply.version})"
+        )
+        return 0
+
+    return _run(prog, args, work)
+
+
+def edges_main(argv: list[str]) -> int:
+    """`isthmus edges [--json]`: every configured edge and what it last reported."""
+    parser = _parser("isthmus edges", "Show every configured edge and what it last reported.")
+    parser.add_argument("--json", action="store_true", help="print the edges as JSON")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+
+    def work(path: Path) -> int:
+        doc = edges_doc(call(path, "ListEdges", pb.ListEdgesRequest()))
+        print(
+            json.dumps(doc, indent=2) if args.json else render_edges(doc, time.time()).rstrip("\n")
+        )
+        return 0
+
+    return _run("isthmus edges", args, work)
