@@ -2,7 +2,9 @@
 
 Owns wiring: config -> controller key -> store -> registry -> history and publisher ->
 service -> health -> grpc.aio server on `listen`, plus the Admin server on the admin
-socket; and the process's signals: SIGHUP re-reads the config and applies its edges,
+socket and the metrics server on `metrics` (controller.metrics; a metrics address that
+cannot be bound is logged and the controller runs on without it); the log format
+(`log_format`); and the process's signals: SIGHUP re-reads the config and applies its edges,
 admission policy and lease_ttl (an invalid file is logged and the old config kept),
 SIGTERM/SIGINT stop gracefully (watches end, in-flight calls finish) and exit 0.
 Nothing else in the package builds these objects. `ControllerServer` is the same wiring
@@ -29,8 +31,9 @@ from controller import config as controller_config
 from controller.admin import start_admin_server, stop_admin_server
 from controller.config import ControllerConfig
 from controller.errors import StoreError
-from controller.health import HealthService
+from controller.health import SERVING, HealthService
 from controller.history import History
+from controller.metrics import ControllerMetrics
 from controller.publisher import Publisher
 from controller.registry import Change, Registry
 from controller.service import ControllerService, add_to_server
@@ -41,6 +44,7 @@ from isthmus.configfile import ConfigError
 from isthmus.keys import PublicKey
 from isthmus.lease import Lease, sign_lease
 from isthmus.logfmt import kv
+from isthmus.metricsserver import MetricsServer, start_or_log
 from isthmus.routemap import Network
 from isthmus.signing import ControllerKey, ControllerPublicKey, read_controller_key
 from isthmus.v1 import health_pb2_grpc
@@ -89,6 +93,8 @@ class ControllerServer:
         self._health: HealthService | None = None
         self._server: grpc.aio.Server | None = None
         self._admin: grpc.aio.Server | None = None
+        self._metrics = ControllerMetrics()
+        self._metrics_server: MetricsServer | None = None
         self._port = 0
 
     @property
@@ -109,6 +115,15 @@ class ControllerServer:
     @property
     def admin_socket(self) -> Path:
         return self._config.admin_socket
+
+    @property
+    def metrics(self) -> ControllerMetrics:
+        return self._metrics
+
+    @property
+    def metrics_address(self) -> str | None:
+        """host:port of /metrics with the bound port; None when off or not bound."""
+        return self._metrics_server.address if self._metrics_server is not None else None
 
     @property
     def public_key(self) -> ControllerPublicKey:
@@ -158,7 +173,14 @@ class ControllerServer:
             key.challenge_secret, os.urandom(REPLICA_ID_LEN), self._clock, os.urandom
         )
         self._service = ControllerService(
-            registry, cfg, store, Authenticator(key, book), history, self._publisher, self._clock
+            registry,
+            cfg,
+            store,
+            Authenticator(key, book),
+            history,
+            self._publisher,
+            self._clock,
+            self._metrics,
         )
         # The stored state may predate this config: withdraw and decide again.
         _log_reload(await self._service.apply_config(cfg))
@@ -173,6 +195,8 @@ class ControllerServer:
         )
         self._health = HealthService(store.healthy)
         await self._health.start()
+        health = self._health
+        self._metrics.bind(self._service, lambda: health.status == SERVING)
         server = grpc.aio.server(options=list(SERVER_OPTIONS))
         add_to_server(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)  # type: ignore[no-untyped-call]
@@ -187,7 +211,23 @@ class ControllerServer:
         self._server = server
         self._admin = await start_admin_server(cfg.admin_socket, self._service)
         self._service.start()
-        log.info(kv("listening", address=self.address, admin_socket=cfg.admin_socket))
+        if cfg.metrics is not None:
+            self._metrics_server = await start_or_log(
+                MetricsServer(
+                    cfg.metrics,
+                    self._metrics.registry,
+                    self._metrics.refresh,
+                    logging.getLogger("controller.metrics"),
+                )
+            )
+        log.info(
+            kv(
+                "listening",
+                address=self.address,
+                admin_socket=cfg.admin_socket,
+                metrics=self.metrics_address or "off",
+            )
+        )
 
     async def reload(self, config: ControllerConfig) -> tuple[Change, ...]:
         """Apply a re-read config's edges, admission policy and lease_ttl; everything else
@@ -207,14 +247,17 @@ class ControllerServer:
             log.warning(
                 kv(
                     "reload_partial",
-                    reason="listen, state_dir, store, signing_key_file and admin_socket "
-                    "change on restart only",
+                    reason="listen, state_dir, store, signing_key_file, admin_socket, "
+                    "metrics and log_format change on restart only",
                 )
             )
         return changes
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """End every watch, let in-flight calls finish (up to `grace` seconds), stop."""
+        if self._metrics_server is not None:
+            await self._metrics_server.close()
+            self._metrics_server = None
         if self._publisher is not None:
             await self._publisher.close()
         if self._health is not None:
@@ -260,7 +303,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"isthmus controller: {path}: {e}", file=sys.stderr)
         return 1
-    logfmt.configure("controller")
+    logfmt.configure("controller", fmt=config.log_format)
     try:
         asyncio.run(_serve(path, config))
     except ConfigError as e:

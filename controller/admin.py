@@ -4,7 +4,8 @@ Owns three things:
 
 - `AdminService`, the `isthmus.v1.Admin` servicer over an `AdminBackend` (the controller
   service of this replica): ListRoutes (every admission decision, sorted by route then
-  edge), ApproveRoute and ListEdges. It parses the request, calls the backend and
+  edge), ApproveRoute, ListEdges and ListHistory (the audit log, controller.audit; the
+  last `limit` entries, oldest first). It parses the request, calls the backend and
   converts; it decides nothing. A malformed request field is INVALID_ARGUMENT naming the
   field; a refused approval is the backend's `ControllerError`, reported through
   `status_code`, its message sent unchanged (it names the route, the edge and what to do).
@@ -33,6 +34,7 @@ from typing import Any, Final, Protocol
 import grpc
 
 from controller.admission import Decision, RouteState
+from controller.audit import DEFAULT_LIMIT, MAX_LIMIT, AuditEntry
 from controller.errors import (
     AmbiguousRoute,
     ControllerError,
@@ -112,6 +114,14 @@ class AdminBackend(Protocol):
         """Every configured edge, sorted by name."""
         ...
 
+    async def history(self, limit: int) -> list[AuditEntry]:
+        """The last `limit` audit entries, oldest first.
+
+        Raises:
+            StoreError: the audit log cannot be read.
+        """
+        ...
+
 
 def status_code(error: ControllerError) -> grpc.StatusCode:
     """The gRPC status code a controller error is reported with (see controller.errors)."""
@@ -157,6 +167,34 @@ def edge_status(v: EdgeView) -> pb.EdgeStatus:
         last_error=v.last_error,
         reported_at=v.reported_at,
     )
+
+
+def history_entry(e: AuditEntry) -> pb.HistoryEntry:
+    """The wire form of one audit entry."""
+    return pb.HistoryEntry(
+        time=e.time,
+        version=e.version,
+        actor=e.actor,
+        kind=e.kind,
+        edge=e.edge,
+        route=str(e.route) if e.route is not None else "",
+        reason=e.reason,
+    )
+
+
+def parse_limit(request: pb.ListHistoryRequest) -> int:
+    """The number of entries asked for: 0 means DEFAULT_LIMIT.
+
+    Raises:
+        InvalidRequest: more than MAX_LIMIT; the message names the field.
+    """
+    if request.limit == 0:
+        return DEFAULT_LIMIT
+    if request.limit > MAX_LIMIT:
+        raise InvalidRequest(
+            f"limit: {request.limit} is too many; allowed: 1-{MAX_LIMIT} (0: {DEFAULT_LIMIT})"
+        )
+    return request.limit
 
 
 def _route_order(d: Decision) -> tuple[int, int, int, str]:
@@ -238,6 +276,22 @@ class AdminService(pb_grpc.AdminServicer):
         views = await self._backend.edge_statuses()
         version = self._backend.version
         return pb.ListEdgesResponse(version=version, edges=[edge_status(v) for v in views])
+
+    async def ListHistory(
+        self, request: pb.ListHistoryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListHistoryResponse:
+        try:
+            entries = await self._backend.history(parse_limit(request))
+        except ControllerError as e:
+            code = status_code(e)
+            log.log(
+                logging.ERROR if isinstance(e, StoreError) else logging.WARNING,
+                kv("history_refused", limit=request.limit, code=code.name, reason=str(e)),
+            )
+            await context.abort(code, str(e))
+        return pb.ListHistoryResponse(
+            version=self._backend.version, entries=[history_entry(e) for e in entries]
+        )
 
 
 async def start_admin_server(path: Path, backend: AdminBackend) -> grpc.aio.Server:

@@ -12,6 +12,9 @@ Keys (the example file deploy/examples/controller.toml shows each):
     signing_key_file  required  the controller's Ed25519 key ('isthmus keygen --controller')
     admin_socket      optional  the Admin service's unix socket; default <state_dir>/admin.sock
     lease_ttl         optional  seconds a route lease lasts, 300-2592000; default 86400
+    metrics           optional  "ip:port" serving Prometheus metrics at /metrics (port 0 = any
+                                free port); default "127.0.0.1:9586"; "" or "off" serves none
+    log_format        optional  "kv" (key=value lines, the default) or "json" (one object a line)
     [store]           optional  where the state lives
       kind              optional  "file" (default) or "etcd"
       endpoints         etcd: required, others: refused; 1-16 distinct "http://host:port"
@@ -44,6 +47,9 @@ from isthmus.configfile import required as _required
 from isthmus.endpoint import ENDPOINT_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
+from isthmus.logfmt import FORMAT_RULE, LogFormat, parse_format
+from isthmus.metricsserver import CONTROLLER_DEFAULT, METRICS_RULE
+from isthmus.metricsserver import parse_listen as parse_metrics
 from isthmus.routemap import ROUTE_RULE, Network, parse_route
 
 T = TypeVar("T")
@@ -80,6 +86,7 @@ ALLOW_RESERVED_RULE = (
 )
 
 DEFAULT_LEASE_TTL = 86_400
+DEFAULT_METRICS = Endpoint.parse(CONTROLLER_DEFAULT)
 DEFAULT_STORE_PREFIX = "/isthmus/"
 ADMIN_SOCKET_NAME = "admin.sock"
 
@@ -89,6 +96,8 @@ _TOP_KEYS = {
     "signing_key_file",
     "admin_socket",
     "lease_ttl",
+    "metrics",
+    "log_format",
     "store",
     "admission",
     "edges",
@@ -131,6 +140,8 @@ class ControllerConfig:
     lease_ttl: int = DEFAULT_LEASE_TTL
     store: StoreConfig = field(default_factory=StoreConfig)
     admission: Policy = field(default_factory=Policy)
+    metrics: Endpoint | None = DEFAULT_METRICS  # None: no metrics served
+    log_format: LogFormat = "kv"
 
 
 def load(path: Path) -> ControllerConfig:
@@ -160,6 +171,10 @@ def parse(table: Table, source: str = "<config>") -> ControllerConfig:
         else state_dir / ADMIN_SOCKET_NAME
     )
     lease_ttl = _lease_ttl(table)
+    metrics = _domain(
+        "metrics", table.get("metrics", CONTROLLER_DEFAULT), parse_metrics, METRICS_RULE
+    )
+    log_format = _domain("log_format", table.get("log_format", "kv"), parse_format, FORMAT_RULE)
     store = _store(table.get("store", {}))
     admission = _admission(table.get("admission", {}))
     raw_edges = table.get("edges", [])
@@ -176,6 +191,8 @@ def parse(table: Table, source: str = "<config>") -> ControllerConfig:
         lease_ttl=lease_ttl,
         store=store,
         admission=admission,
+        metrics=metrics,
+        log_format=log_format,
     )
 
 

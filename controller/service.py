@@ -14,7 +14,11 @@ Owns three things:
   (StoreConflict) adopts the stored state and decides again, at most SAVE_ATTEMPTS times.
   Changes are serialised by one asyncio.Lock and shielded from cancellation (a caller
   that goes away never leaves the store and memory apart). Every registry Change is
-  logged as one key=value line.
+  logged as one line, counted (controller.metrics) and appended to the audit log
+  (`Store.append_audit`, controller.audit) with its actor: the edge's name for an edge's
+  own registration, "operator" for an approval, "config" for a config (re)load,
+  "controller" for lease renewal. The audit append follows the save; when it fails the
+  change stands and the failure is logged (`audit_not_stored`) and counted.
 - The background work of one replica: following the states other replicas write
   (`Store.changes` -> `Registry.adopt` -> publish) and re-signing leases every
   RENEW_INTERVAL seconds through the same change path.
@@ -39,6 +43,8 @@ import grpc
 
 from controller.admin import EdgeView, route_status, status_code
 from controller.admission import Decision, RouteState
+from controller.audit import CONFIG, CONTROLLER, OPERATOR, AuditEntry
+from controller.audit import entries as audit_entries
 from controller.config import ControllerConfig
 from controller.errors import (
     ControllerError,
@@ -49,6 +55,7 @@ from controller.errors import (
     WrongEdge,
 )
 from controller.history import History
+from controller.metrics import ControllerMetrics
 from controller.publisher import Publisher
 from controller.registry import Change, Registry
 from controller.state import State
@@ -137,6 +144,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         history: History,
         publisher: Publisher,
         clock: Clock,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self._registry = registry
         self._config = config
@@ -150,6 +158,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._watching: dict[EdgeName, int] = {}
         self._live: dict[EdgeName, Liveness] = {}
         self._liveness_lock = asyncio.Lock()
+        self._metrics = metrics or ControllerMetrics()
 
     # --- the registry and its changes ---------------------------------------------------
 
@@ -160,6 +169,15 @@ class ControllerService(pb_grpc.ControllerServicer):
     @property
     def config(self) -> ControllerConfig:
         return self._config
+
+    @property
+    def metrics(self) -> ControllerMetrics:
+        return self._metrics
+
+    @property
+    def watch_streams(self) -> int:
+        """Watch streams open at this replica."""
+        return sum(self._watching.values())
 
     async def register(self, request: pb.RegisterRequest) -> tuple[Decision, ...]:
         """Decide, persist and publish a registration; the decisions in route order.
@@ -172,9 +190,11 @@ class ControllerService(pb_grpc.ControllerServicer):
             reg = registration_from_pb(request)
         except WireError as e:
             raise InvalidRequest(str(e)) from None
-        return await self._change(lambda r, now: r.register(reg, now))
+        return await self._change(lambda r, now: r.register(reg, now), actor=reg.name)
 
-    async def apply_config(self, config: ControllerConfig) -> tuple[Change, ...]:
+    async def apply_config(
+        self, config: ControllerConfig, actor: str = CONFIG
+    ) -> tuple[Change, ...]:
         """Switch to a new config (edges, admission policy, lease_ttl); persist and publish.
 
         Raises:
@@ -185,7 +205,7 @@ class ControllerService(pb_grpc.ControllerServicer):
             changes = r.apply_config(config, now)
             return changes, changes
 
-        changes = await self._change(step)
+        changes = await self._change(step, actor)
         self._config = config
         return changes
 
@@ -200,17 +220,18 @@ class ControllerService(pb_grpc.ControllerServicer):
             changes = r.renew(now)
             return changes, changes
 
-        return await self._change(step)
+        return await self._change(step, CONTROLLER)
 
-    async def _change(self, step: Step[T]) -> T:
-        return await asyncio.shield(self._change_locked(step))
+    async def _change(self, step: Step[T], actor: str) -> T:
+        return await asyncio.shield(self._change_locked(step, actor))
 
-    async def _change_locked(self, step: Step[T]) -> T:
+    async def _change_locked(self, step: Step[T], actor: str) -> T:
         async with self._lock:
             attempt = 1
             while True:
                 candidate = self._registry.copy()
-                result, changes = step(candidate, self._clock())
+                now = self._clock()
+                result, changes = step(candidate, now)
                 if candidate.version == self._registry.version:
                     # Nothing to persist, but keep the candidate: a reload may change the
                     # config (a new edge not yet registered, a policy) without the state.
@@ -219,6 +240,7 @@ class ControllerService(pb_grpc.ControllerServicer):
                 try:
                     await self._store.save(candidate.state)
                 except StoreConflict as e:
+                    self._metrics.count_store_conflict()
                     log.warning(
                         kv(
                             "store_conflict",
@@ -234,8 +256,17 @@ class ControllerService(pb_grpc.ControllerServicer):
                     continue
                 self._registry = candidate
                 await self._publish()
-                _log_changes(changes, candidate.version)
+                _log_changes(changes, candidate.version, actor)
+                self._metrics.count_changes(changes)
+                await self._audit(audit_entries(changes, candidate.version, actor, now))
                 return result
+
+    async def _audit(self, entries: list[AuditEntry]) -> None:
+        try:
+            await self._store.append_audit(entries)
+        except StoreError as e:
+            self._metrics.count_audit_failure(len(entries))
+            log.error(kv("audit_not_stored", entries=len(entries), reason=str(e)))
 
     async def _adopt_locked(self, state: State) -> None:
         before = self._registry.version
@@ -322,6 +353,7 @@ class ControllerService(pb_grpc.ControllerServicer):
                 )
         except ControllerError as e:
             code = status_code(e)
+            self._metrics.count_refused_call(code.name)
             log.warning(
                 kv(
                     "call_refused",
@@ -350,6 +382,7 @@ class ControllerService(pb_grpc.ControllerServicer):
             decisions = await self.register(request)
         except ControllerError as e:
             code = status_code(e)
+            self._metrics.count_refused_call(code.name)
             log.log(
                 logging.ERROR if isinstance(e, StoreError) else logging.WARNING,
                 kv(
@@ -479,13 +512,23 @@ class ControllerService(pb_grpc.ControllerServicer):
     def version(self) -> int:
         return self._registry.version
 
-    async def approve(self, route: Network, edge: EdgeName | None) -> Decision:
-        """Approve a pending route through the change path.
+    async def approve(
+        self, route: Network, edge: EdgeName | None, actor: str = OPERATOR
+    ) -> Decision:
+        """Approve a pending route through the change path; `actor` goes to the audit log.
 
         Raises:
             ControllerError: NotPending, UnknownRoute, AmbiguousRoute, or StoreError.
         """
-        return await self._change(lambda r, now: r.approve(route, edge, now))
+        return await self._change(lambda r, now: r.approve(route, edge, now), actor)
+
+    async def history(self, limit: int) -> list[AuditEntry]:
+        """The last `limit` audit entries, oldest first.
+
+        Raises:
+            StoreError: the audit log cannot be read.
+        """
+        return await self._store.audit(limit)
 
     async def edge_statuses(self) -> tuple[EdgeView, ...]:
         live = await self._shared_liveness()
@@ -517,9 +560,9 @@ def _auth_value(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | str | No
     return None
 
 
-def _log_changes(changes: tuple[Change, ...], version: int) -> None:
+def _log_changes(changes: tuple[Change, ...], version: int, actor: str) -> None:
     for c in changes:
-        fields: dict[str, object] = {"edge": c.edge, "version": version}
+        fields: dict[str, object] = {"edge": c.edge, "version": version, "actor": actor}
         if c.route is not None:
             fields["route"] = c.route
         if c.detail:

@@ -7,11 +7,17 @@ per-edge connection record `isthmus edges` shows.
   written atomically: a temporary file in the same directory is written, fsynced and
   renamed over state.json, then the directory is fsynced, so a crash leaves the old or the
   new state, never a mix. Liveness stays in memory. Nothing else writes, so `changes()`
-  never yields.
+  never yields. The audit log is `<state_dir>/audit.log`, JSON lines
+  (`controller.audit.encode`), only ever appended to (O_APPEND, one write per batch,
+  fsynced); a line torn by a crash is ended before the next append, and a line that does
+  not decode is skipped with a warning when reading.
 - `EtcdStore` (replicas): the key `<prefix>state` holds the same JSON document; a save is a
   transaction comparing the key's mod revision with the one this store last loaded, saved
   or saw. `<prefix>live/<edge>` holds a `Liveness` put with an etcd lease the store keeps
-  alive every ttl/3, so the records of a replica that dies vanish after the TTL.
+  alive every ttl/3, so the records of a replica that dies vanish after the TTL. Audit
+  entries are keys `<prefix>audit/<version, 20 digits>-<index, 6 digits>` (so key order is
+  time order), put right after the save of the state they describe (etcd.py's `put_if`
+  takes one key per transaction); the replica that saved a version is its only writer.
 
 Rules: `save()` succeeds only if the stored state is the one this store last loaded, saved
 or yielded from `changes()`, and `state.version` is newer than that one's; else
@@ -38,6 +44,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from controller.audit import AuditEntry
+from controller.audit import decode as decode_audit
+from controller.audit import encode as encode_audit
 from controller.errors import StoreConflict as StoreConflict
 from controller.errors import StoreError
 from controller.etcd import IDLE, EtcdClient, EtcdError, WatchBatch, prefix_end
@@ -46,6 +55,8 @@ from isthmus.ids import EdgeName, parse_edge_name
 from isthmus.logfmt import kv
 
 STATE_FILE = "state.json"
+AUDIT_FILE = "audit.log"
+_AUDIT_CHUNK = 64 * 1024  # bytes read at a time from the end of audit.log
 HEALTH_TIMEOUT = 1.0  # seconds a linearizable read may take for the store to count healthy
 WATCH_IDLE = 30.0  # seconds after which a silent watch stream is reopened (after a reload)
 _RETRY_FIRST, _RETRY_MAX = 0.5, 5.0  # backoff while no etcd endpoint answers a watch
@@ -152,6 +163,22 @@ class Store(Protocol):
         """
         ...
 
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append `entries` to the audit log, durably, after the save they describe.
+
+        Raises:
+            StoreError: not (or, on a timeout, perhaps partly) written.
+        """
+        ...
+
+    async def audit(self, limit: int) -> list[AuditEntry]:
+        """The last `limit` audit entries, oldest first.
+
+        Raises:
+            StoreError: the store is unreachable or the log unreadable.
+        """
+        ...
+
     async def close(self) -> None:
         """Stop background work, end `changes()`, drop this replica's liveness records."""
         ...
@@ -163,12 +190,13 @@ class Store(Protocol):
 class FileStore:
     """A `Store` in one JSON file under the state directory, for a single controller."""
 
-    __slots__ = ("_closed", "_dir", "_known", "_live", "_path", "replica")
+    __slots__ = ("_audit", "_closed", "_dir", "_known", "_live", "_path", "replica")
 
     def __init__(self, state_dir: Path, replica: str | None = None) -> None:
         self.replica = replica or default_replica()
         self._dir = state_dir
         self._path = state_dir / STATE_FILE
+        self._audit = state_dir / AUDIT_FILE
         self._known: int | None = None  # the version last loaded or saved
         self._live: dict[EdgeName, Liveness] = {}
         self._closed = asyncio.Event()
@@ -220,8 +248,57 @@ class FileStore:
     async def liveness(self) -> dict[EdgeName, Liveness]:
         return dict(self._live)
 
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        if entries:
+            await asyncio.to_thread(self._append, b"".join(encode_audit(e) for e in entries))
+
+    async def audit(self, limit: int) -> list[AuditEntry]:
+        lines = await asyncio.to_thread(self._tail, limit)
+        return _decode_lines(lines, str(self._audit))[-limit:] if limit > 0 else []
+
     async def close(self) -> None:
         self._closed.set()
+
+    @property
+    def audit_path(self) -> Path:
+        return self._audit
+
+    def _append(self, data: bytes) -> None:
+        try:
+            fd = os.open(self._audit, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data  # end a line torn by a crash; it is skipped on reading
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise StoreError(f"cannot append to {self._audit}: {_reason(e)}") from None
+
+    def _tail(self, limit: int) -> list[bytes]:
+        """The last `limit` lines of audit.log (fewer if it is shorter), reading backwards."""
+        try:
+            with open(self._audit, "rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                data = b""
+                pos = end
+                while pos > 0 and data.count(b"\n") <= limit:
+                    step = min(_AUDIT_CHUNK, pos)
+                    pos -= step
+                    f.seek(pos)
+                    data = f.read(step) + data
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StoreError(f"cannot read {self._audit}: {_reason(e)}") from None
+        lines = data.split(b"\n")
+        if pos > 0:
+            lines = lines[1:]  # the first is cut
+        return [line for line in lines if line.strip()][-limit:] if limit > 0 else []
 
     def _read(self) -> State:
         try:
@@ -282,6 +359,7 @@ class EtcdStore:
         self._client = EtcdClient(endpoints, timeout, retry_for)
         self._state_key = (prefix + "state").encode("utf-8")
         self._live_prefix = (prefix + "live/").encode("utf-8")
+        self._audit_prefix = (prefix + "audit/").encode("utf-8")
         self._ttl = liveness_ttl
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="etcd-store")
         self._lock = asyncio.Lock()  # orders save() against changes() bookkeeping
@@ -463,6 +541,41 @@ class EtcdStore:
             out[info.edge] = info
         return out
 
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        if not entries:
+            return
+        self._check_open()
+        index: dict[int, int] = {}
+        items: list[tuple[bytes, bytes]] = []
+        for e in entries:
+            i = index[e.version] = index.get(e.version, -1) + 1
+            items.append((self._audit_prefix + b"%020d-%06d" % (e.version, i), encode_audit(e)))
+
+        def put_all() -> None:
+            for key, value in items:
+                self._client.put(key, value)
+
+        try:
+            await self._run(put_all)
+        except EtcdError as e:
+            raise StoreError(
+                f"cannot write etcd keys {self._audit_prefix.decode()!r}*: {e}"
+            ) from None
+
+    async def audit(self, limit: int) -> list[AuditEntry]:
+        if limit <= 0:
+            return []
+        try:
+            result = await self._run(
+                self._client.range, self._audit_prefix, prefix_end(self._audit_prefix)
+            )
+        except EtcdError as e:
+            raise StoreError(
+                f"cannot read etcd keys {self._audit_prefix.decode()!r}*: {e}"
+            ) from None
+        kvs = sorted(result.kvs, key=lambda item: item.key)[-limit:]
+        return _decode_lines([item.value for item in kvs], f"etcd {self._audit_prefix.decode()!r}")
+
     async def close(self) -> None:
         if self._closed.is_set():
             return
@@ -588,6 +701,17 @@ def _handing_to(
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
     return deliver
+
+
+def _decode_lines(lines: Sequence[bytes], where: str) -> list[AuditEntry]:
+    """The entries of audit lines; a line that does not decode is skipped and logged."""
+    out: list[AuditEntry] = []
+    for line in lines:
+        try:
+            out.append(decode_audit(line))
+        except ValueError as e:
+            log.warning(kv("audit_entry_invalid", where=where, reason=str(e)))
+    return out
 
 
 def _discard_result(f: asyncio.Future[Any]) -> None:

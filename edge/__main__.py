@@ -5,6 +5,10 @@ else in `edge` builds an adapter. Start order makes the edge fail-static: the ca
 map (its leases verified, expired routes left out) is applied (tunnel and kernel
 routes) before the controller is contacted. The control loop also withdraws routes
 whose lease runs out, checked every 30 s with the wall clock.
+Around the data path: the status socket, Prometheus metrics on `metrics` (edge.metrics,
+read from the core's counters at scrape time; an address that cannot be bound is logged
+and the edge runs on without), rate-limited debug lines for dropped packets
+(edge.droplog) and the log format (`log_format`).
 SIGTERM/SIGINT stop it cleanly: closing the TUN makes the kernel drop its routes,
 and the admin socket file is removed. Exit codes: 0 stopped, 1 error, 2 usage.
 """
@@ -26,7 +30,9 @@ from edge.admin import AdminError, AdminServer, EdgeStatus
 from edge.applier import MapApplier
 from edge.control import ControlLoop
 from edge.dataplane import Dataplane
+from edge.droplog import DropLog
 from edge.mapcache import MapCache
+from edge.metrics import EdgeMetrics
 from edge.ports import RouteError
 from edge.routes import KernelRoutes, Sysctl
 from edge.tun import Tun, TunError
@@ -36,6 +42,7 @@ from isthmus.configfile import ConfigError
 from isthmus.convert import Registration
 from isthmus.keys import read_private_key
 from isthmus.logfmt import configure, kv
+from isthmus.metricsserver import MetricsServer, start_or_log
 from isthmus.routemap import RouteMap
 
 _log = logging.getLogger(__name__)
@@ -63,7 +70,7 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"isthmus edge: private_key_file: {e}", file=sys.stderr)
         return 1
-    configure("edge")
+    configure("edge", fmt=cfg.log_format)
     try:
         asyncio.run(run(cfg, identity))
     except StartError as e:
@@ -172,6 +179,23 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
         except AdminError as e:
             raise StartError(str(e)) from None
         stack.push_async_callback(admin.close)
+
+        if cfg.metrics is not None:
+            metrics = EdgeMetrics(
+                tunnel=tunnel,
+                route_map=lambda: applier.route_map,
+                controller=control.view,
+                routes=routes,
+            )
+            server = await start_or_log(
+                MetricsServer(
+                    cfg.metrics, metrics.registry, logger=logging.getLogger("edge.metrics")
+                )
+            )
+            if server is not None:
+                stack.push_async_callback(server.close)
+        drop_log = asyncio.create_task(DropLog(tunnel.drops).run(), name="drop-log")
+        stack.callback(drop_log.cancel)
 
         task = asyncio.create_task(control.run(), name="control")
         _log.info(kv("started", edge=cfg.name, controllers=cfg.controllers))

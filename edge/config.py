@@ -18,6 +18,9 @@ Keys (the example file deploy/examples/edge.toml shows each):
     routes            required  the routes (CIDRs) this edge advertises; may be empty; each once
     state_dir         optional  default /var/lib/isthmus; holds the cached map (map.pb)
     admin_socket      optional  default <state_dir>/admin.sock; `isthmus status` connects here
+    metrics           optional  "ip:port" serving Prometheus metrics at /metrics (port 0 = any
+                                free port); default "127.0.0.1:9587"; "" or "off" serves none
+    log_format        optional  "kv" (key=value lines, the default) or "json" (one object a line)
     [tun]             required
       name            optional  default "isthmus0"; 1-15 characters of A-Z a-z 0-9 _ . -
       address         required  this edge's IPv4 address on the TUN, CIDR form
@@ -44,6 +47,9 @@ from isthmus.configfile import domain as _domain
 from isthmus.configfile import required as _required
 from isthmus.endpoint import ENDPOINT_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
+from isthmus.logfmt import FORMAT_RULE, LogFormat, parse_format
+from isthmus.metricsserver import EDGE_DEFAULT, METRICS_RULE
+from isthmus.metricsserver import parse_listen as parse_metrics
 from isthmus.routemap import ROUTE_RULE, Network, parse_route
 from isthmus.signing import ControllerPublicKey
 
@@ -55,6 +61,7 @@ DEFAULT_MTU = 1420
 MTU_MIN, MTU_MAX = 576, 9000
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
+DEFAULT_METRICS = Endpoint.parse(EDGE_DEFAULT)
 
 LISTEN_RULE = (
     "'ip:port' or '[ipv6]:port' with a literal IP address and a port 0-65535 (0 = any free port)"
@@ -83,6 +90,8 @@ _TOP_KEYS = {
     "routes",
     "state_dir",
     "admin_socket",
+    "metrics",
+    "log_format",
     "tun",
     "tunnel",
 }
@@ -117,6 +126,8 @@ class EdgeConfig:
     state_dir: Path = DEFAULT_STATE_DIR
     admin_socket: Path = DEFAULT_STATE_DIR / "admin.sock"
     timers: Timers = field(default_factory=Timers)
+    metrics: Endpoint | None = DEFAULT_METRICS  # None: no metrics served
+    log_format: LogFormat = "kv"
 
 
 def load(path: Path | str) -> EdgeConfig:
@@ -165,6 +176,8 @@ def parse(table: Table) -> EdgeConfig:
             f"a socket path of at most {MAX_SOCKET_PATH} bytes",
         )
     timers = _tunnel(table.get("tunnel", {}))
+    metrics = _domain("metrics", table.get("metrics", EDGE_DEFAULT), parse_metrics, METRICS_RULE)
+    log_format = _domain("log_format", table.get("log_format", "kv"), parse_format, FORMAT_RULE)
     return EdgeConfig(
         name=name,
         private_key_file=private_key_file,
@@ -177,6 +190,8 @@ def parse(table: Table) -> EdgeConfig:
         state_dir=state_dir,
         admin_socket=admin_socket,
         timers=timers,
+        metrics=metrics,
+        log_format=log_format,
     )
 
 

@@ -12,18 +12,48 @@ cd "$here"
 # The check below runs on every call, .venv or not, so adding a package here installs it
 # on the next run of an existing checkout.
 apt_packages=(iproute2 nftables tcpdump iperf3 iputils-ping procps python3-venv etcd-server)
+# systemd gives systemd-analyze and cloud-init gives `cloud-init schema`, for tests/deploy
+# (the units and the Terraform user data). They come without their recommends.
+norec_packages=(systemd cloud-init)
 missing=()
+missing_norec=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]})); then
+for p in "${norec_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_norec+=("$p")
+done
+if ((${#missing[@]} + ${#missing_norec[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
-        echo "setup: need root to install Debian packages: ${missing[*]}" >&2
+        echo "setup: need root to install Debian packages: ${missing[*]} ${missing_norec[*]}" >&2
         exit 1
     fi
-    echo "setup: installing Debian packages: ${missing[*]}"
+    echo "setup: installing Debian packages: ${missing[*]} ${missing_norec[*]}"
+    # Installing starts no service on this machine: while apt runs, a policy-rc.d (unless
+    # one is already there) refuses every start that a package's scripts ask for.
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# scripts/setup.sh: start no service while installing\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    if ((${#missing[@]})); then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ((${#missing_norec[@]})); then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing_norec[@]}" >/dev/null
+    fi
+    # cloud-init is here for its schema check only: when this script installed it, it never
+    # runs at boot (cloud-init's own switch), so it cannot reconfigure this machine.
+    if [[ " ${missing_norec[*]} " == *" cloud-init "* ]]; then
+        touch /etc/cloud/cloud-init.disabled
+    fi
+    if [[ -e $policy ]] && grep -q "scripts/setup.sh" "$policy"; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
 fi
 
 py=${PYTHON:-python3}

@@ -1,6 +1,7 @@
 """`isthmus routes` and `isthmus edges`: the operator's commands on a running controller.
 
     isthmus routes [--json] [--config F | --socket P]
+    isthmus routes --history [--limit N] [--json] [--config F | --socket P]
     isthmus routes approve ROUTE [--edge NAME] [--config F | --socket P]
     isthmus edges [--json] [--config F | --socket P]
 
@@ -36,6 +37,9 @@ DEFAULT_SOCKET: Final = Path("/var/lib/isthmus-controller/admin.sock")
 TIMEOUT: Final = 10.0
 
 ROUTE_COLUMNS: Final = ("ROUTE", "EDGE", "STATE", "REASON")
+HISTORY_COLUMNS: Final = ("TIME", "VERSION", "ACTOR", "KIND", "EDGE", "ROUTE", "REASON")
+HISTORY_DEFAULT: Final = 100
+HISTORY_MAX: Final = 10_000
 EDGE_COLUMNS: Final = ("EDGE", "STATE", "APPLIED", "REPORTED", "REPLICA", "ENDPOINTS", "LAST ERROR")
 
 _STATES: Final[dict[int, str]] = {
@@ -144,6 +148,25 @@ def routes_doc(reply: pb.ListRoutesResponse) -> dict[str, Any]:
     }
 
 
+def history_doc(reply: pb.ListHistoryResponse) -> dict[str, Any]:
+    """The stable `isthmus routes --history --json` document (entries oldest first)."""
+    return {
+        "version": reply.version,
+        "entries": [
+            {
+                "time": e.time,
+                "version": e.version,
+                "actor": e.actor,
+                "kind": e.kind,
+                "edge": e.edge,
+                "route": e.route or None,
+                "reason": e.reason,
+            }
+            for e in reply.entries
+        ],
+    }
+
+
 def edges_doc(reply: pb.ListEdgesResponse) -> dict[str, Any]:
     """The stable `isthmus edges --json` document."""
     return {
@@ -192,6 +215,28 @@ def render_routes(doc: dict[str, Any]) -> str:
         rows.append((r["route"], r["edge"], r["state"], reason))
     text = table(ROUTE_COLUMNS, rows)
     return text if rows else text + "(no routes advertised)\n"
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def render_history(doc: dict[str, Any]) -> str:
+    """The audit entries as a text table, oldest first, times in UTC."""
+    rows = [
+        (
+            _utc(e["time"]),
+            str(e["version"]),
+            e["actor"],
+            e["kind"],
+            e["edge"],
+            e["route"] or "-",
+            e["reason"],
+        )
+        for e in doc["entries"]
+    ]
+    text = table(HISTORY_COLUMNS, rows)
+    return text if rows else text + "(no map changes recorded)\n"
 
 
 def _ago(then: float, now: float) -> str:
@@ -267,8 +312,19 @@ def _run(prog: str, args: argparse.Namespace, work: Callable[[Path], int]) -> in
         return 1
 
 
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= n <= HISTORY_MAX:
+        raise argparse.ArgumentTypeError(f"{n} is out of range; allowed: 1-{HISTORY_MAX}")
+    return n
+
+
 def routes_main(argv: list[str]) -> int:
-    """`isthmus routes [--json]` or `isthmus routes approve ROUTE [--edge NAME]`."""
+    """`isthmus routes [--json]`, `isthmus routes --history [--limit N] [--json]` or
+    `isthmus routes approve ROUTE [--edge NAME]`."""
     if argv[:1] == ["approve"]:
         return approve_main(argv[1:])
     parser = _parser(
@@ -277,9 +333,25 @@ def routes_main(argv: list[str]) -> int:
         "'isthmus routes approve ROUTE [--edge NAME]' approves a pending route.",
     )
     parser.add_argument("--json", action="store_true", help="print the routes as JSON")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="show the audit log of map changes instead: time, version, actor, kind, reason",
+    )
+    parser.add_argument(
+        "--limit",
+        type=_limit,
+        metavar="N",
+        help=f"with --history: the last N changes (default {HISTORY_DEFAULT})",
+    )
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
+    if args.limit is not None and not args.history:
+        print("isthmus routes: --limit needs --history", file=sys.stderr)
+        return 2
+    if args.history:
+        return _run("isthmus routes", args, lambda path: _history(path, args))
 
     def work(path: Path) -> int:
         doc = routes_doc(call(path, "ListRoutes", pb.ListRoutesRequest()))
@@ -287,6 +359,13 @@ def routes_main(argv: list[str]) -> int:
         return 0
 
     return _run("isthmus routes", args, work)
+
+
+def _history(path: Path, args: argparse.Namespace) -> int:
+    limit = args.limit or HISTORY_DEFAULT
+    doc = history_doc(call(path, "ListHistory", pb.ListHistoryRequest(limit=limit)))
+    print(json.dumps(doc, indent=2) if args.json else render_history(doc).rstrip("\n"))
+    return 0
 
 
 def approve_main(argv: list[str]) -> int:

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "routes": (
         "isthmus.admin_cli:routes_main",
         "show the controller's routes ([--json] [--config F | --socket P]);\n"
+        f"{'':14}--history [--limit N]: the audit log of map changes;\n"
         f"{'':14}approve ROUTE [--edge NAME]: approve a pending route",
     ),
     "edges": (
@@ -37,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "make an edge key pair (--out FILE), or the controller's (--controller --out FILE)",
     ),
     "demo": ("isthmus.lab.demo", "run a three-site demo mesh in network namespaces"),
+    "bench": ("isthmus.bench", "measure isthmus vs WireGuard, nebula, tinc ([core] [--help])"),
 }
 
 # config kind -> module with `load(path)` raising ConfigError

@@ -296,7 +296,7 @@ def test_unknown_top_level_key() -> None:
     t["listen_addr"] = "x"
     assert error_of(t) == (
         "listen_addr: unknown key; allowed: one of admin_socket, admission, edges, lease_ttl, "
-        "listen, signing_key_file, state_dir, store"
+        "listen, log_format, metrics, signing_key_file, state_dir, store"
     )
 
 

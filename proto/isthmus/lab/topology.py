@@ -323,15 +323,18 @@ def controller_config(
     public_keys: Mapping[str, str],
     allowed: Mapping[str, Sequence[str]],
     etcd_endpoints: Sequence[str] = (),
+    metrics: str = "off",
 ) -> str:
     """One controller replica's config. `allowed` maps each site name to the routes the
     controller lets it advertise; with `etcd_endpoints` the state lives in etcd (the
-    replicas share it there), else in `paths.state_dir`."""
+    replicas share it there), else in `paths.state_dir`. `metrics` is off by default, so
+    replicas on one host do not contend for the default port."""
     lines = [
         f"listen = {_s(listen)}",
         f"state_dir = {_s(str(paths.state_dir))}",
         f"signing_key_file = {_s(str(signing_key_file))}",
         f"admin_socket = {_s(str(paths.admin_socket))}",
+        f"metrics = {_s(metrics)}",
     ]
     if etcd_endpoints:
         lines += ["", "[store]", f"kind = {_s('etcd')}", f"endpoints = {_list(etcd_endpoints)}"]

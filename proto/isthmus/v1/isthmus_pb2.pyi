@@ -193,3 +193,35 @@ class ListEdgesResponse(_message.Message):
     version: int
     edges: _containers.RepeatedCompositeFieldContainer[EdgeStatus]
     def __init__(self, version: _Optional[int] = ..., edges: _Optional[_Iterable[_Union[EdgeStatus, _Mapping]]] = ...) -> None: ...
+
+class ListHistoryRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class HistoryEntry(_message.Message):
+    __slots__ = ("time", "version", "actor", "kind", "edge", "route", "reason")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EDGE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    version: int
+    actor: str
+    kind: str
+    edge: str
+    route: str
+    reason: str
+    def __init__(self, time: _Optional[float] = ..., version: _Optional[int] = ..., actor: _Optional[str] = ..., kind: _Optional[str] = ..., edge: _Optional[str] = ..., route: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListHistoryResponse(_message.Message):
+    __slots__ = ("version", "entries")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    def __init__(self, version: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ...) -> None: ...

@@ -256,6 +256,11 @@ class AdminStub:
                 request_serializer=isthmus_dot_v1_dot_isthmus__pb2.ListEdgesRequest.SerializeToString,
                 response_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ListEdgesResponse.FromString,
                 _registered_method=True)
+        self.ListHistory = channel.unary_unary(
+                '/isthmus.v1.Admin/ListHistory',
+                request_serializer=isthmus_dot_v1_dot_isthmus__pb2.ListHistoryRequest.SerializeToString,
+                response_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ListHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -281,6 +286,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHistory(self, request, context):
+        """The audit log of map changes, newest last (`isthmus routes --history`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +310,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListEdges,
                     request_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ListEdgesRequest.FromString,
                     response_serializer=isthmus_dot_v1_dot_isthmus__pb2.ListEdgesResponse.SerializeToString,
+            ),
+            'ListHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHistory,
+                    request_deserializer=isthmus_dot_v1_dot_isthmus__pb2.ListHistoryRequest.FromString,
+                    response_serializer=isthmus_dot_v1_dot_isthmus__pb2.ListHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -383,6 +400,33 @@ class Admin:
             '/isthmus.v1.Admin/ListEdges',
             isthmus_dot_v1_dot_isthmus__pb2.ListEdgesRequest.SerializeToString,
             isthmus_dot_v1_dot_isthmus__pb2.ListEdgesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/isthmus.v1.Admin/ListHistory',
+            isthmus_dot_v1_dot_isthmus__pb2.ListHistoryRequest.SerializeToString,
+            isthmus_dot_v1_dot_isthmus__pb2.ListHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
