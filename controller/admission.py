@@ -247,30 +247,34 @@ class _Entry:
 class _Admitted:
     """The routes admitted so far (serving or pending), for the three overlap checks.
 
-    Exact and covering routes are dict lookups of the route and each of its supernets;
-    covered routes a bisect over routes sorted by (family, first address).
+    Exact and covering routes are dict lookups of the route and each of its supernets, keyed
+    by integers (family, first address, prefix length), so no `ipaddress` object is built per
+    lookup; covered routes a bisect over routes sorted by that key.
     """
 
     __slots__ = ("_by_net", "_sorted")
 
     def __init__(self) -> None:
-        self._by_net: dict[Network, list[_Entry]] = {}
+        self._by_net: dict[tuple[int, int, int], list[_Entry]] = {}
         self._sorted: list[tuple[int, int, int, _Entry]] = []
 
     def add(self, edge: EdgeName, route: Network, state: RouteState) -> None:
         entry = _Entry(len(self._sorted), edge, route, state)
-        self._by_net.setdefault(route, []).append(entry)
-        item = (*route_order(route), entry)
-        bisect.insort(self._sorted, item, key=lambda t: (*t[:3], t[3].index))
+        key = route_order(route)
+        self._by_net.setdefault(key, []).append(entry)
+        bisect.insort(self._sorted, (*key, entry), key=lambda t: (*t[:3], t[3].index))
 
     def exact(self, edge: EdgeName, route: Network) -> _Entry | None:
-        return _first(e for e in self._by_net.get(route, ()) if e.edge != edge)
+        return _first(e for e in self._by_net.get(route_order(route), ()) if e.edge != edge)
 
     def covering(self, edge: EdgeName, route: Network) -> _Entry | None:
+        version, address, prefixlen = route_order(route)
+        masks = _MASKS[version]
+        by_net = self._by_net
         found = (
             e
-            for p in range(route.prefixlen)
-            for e in self._by_net.get(route.supernet(new_prefix=p), ())
+            for p in range(prefixlen)
+            for e in by_net.get((version, address & masks[p], p), ())
             if e.edge != edge
         )
         return _first(found)
@@ -286,6 +290,13 @@ class _Admitted:
             if prefixlen > route.prefixlen and entry.edge != edge:
                 found.append(entry)
         return _first(found)
+
+
+# _MASKS[version][p]: the netmask of a /p as an integer, for p in 0..bits.
+_MASKS = {
+    version: tuple(((1 << bits) - 1) ^ ((1 << (bits - p)) - 1) for p in range(bits + 1))
+    for version, bits in ((4, 32), (6, 128))
+}
 
 
 def _first(entries: Iterable[_Entry]) -> _Entry | None:
