@@ -18,12 +18,11 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
-import nacl.bindings
 import pytest
 
 from controller.__main__ import ControllerServer, main
@@ -43,39 +42,20 @@ from controller.errors import (
     WrongEdge,
 )
 from controller.service import status_code
-from isthmus.auth import AUTH_METADATA, auth_value
 from isthmus.configfile import ConfigError
 from isthmus.convert import update_from_pb
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
-from isthmus.keys import PublicKey
 from isthmus.lab.etcd import EtcdCluster
 from isthmus.lease import Lease, verify_lease
 from isthmus.mapdelta import patch
 from isthmus.routemap import RouteMap
-from isthmus.signing import ControllerKey, ControllerPublicKey, write_controller_key
+from isthmus.signing import ControllerKey, write_controller_key
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
+from tests.integration.edgeclient import EdgeClient, EdgeKeys, edge_keys
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICE = "/isthmus.v1.Controller/"
-
-
-@dataclass(frozen=True)
-class EdgeKeys:
-    name: str
-    private: bytes
-    public: PublicKey
-    host: int  # the last byte of its endpoint 198.18.0.x
-
-    def allowed(self, *routes: str) -> AllowedEdge:
-        nets = tuple(ipaddress.ip_network(r) for r in routes)
-        return AllowedEdge(EdgeName(self.name), self.public, nets)
-
-
-def edge_keys(name: str, seed: int) -> EdgeKeys:
-    pk, sk = nacl.bindings.crypto_box_seed_keypair(bytes([seed]) * 32)
-    return EdgeKeys(name, sk, PublicKey(pk), 10 + seed)
 
 
 A = edge_keys("vpc-a", 1)
@@ -102,54 +82,6 @@ def config(tmp: Path, *edges: AllowedEdge) -> ControllerConfig:
         store=StoreConfig(kind="file", endpoints=(), prefix="/isthmus/"),
         admission=Policy(),
     )
-
-
-class EdgeClient:
-    """Calls the controller as one edge: a fresh challenge and proof for every call."""
-
-    def __init__(
-        self, channel: grpc.aio.Channel, controller: ControllerPublicKey, keys: EdgeKeys
-    ) -> None:
-        self.stub = pb_grpc.ControllerStub(channel)
-        self.controller = controller
-        self.keys = keys
-
-    async def metadata(self, method: str, request: Any) -> tuple[tuple[str, bytes], ...]:
-        challenge = (await self.stub.Challenge(pb.ChallengeRequest())).challenge
-        value = auth_value(
-            self.keys.private,
-            self.keys.public,
-            self.controller,
-            SERVICE + method,
-            challenge,
-            request.SerializeToString(deterministic=True),
-        )
-        return ((AUTH_METADATA, value),)
-
-    def request(self, *routes: str, port: int = 51820) -> pb.RegisterRequest:
-        return pb.RegisterRequest(
-            name=self.keys.name,
-            public_key=self.keys.public.raw,
-            endpoints=[f"198.18.0.{self.keys.host}:{port}"],
-            routes=list(routes),
-        )
-
-    async def register(self, *routes: str, port: int = 51820) -> pb.RegisterResponse:
-        return await self.register_pb(self.request(*routes, port=port))
-
-    async def register_pb(self, request: pb.RegisterRequest) -> pb.RegisterResponse:
-        md = await self.metadata("Register", request)
-        return await self.stub.Register(request, metadata=md)
-
-    async def watch(self, known_version: int = 0) -> Any:
-        request = pb.WatchRequest(name=self.keys.name, known_version=known_version)
-        return self.stub.Watch(request, metadata=await self.metadata("Watch", request))
-
-    async def report(self, applied: int, error: str = "", refused: int = 0) -> None:
-        request = pb.ReportRequest(
-            name=self.keys.name, applied_version=applied, error=error, refused_version=refused
-        )
-        await self.stub.Report(request, metadata=await self.metadata("Report", request))
 
 
 class Follower:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import json
 import os
 import signal
@@ -22,88 +21,28 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
-import nacl.bindings
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.__main__ import ControllerServer
 from controller.admission import Policy
 from controller.config import AllowedEdge, ControllerConfig, StoreConfig
-from isthmus.auth import AUTH_METADATA, auth_value
 from isthmus.endpoint import Endpoint
-from isthmus.ids import EdgeName
-from isthmus.keys import PublicKey
-from isthmus.signing import ControllerKey, ControllerPublicKey, write_controller_key
-from isthmus.v1 import isthmus_pb2 as pb
-from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
+from isthmus.signing import ControllerKey, write_controller_key
+from tests.integration.edgeclient import EdgeClient, edge_keys
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICE = "/isthmus.v1.Controller/"
 ANY_PORT = Endpoint.parse("127.0.0.1:0", allow_port_zero=True)
-
-
-@dataclass(frozen=True)
-class EdgeKeys:
-    name: str
-    private: bytes
-    public: PublicKey
-    host: int
-
-    def allowed(self, *routes: str) -> AllowedEdge:
-        return AllowedEdge(
-            EdgeName(self.name), self.public, tuple(ipaddress.ip_network(r) for r in routes)
-        )
-
-
-def edge_keys(name: str, seed: int) -> EdgeKeys:
-    pk, sk = nacl.bindings.crypto_box_seed_keypair(bytes([seed]) * 32)
-    return EdgeKeys(name, sk, PublicKey(pk), 10 + seed)
 
 
 A = edge_keys("vpc-a", 1)
 B = edge_keys("vpc-b", 2)
 ROGUE = edge_keys("rogue", 3)
-
-
-class EdgeClient:
-    """Calls the controller as one edge: a fresh challenge and proof for every call."""
-
-    def __init__(
-        self, channel: grpc.aio.Channel, controller: ControllerPublicKey, keys: EdgeKeys
-    ) -> None:
-        self.stub = pb_grpc.ControllerStub(channel)
-        self.controller = controller
-        self.keys = keys
-
-    async def metadata(self, method: str, request: Any) -> tuple[tuple[str, bytes], ...]:
-        challenge = (await self.stub.Challenge(pb.ChallengeRequest())).challenge
-        value = auth_value(
-            self.keys.private,
-            self.keys.public,
-            self.controller,
-            SERVICE + method,
-            challenge,
-            request.SerializeToString(deterministic=True),
-        )
-        return ((AUTH_METADATA, value),)
-
-    async def register(self, *routes: str) -> pb.RegisterResponse:
-        request = pb.RegisterRequest(
-            name=self.keys.name,
-            public_key=self.keys.public.raw,
-            endpoints=[f"198.18.0.{self.keys.host}:51820"],
-            routes=list(routes),
-        )
-        return await self.stub.Register(request, metadata=await self.metadata("Register", request))
-
-    async def watch(self) -> Any:
-        request = pb.WatchRequest(name=self.keys.name, known_version=0)
-        return self.stub.Watch(request, metadata=await self.metadata("Watch", request))
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
