@@ -290,13 +290,13 @@ async def _open_store(cfg: ControllerConfig) -> Store:
 
 
 def main(argv: list[str]) -> int:
-    """Run the controller until SIGTERM/SIGINT. 0 ok, 1 error, 2 usage."""
+    """Run the controller until SIGTERM/SIGINT. 0 stopped, 1 error (usage errors too)."""
     parser = argparse.ArgumentParser(prog="isthmus controller", description=__doc__)
     parser.add_argument("--config", required=True, type=Path, help="controller TOML file")
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 2
+        return 0 if e.code in (0, None) else 1
     path: Path = args.config
     try:
         config = controller_config.load(path)

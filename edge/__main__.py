@@ -5,12 +5,13 @@ else in `edge` builds an adapter. Start order makes the edge fail-static: the ca
 map (its leases verified, expired routes left out) is applied (tunnel and kernel
 routes) before the controller is contacted. The control loop also withdraws routes
 whose lease runs out, checked every 30 s with the wall clock.
-Around the data path: the status socket, Prometheus metrics on `metrics` (edge.metrics,
+Around the data path: the admin socket (status, explain, ping: edge.pinger waits on the
+core's probe answers), Prometheus metrics on `metrics` (edge.metrics,
 read from the core's counters at scrape time; an address that cannot be bound is logged
 and the edge runs on without), rate-limited debug lines for dropped packets
 (edge.droplog) and the log format (`log_format`).
 SIGTERM/SIGINT stop it cleanly: closing the TUN makes the kernel drop its routes,
-and the admin socket file is removed. Exit codes: 0 stopped, 1 error, 2 usage.
+and the admin socket file is removed. Exit codes: 0 stopped, 1 error (usage errors too).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from edge.applier import MapApplier
 from edge.control import ControlLoop
 from edge.dataplane import Dataplane
 from edge.droplog import DropLog
+from edge.explain import EdgeExplain
 from edge.mapcache import MapCache
 from edge.metrics import EdgeMetrics
+from edge.pinger import Pinger
 from edge.ports import RouteError
 from edge.routes import KernelRoutes, Sysctl
 from edge.tun import Tun, TunError
@@ -58,7 +61,7 @@ def main(argv: list[str]) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
-        return 0 if e.code == 0 else 2
+        return 0 if e.code in (0, None) else 1
     path = Path(args.config)
     try:
         cfg = edge_config.load(path)
@@ -173,7 +176,24 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             controller=control.view,
             routes=routes,
         )
-        admin = AdminServer(cfg.admin_socket, status.build)
+        explainer = EdgeExplain(
+            tunnel=tunnel,
+            route_map=lambda: applier.route_map,
+            advertised=cfg.routes,
+            controller=control.view,
+            controller_key=cfg.controller_public_key,
+            routes=routes,
+            tun_mtu=cfg.tun.mtu,
+        )
+        pinger = Pinger(
+            tunnel=tunnel, route_map=lambda: applier.route_map, flush=dataplane.after_input
+        )
+        dataplane.on_event = pinger.on_event
+        admin = AdminServer(
+            cfg.admin_socket,
+            status.build,
+            {"explain": explainer.handle, "ping": pinger.handle},
+        )
         try:
             await admin.start()
         except AdminError as e:

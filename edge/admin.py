@@ -1,8 +1,10 @@
-"""The admin socket: a unix socket that answers "status\\n" with the status JSON.
+"""The admin socket: a unix socket that answers one-line requests with one JSON object.
 
 Owns the status JSON (docs/design.md, "Edge status JSON") and the socket's lifecycle:
 mode 0600, a stale socket file removed at start and the file removed on exit. One
-request per connection: read one line, reply, close. Reads the kernel routes at
+request per connection: read one line "VERB [ARGUMENT]", reply, close. "status" is always
+served; other verbs come as extra handlers (an async function of the argument returning the
+reply object; a reply with an "error" key is a refusal the client shows). Reads the kernel routes at
 request time so "installed" is the truth, not what we believe.
 """
 
@@ -16,7 +18,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +113,21 @@ def _age(age: float | None) -> float | None:
     return None if age is None else round(max(0.0, age), 1)
 
 
+Handler = Callable[[str], Awaitable[dict[str, Any]]]
+
+
 class AdminServer:
     """The unix socket server; `start` then `close`."""
 
-    def __init__(self, path: Path, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        status: Callable[[], dict[str, Any]],
+        handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
         self.path = path
         self._status = status
+        self._handlers = dict(handlers or {})
         self._server: asyncio.Server | None = None
         self._owned = False
 
@@ -157,11 +168,16 @@ class AdminServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-            command = line[:MAX_REQUEST].strip().decode("ascii", "replace")
-            if command == "status":
+            request = line[:MAX_REQUEST].strip().decode("ascii", "replace")
+            verb, _, argument = request.partition(" ")
+            handler = self._handlers.get(verb)
+            if verb == "status":
                 reply: dict[str, Any] = self._status()
+            elif handler is not None:
+                reply = await handler(argument.strip())
             else:
-                reply = {"error": f"unknown command {command!r}; allowed: status"}
+                allowed = ", ".join(sorted({"status", *self._handlers}))
+                reply = {"error": f"unknown command {verb!r}; allowed: {allowed}"}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, OSError, ValueError):

@@ -35,15 +35,34 @@ class TunDevice(Protocol):
         """The interface name the kernel gave the device."""
         ...
 
+    @property
+    def vnet_hdr(self) -> bool:
+        """True when every read and write starts with a virtio-net header (edge.offload):
+        reads may then be TCP super-packets, and writes may be coalesced ones."""
+        ...
+
+    @property
+    def udp_gso(self) -> bool:
+        """True when, with `vnet_hdr`, the kernel takes UDP super-packets (GSO_UDP_L4) in
+        writes; reads never hold one."""
+        ...
+
+    @property
+    def mtu(self) -> int:
+        """The device's MTU now: no packet the shell seals is longer (a super-packet read
+        with `vnet_hdr` is cut into segments of at most this)."""
+        ...
+
     def fileno(self) -> int:
         """The nonblocking file descriptor to watch for readability."""
         ...
 
     def readinto(self, buf: memoryview) -> int:
-        """Read one packet into `buf`, return its length; BlockingIOError when none is queued."""
+        """Read one packet (after its virtio-net header when `vnet_hdr`) into `buf`, return
+        its length; BlockingIOError when none is queued."""
         ...
 
-    def write(self, packet: bytes | memoryview) -> int:
+    def write(self, packet: bytes | bytearray | memoryview) -> int:
         """Hand one IP packet to the kernel; raises OSError when the kernel refuses it."""
         ...
 
@@ -87,8 +106,20 @@ class DatagramSocket(Protocol):
         """Receive one datagram into `buf` as (length, sender); None when no more is ready now."""
         ...
 
-    def send(self, datagram: bytes, addr: SockAddr) -> bool:
+    def send(self, datagram: bytes | memoryview, addr: SockAddr) -> bool:
         """Send one datagram to `addr`; False when the kernel refused it."""
+        ...
+
+    def recv_segments_into(self, buf: memoryview) -> tuple[int, SockAddr, int] | None:
+        """Receive into `buf` as (length, sender, segment size): `length` bytes of datagrams
+        from one sender, each `segment size` bytes but the last (UDP GRO coalesces a run
+        of them); None when no more is ready now."""
+        ...
+
+    def send_segments(self, buf: memoryview, segment: int, addr: SockAddr) -> bool:
+        """Send buf as datagrams of `segment` bytes (the last may be shorter) to `addr`, in
+        one call where the kernel can (UDP GSO); False when the kernel refused them. Each
+        datagram leaves as its own UDP datagram: never a larger or fragmented one."""
         ...
 
     def close(self) -> None:

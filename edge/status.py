@@ -1,8 +1,19 @@
-"""`isthmus status [--json] [--config EDGE_FILE | --socket PATH]`: show a running edge.
+"""`isthmus status` and `isthmus explain IP`: show a running edge, from its admin socket.
+
+    isthmus status [--json] [--config EDGE_FILE | --socket PATH]
+    isthmus explain IP [--json] [--config EDGE_FILE | --socket PATH]
 
 Owns the client side of the admin socket and the human-readable rendering (in the
-manner of `wg show`). It only reads: connect, send "status\\n", read JSON until EOF.
-Exit codes: 0 shown, 1 the edge is not running or replied nonsense, 2 usage.
+manner of `wg show`). It only reads: connect, send one request line ("status" or
+"explain IP"), read JSON until EOF.
+Exit codes: 0 ok; 1 error (the edge is not running or replied nonsense, a bad config file,
+a usage error, an address that is not one IP address); 2 degraded:
+- status: the controller is disconnected, a route of another edge is not installed on the
+  TUN, or a peer that owns a route has neither a session nor an endpoint (no handshake can
+  start). A peer without a session alone is healthy: sessions are made on demand (the
+  first packet starts a handshake) and end after 180 s idle, as in WireGuard;
+- explain: the explanation lists a problem (edge.explain says which).
+Colour (clikit) marks states only on a terminal.
 """
 
 from __future__ import annotations
@@ -11,9 +22,12 @@ import argparse
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from isthmus import clikit
+from isthmus.clikit import Style, paint
 from isthmus.configfile import ConfigError
 
 DEFAULT_SOCKET = Path("/var/lib/isthmus/admin.sock")
@@ -30,6 +44,19 @@ def fetch(path: Path, timeout: float = TIMEOUT) -> dict[str, Any]:
     Raises:
         StatusError: no edge is running there, or it replied something else than JSON.
     """
+    reply = request(path, "status", timeout)
+    if "edge" not in reply:
+        raise StatusError(f"the edge on {path} replied: {reply!r}")
+    return reply
+
+
+def request(path: Path, line: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Send one request line ("VERB [ARGUMENT]") to the edge's admin socket at `path` and
+    return its JSON reply object (which may hold an "error" key: the edge refused).
+
+    Raises:
+        StatusError: no edge is running there, or it replied something else than a JSON object.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -42,7 +69,7 @@ def fetch(path: Path, timeout: float = TIMEOUT) -> dict[str, Any]:
             ) from None
         except PermissionError:
             raise StatusError(f"permission denied on {path}; run as root") from None
-        sock.sendall(b"status\n")
+        sock.sendall(line.encode("ascii") + b"\n")
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -54,7 +81,7 @@ def fetch(path: Path, timeout: float = TIMEOUT) -> dict[str, Any]:
         reply = json.loads(b"".join(chunks))
     except ValueError:
         raise StatusError(f"the edge on {path} replied something that is not JSON") from None
-    if not isinstance(reply, dict) or "edge" not in reply:
+    if not isinstance(reply, dict):
         raise StatusError(f"the edge on {path} replied: {reply!r}")
     return reply
 
@@ -83,10 +110,36 @@ def _age(seconds: float | None) -> str:
     return "no session" if seconds is None else f"{int(seconds)} seconds"
 
 
-def render(status: dict[str, Any]) -> str:
-    """The status as indented text, in the manner of `wg show`."""
+def problems(status: dict[str, Any]) -> list[str]:
+    """Why the status is degraded (exit 2), in plain words; empty when healthy."""
+    found = []
     ctl = status.get("controller", {})
-    state = "connected" if ctl.get("connected") else "disconnected"
+    if not ctl.get("connected"):
+        why = f": {ctl['last_error']}" if ctl.get("last_error") else ""
+        found.append(f"the controller {ctl.get('address')} is disconnected{why}")
+    routes = status.get("routes", [])
+    found += [
+        f"route {r['route']} via {r['edge']} is not installed on the TUN"
+        for r in routes
+        if not r.get("installed")
+    ]
+    owners = {r["edge"] for r in routes}
+    found += [
+        f"peer {p['name']} owns routes and has neither a session nor an endpoint"
+        for p in status.get("peers", [])
+        if p["name"] in owners and p.get("session_age_seconds") is None and not p.get("endpoint")
+    ]
+    return found
+
+
+def render(status: dict[str, Any], colour: bool = False) -> str:
+    """The status as indented text, in the manner of `wg show`; `colour` marks states."""
+    ctl = status.get("controller", {})
+    state = (
+        paint("connected", "good", colour)
+        if ctl.get("connected")
+        else paint("disconnected", "bad", colour)
+    )
     lines = [
         f"edge: {status['edge']}",
         f"  public key: {status.get('public_key')}",
@@ -100,15 +153,16 @@ def render(status: dict[str, Any]) -> str:
     if "applied_version" in ctl:
         lines.append(f"  applied version: {ctl['applied_version']}")
     if ctl.get("last_error"):
-        lines.append(f"  last error: {ctl['last_error']}")
+        lines.append(f"  last error: {paint(ctl['last_error'], 'bad', colour)}")
     for p in status.get("peers", []):
+        age = p.get("session_age_seconds")
         lines += [
             "",
             f"peer: {p['name']}",
             f"  endpoint: {p.get('endpoint') or '(none)'}",
             f"  latest handshake: {_ago(p.get('last_handshake_seconds_ago'))}"
             f" ({p.get('handshakes', 0)} in all)",
-            f"  session age: {_age(p.get('session_age_seconds'))}",
+            f"  session age: {paint(_age(age), 'warn' if age is None else None, colour)}",
             f"  last authenticated packet: {_ago(p.get('last_rx_seconds_ago'))}",
             f"  transfer: {p['rx_packets']} packets ({_bytes(p['rx_bytes'])}) received, "
             f"{p['tx_packets']} packets ({_bytes(p['tx_bytes'])}) sent",
@@ -117,11 +171,100 @@ def render(status: dict[str, Any]) -> str:
     lines += ["", "routes:" if routes else "routes: (none)"]
     width = max((len(r["route"]) for r in routes), default=0)
     for r in routes:
-        mark = "installed" if r.get("installed") else "NOT installed"
+        mark = (
+            paint("installed", "good", colour)
+            if r.get("installed")
+            else paint("NOT installed", "bad", colour)
+        )
         lines.append(f"  {r['route']:<{width}}  via {r['edge']}  {mark}")
     drops = status.get("drops", {})
     lines += ["", "drops:"]
     lines += [f"  {reason}: {count}" for reason, count in drops.items()]
+    found = problems(status)
+    if found:
+        lines += ["", paint("problems:", "bad", colour)]
+        lines += [f"  {text}" for text in found]
+    return "\n".join(lines) + "\n"
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def render_explain(doc: dict[str, Any], colour: bool = False) -> str:
+    """The explanation as indented text; `colour` marks the verdict and states."""
+    verdict = doc["verdict"]
+    style: Style = "warn" if verdict == "no_route" else "good"
+    lines = [
+        f"address: {doc['address']}",
+        f"  edge: {doc.get('edge_self')} (this one)",
+        f"  verdict: {paint(verdict, style, colour)}: {doc.get('detail', '')}",
+    ]
+    route = doc.get("route")
+    if route is not None:
+        match = route["match"]
+        lines.append(f"  route: {match['route']} via {match['edge']} (longest prefix match)")
+        lines += [f"  also holding it: {r['route']} via {r['edge']}" for r in route["containing"]]
+    edge = doc.get("edge")
+    if edge is not None:
+        lines += [
+            f"  owning edge: {edge['name']}",
+            f"    public key: {edge['public_key']}",
+            f"    endpoints: {', '.join(edge['endpoints']) or '(none)'}",
+        ]
+        if edge.get("endpoint_in_use"):
+            lines.append(f"    endpoint in use: {edge['endpoint_in_use']}")
+    lease = doc.get("lease")
+    if lease is not None:
+        check = (
+            paint("verified", "good", colour)
+            if lease["verified"]
+            else paint("NOT verified", "bad", colour)
+        )
+        lines.append(
+            f"  lease: version {lease['version']}, expires {_utc(lease['expires_at'])} "
+            f"(in {int(lease['expires_in_seconds'])} s), {check}"
+        )
+    mtu = doc.get("mtu", {})
+    outer = f", outer packets up to {mtu['outer']} bytes" if mtu.get("outer") else ""
+    lines.append(f"  mtu: {mtu.get('tun')} (TUN = largest inner packet){outer}")
+    installed = doc.get("installed")
+    if installed is not None:
+        mark = (
+            paint("installed", "good", colour)
+            if installed
+            else paint("NOT installed", "bad", colour)
+        )
+        lines.append(f"  kernel route on the TUN: {mark}")
+    health = doc.get("health", {})
+    ctl = health.get("controller", {})
+    state = (
+        paint("connected", "good", colour)
+        if ctl.get("connected")
+        else paint("disconnected", "bad", colour)
+    )
+    lines.append("  health:")
+    session = health.get("session")
+    if session is not None:
+        if session["established"]:
+            text = paint("established", "good", colour) + f", age {int(session['age_seconds'])} s"
+        else:
+            text = paint("none", "warn", colour) + " (made on demand: the first packet starts one)"
+        lines += [
+            f"    session: {text}",
+            f"    last authenticated packet: {_ago(session['last_rx_seconds_ago'])}",
+        ]
+    lines += [
+        f"    controller: {ctl.get('address')} ({state})",
+        f"    map version: {health.get('map_version')}",
+    ]
+    lines += [f"  note: {text}" for text in doc.get("notes", [])]
+    found = doc.get("problems", [])
+    if found:
+        lines.append(paint("problems:", "bad", colour))
+        lines += [f"  {text}" for text in found]
+    else:
+        lines.append("problems: none")
     return "\n".join(lines) + "\n"
 
 
@@ -135,28 +278,66 @@ def _socket_path(args: argparse.Namespace) -> Path:
     return DEFAULT_SOCKET
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="isthmus status", description="Show a running edge's status."
-    )
-    parser.add_argument("--json", action="store_true", help="print the status JSON")
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = clikit.parser(prog, description)
+    parser.add_argument("--json", action="store_true", help="print the JSON document")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--config", metavar="EDGE_FILE", help="the edge's config file")
     where.add_argument("--socket", metavar="PATH", help=f"default {DEFAULT_SOCKET}")
+    return parser
+
+
+def _ask(prog: str, args: argparse.Namespace, line: str) -> dict[str, Any] | int:
+    """The edge's reply to `line`, or exit code 1 after printing why not."""
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return 0 if e.code == 0 else 2
-    try:
-        status = fetch(_socket_path(args))
+        reply = request(_socket_path(args), line)
     except ConfigError as e:
-        print(f"isthmus status: {args.config}: {e}", file=sys.stderr)
-        return 1
+        return clikit.fail(prog, f"{args.config}: {e}")
     except StatusError as e:
-        print(f"isthmus status: {e}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(status, indent=2))
-    else:
-        print(render(status), end="")
-    return 0
+        return clikit.fail(prog, str(e))
+    if "error" in reply:
+        return clikit.fail(prog, f"the edge refused: {reply['error']}")
+    return reply
+
+
+def main(argv: list[str]) -> int:
+    """`isthmus status [--json] [--config F | --socket P]`: 0 ok, 1 error, 2 degraded."""
+    prog = "isthmus status"
+    args = clikit.parse(_parser(prog, "Show a running edge's status."), argv)
+    if isinstance(args, int):
+        return args
+    status = _ask(prog, args, "status")
+    if isinstance(status, int):
+        return status
+    if "edge" not in status:
+        return clikit.fail(prog, f"the edge replied: {status!r}")
+    colour = not args.json and clikit.wants_colour(sys.stdout)
+    clikit.emit(status, args.json, "" if args.json else render(status, colour))
+    return clikit.exit_code(problems(status))
+
+
+def explain_main(argv: list[str]) -> int:
+    """`isthmus explain IP [--json] [--config F | --socket P]`: 0 ok, 1 error, 2 degraded."""
+    from edge.explain import AddressError, parse_address
+
+    prog = "isthmus explain"
+    parser = _parser(
+        prog,
+        "Which route, edge, lease, MTU and health apply to an address, from the edge's tables.",
+    )
+    parser.add_argument("address", metavar="IP", help="an IPv4 or IPv6 address")
+    args = clikit.parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    try:
+        address = parse_address(args.address)
+    except AddressError as e:
+        return clikit.usage_error(prog, f"IP: {e}")
+    doc = _ask(prog, args, f"explain {address}")
+    if isinstance(doc, int):
+        return doc
+    if "verdict" not in doc:
+        return clikit.fail(prog, f"the edge replied: {doc!r}")
+    colour = not args.json and clikit.wants_colour(sys.stdout)
+    clikit.emit(doc, args.json, "" if args.json else render_explain(doc, colour))
+    return clikit.exit_code(list(doc.get("problems", [])))

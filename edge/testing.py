@@ -22,11 +22,24 @@ from isthmus.routemap import Network, RouteMap
 
 
 class FakeTun:
-    """A TUN device: `inbound` packets are read by the shell, `written` ones it wrote."""
+    """A TUN device: `inbound` packets are read by the shell, `written` ones it wrote.
 
-    def __init__(self, name: str = "isthmus0", fd: int = -1) -> None:
+    With `vnet_hdr`, `inbound` and `written` hold what crosses a TUN opened with a
+    virtio-net header: the 10-byte header, then the packet (edge.offload)."""
+
+    def __init__(
+        self,
+        name: str = "isthmus0",
+        fd: int = -1,
+        vnet_hdr: bool = False,
+        mtu: int = 1420,
+        udp_gso: bool = False,
+    ) -> None:
         self._name = name
         self._fd = fd
+        self._vnet_hdr = vnet_hdr
+        self._udp_gso = udp_gso
+        self.mtu = mtu
         self.inbound: deque[bytes] = deque()
         self.written: list[bytes] = []
         self.refuse_writes = False
@@ -35,6 +48,14 @@ class FakeTun:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def vnet_hdr(self) -> bool:
+        return self._vnet_hdr
+
+    @property
+    def udp_gso(self) -> bool:
+        return self._udp_gso
 
     def fileno(self) -> int:
         return self._fd
@@ -46,7 +67,7 @@ class FakeTun:
         buf[: len(packet)] = packet
         return len(packet)
 
-    def write(self, packet: bytes | memoryview) -> int:
+    def write(self, packet: bytes | bytearray | memoryview) -> int:
         if self.refuse_writes:
             raise OSError(errno.EINVAL, "refused")
         self.written.append(bytes(packet))
@@ -94,12 +115,22 @@ class FakeForwarding:
 
 
 class FakeDatagramSocket:
-    """A UDP socket: `inbound` (datagram, sender) pairs are received, `sent` ones were sent."""
+    """A UDP socket: `inbound` (datagram, sender) pairs are received, `sent` ones were sent.
+
+    `send_segments` records each datagram of the run on its own in `sent` and counts the
+    call in `segment_sends`. `recv_segments_into` receives one datagram per call, or with
+    `gro` what the kernel's UDP GRO would hand over in one read: the next datagrams from
+    one sender while they have the first one's size, plus one shorter one that ends the
+    run, at most GRO_SEGMENTS of them."""
+
+    GRO_SEGMENTS = 64
 
     def __init__(self, fd: int = -1) -> None:
         self._fd = fd
         self.inbound: deque[tuple[bytes, SockAddr]] = deque()
         self.sent: list[tuple[bytes, SockAddr]] = []
+        self.segment_sends = 0
+        self.gro = False
         self.refuse_sends = False
         self.closed = False
 
@@ -113,10 +144,37 @@ class FakeDatagramSocket:
         buf[: len(datagram)] = datagram
         return len(datagram), addr
 
-    def send(self, datagram: bytes, addr: SockAddr) -> bool:
+    def send(self, datagram: bytes | memoryview, addr: SockAddr) -> bool:
         if self.refuse_sends:
             return False
         self.sent.append((bytes(datagram), addr))
+        return True
+
+    def recv_segments_into(self, buf: memoryview) -> tuple[int, SockAddr, int] | None:
+        got = self.recv_into(buf)
+        if got is None:
+            return None
+        n, addr = got
+        segment, count = n, 1
+        while self.gro and self.inbound and count < self.GRO_SEGMENTS:
+            datagram, sender = self.inbound[0]
+            size = len(datagram)
+            if sender != addr or size > segment or n + size > len(buf):
+                break
+            self.inbound.popleft()
+            buf[n : n + size] = datagram
+            n += size
+            count += 1
+            if size < segment:
+                break
+        return n, addr, segment
+
+    def send_segments(self, buf: memoryview, segment: int, addr: SockAddr) -> bool:
+        if self.refuse_sends:
+            return False
+        self.segment_sends += 1
+        for start in range(0, len(buf), segment):
+            self.sent.append((bytes(buf[start : start + segment]), addr))
         return True
 
     def close(self) -> None:

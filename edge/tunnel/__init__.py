@@ -10,10 +10,12 @@ from edge.tunnel.events import (
     EndpointChanged,
     HandshakeCompleted,
     HandshakeFailed,
+    ProbeAnswered,
     SessionExpired,
     TunnelEvent,
 )
 from edge.tunnel.forwarding import Identity
+from edge.tunnel.probe import ProbeError
 from edge.tunnel.session import Role
 from edge.tunnel.timers import Timers
 from edge.tunnel.tunnel import PeerView, Tunnel
@@ -28,6 +30,8 @@ __all__ = [
     "Identity",
     "MalformedPacket",
     "PeerView",
+    "ProbeAnswered",
+    "ProbeError",
     "Role",
     "SessionExpired",
     "Timers",

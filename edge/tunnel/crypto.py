@@ -14,18 +14,30 @@ memoryview box and a copy of the result buffer; `seal_portable`/`open_portable` 
 the public `nacl.bindings`. `FAST` says which one `seal`/`open_` are; when the private
 handle is missing (a future PyNaCl), they are the portable ones. A test checks that both
 agree byte for byte.
+
+In-place forms for the shell's preallocated buffers (no allocation per packet):
+`seal_in_place(key, counter, buf, at, size)` seals the `size` plaintext bytes at
+buf[at + 16:] into tag || ciphertext at buf[at:]; `open_in_place(key, counter, buf, at,
+size)` opens the box of `size` bytes at buf[at:] and leaves the plaintext at buf[at + 16:],
+returning its length, or -1 when the box does not authenticate (the buffer's bytes there are
+then undefined). `seal_run_in_place(key, counter, buf, at, stride, sizes)` seals a run: the
+i-th plaintext of sizes[i] bytes at buf[at + i * stride + 16:] with counter + i, as
+`seal_in_place` would one by one. All exist on the portable path too (with copies).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import nacl.bindings as sodium
 from nacl.exceptions import CryptoError
 
-from edge.tunnel.wire import BOX_TAG_LEN, MAX_COUNTER, data_nonce
+from edge.tunnel.wire import BOX_TAG_LEN, MAX_COUNTER, NONCE_LEN, data_nonce
 
 KEY_LEN = 32
+_NONCE = struct.Struct("<Q16x")  # wire.data_nonce's layout, packed in place
 Box = bytes | bytearray | memoryview
 
 
@@ -48,7 +60,42 @@ def open_portable(key: bytes, counter: int, box: Box) -> bytes | None:
     return result
 
 
-def _fast() -> tuple[Callable[[bytes, int, Box], bytes], Callable[[bytes, int, Box], bytes | None]]:
+def seal_in_place_portable(key: bytes, counter: int, buf: bytearray, at: int, size: int) -> None:
+    """Seal buf[at + 16 : at + 16 + size] into buf[at : at + 16 + size] (see the module)."""
+    buf[at : at + BOX_TAG_LEN + size] = seal_portable(
+        key, counter, bytes(buf[at + BOX_TAG_LEN : at + BOX_TAG_LEN + size])
+    )
+
+
+def open_in_place_portable(key: bytes, counter: int, buf: bytearray, at: int, size: int) -> int:
+    """Open the box buf[at : at + size]; the plaintext length, or -1 (see the module)."""
+    plain = open_portable(key, counter, bytes(buf[at : at + size]))
+    if plain is None:
+        return -1
+    buf[at + BOX_TAG_LEN : at + BOX_TAG_LEN + len(plain)] = plain
+    return len(plain)
+
+
+def seal_run_in_place_portable(
+    key: bytes, counter: int, buf: bytearray, at: int, stride: int, sizes: Sequence[int]
+) -> None:
+    """Seal a run of plaintexts (see the module)."""
+    for i, size in enumerate(sizes):
+        seal_in_place_portable(key, counter + i, buf, at + i * stride, size)
+
+
+SealInPlace = Callable[[bytes, int, bytearray, int, int], None]
+OpenInPlace = Callable[[bytes, int, bytearray, int, int], int]
+SealRunInPlace = Callable[[bytes, int, bytearray, int, int, Sequence[int]], None]
+
+
+def _fast() -> tuple[
+    Callable[[bytes, int, Box], bytes],
+    Callable[[bytes, int, Box], bytes | None],
+    SealInPlace,
+    OpenInPlace,
+    SealRunInPlace,
+]:
     from nacl._sodium import ffi, lib
 
     c_seal = lib.crypto_secretbox_easy
@@ -92,12 +139,91 @@ def _fast() -> tuple[Callable[[bytes, int, Box], bytes], Callable[[bytes, int, B
         result: bytes = buffer(out, size)[:]
         return result
 
-    return seal, open_
+    nonce_struct = _NONCE
+    nonce = bytearray(NONCE_LEN)
+    c_nonce = from_buffer(nonce)
+    pack_nonce = nonce_struct.pack_into
+    # The cdata of the last few buffers seen (the shell reuses its TX and RX buffers and
+    # the core its scratch buffers), which saves a from_buffer per packet. A cdata holds
+    # its bytearray exported (it cannot be resized, so it never moves) and alive (so its
+    # id is not reused while it is cached); the cache is emptied when it holds too many.
+    cache: dict[int, Any] = {}
+
+    def _pointer(buf: bytearray) -> Any:
+        pointer = cache.get(id(buf))
+        if pointer is None:
+            if len(cache) >= 8:
+                cache.clear()
+            pointer = cache[id(buf)] = from_buffer(buf)
+        return pointer
+
+    def seal_in_place(key: bytes, counter: int, buf: bytearray, at: int, size: int) -> None:
+        """Seal buf[at + 16 : at + 16 + size] into buf[at : at + 16 + size].
+
+        Raises:
+            ValueError: a bad key, counter or range (caller bugs).
+        """
+        if len(key) != KEY_LEN or not 0 <= counter <= MAX_COUNTER:
+            raise ValueError(f"a session key is {KEY_LEN} bytes and the counter a uint64")
+        if at < 0 or size < 0 or at + BOX_TAG_LEN + size > len(buf):
+            raise ValueError(f"a box of {size} bytes at {at} does not fit the buffer")
+        pack_nonce(nonce, 0, counter)
+        base = _pointer(buf)
+        c_seal(base + at, base + at + BOX_TAG_LEN, size, c_nonce, key)
+
+    def open_in_place(key: bytes, counter: int, buf: bytearray, at: int, size: int) -> int:
+        """Open the box buf[at : at + size]; the plaintext length at buf[at + 16:], or -1."""
+        if (
+            len(key) != KEY_LEN
+            or not 0 <= counter <= MAX_COUNTER
+            or size < BOX_TAG_LEN
+            or at < 0
+            or at + size > len(buf)
+        ):
+            return -1
+        pack_nonce(nonce, 0, counter)
+        base = _pointer(buf)
+        if c_open(base + at + BOX_TAG_LEN, base + at, size, c_nonce, key) != 0:
+            return -1
+        return size - BOX_TAG_LEN
+
+    def seal_run_in_place(
+        key: bytes, counter: int, buf: bytearray, at: int, stride: int, sizes: Sequence[int]
+    ) -> None:
+        """Seal a run: sizes[i] bytes at buf[at + i * stride + 16:] with counter + i.
+
+        Raises:
+            ValueError: a bad key, counter or range (caller bugs).
+        """
+        count = len(sizes)
+        if len(key) != KEY_LEN or not 0 <= counter <= MAX_COUNTER - count:
+            raise ValueError(f"a session key is {KEY_LEN} bytes and the counter a uint64")
+        if count and (
+            at < 0
+            or stride < 0
+            or min(sizes) < 0
+            or at + (count - 1) * stride + BOX_TAG_LEN + sizes[-1] > len(buf)
+            or max(sizes) > stride - BOX_TAG_LEN
+        ):
+            raise ValueError(f"a run of {count} boxes at {at} does not fit the buffer")
+        base = _pointer(buf) + at
+        for size in sizes:
+            pack_nonce(nonce, 0, counter)
+            c_seal(base, base + BOX_TAG_LEN, size, c_nonce, key)
+            counter += 1
+            base += stride
+
+    return seal, open_, seal_in_place, open_in_place, seal_run_in_place
 
 
+seal_in_place: SealInPlace
+open_in_place: OpenInPlace
+seal_run_in_place: SealRunInPlace
 try:
-    seal, open_ = _fast()
+    seal, open_, seal_in_place, open_in_place, seal_run_in_place = _fast()
     FAST = True
 except (ImportError, AttributeError):  # pragma: no cover - PyNaCl changed its internals
     seal, open_ = seal_portable, open_portable
+    seal_in_place, open_in_place = seal_in_place_portable, open_in_place_portable
+    seal_run_in_place = seal_run_in_place_portable
     FAST = False

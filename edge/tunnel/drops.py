@@ -25,6 +25,7 @@ class DropReason(enum.Enum):
     EXPIRED_SESSION = "expired_session"  # data on a session older than REJECT_AFTER_TIME
     NO_SESSION = "no_session"  # a queued packet dropped: queue full, handshake gave up, peer gone
     NOT_IP = "not_ip"  # the inner packet is not a well-formed IPv4/IPv6 packet
+    BAD_PROBE = "bad_probe"  # a malformed probe, or a reply to no probe of ours in flight
     SEND_FAILED = "send_failed"  # the shell could not send the datagram (counted by the shell)
 
 

@@ -1,8 +1,8 @@
 """What happened inside the tunnel that the shell may log or act on.
 
 Owns the event types `Tunnel.next_event()` returns, oldest first. Events are facts about
-peers (by name), never per packet, and carry no key material. Consumers dispatch with
-`match`.
+peers (by name), never per data packet (a ProbeAnswered answers one probe an operator
+sent), and carry no key material. Consumers dispatch with `match`.
 """
 
 from __future__ import annotations
@@ -43,4 +43,18 @@ class HandshakeFailed:
     peer: str
 
 
-TunnelEvent = HandshakeCompleted | SessionExpired | EndpointChanged | HandshakeFailed
+@dataclass(frozen=True, slots=True)
+class ProbeAnswered:
+    """`peer` answered our probe `probe_id` (edge.tunnel.probe) from `endpoint` after `rtt`
+    seconds; `new_session`: the probe waited for a handshake, which the rtt includes."""
+
+    peer: str
+    probe_id: bytes
+    rtt: float
+    endpoint: tuple[str, int]
+    new_session: bool
+
+
+TunnelEvent = (
+    HandshakeCompleted | SessionExpired | EndpointChanged | HandshakeFailed | ProbeAnswered
+)

@@ -12,14 +12,17 @@ Rules:
   old session serves until the new one is in place.
 - Every initiation has a fresh ephemeral key, a fresh index and a TAI64N timestamp newer
   than any this Tunnel sent before (the wall clock may stand still or step back).
-- Hot path: one LPM lookup, one seal, one pack; no allocation beyond the datagram.
+- Hot path (`seal_in_place`): one LPM lookup, one seal in the caller's buffer, one header
+  packed in place; no allocation. `packet` is the same path through a scratch buffer.
+  `seal_run_in_place` takes the segments of one super-packet: one lookup and one session
+  decision for the run, then a seal and a header per segment, each with its own counter.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from edge.tunnel import crypto, handshake, ippacket, wire
@@ -33,6 +36,10 @@ from edge.tunnel.session import Session
 from edge.tunnel.timers import Timers
 
 _MAX_PLAINTEXT: Final = wire.MAX_PLAINTEXT
+_OVERHEAD: Final = wire.OVERHEAD
+_HEADER: Final = wire.DATA_HEADER_LEN
+_TYPE_DATA: Final = wire.TYPE_DATA
+_pack_header: Final = struct.Struct("<IIQ").pack_into  # wire's data header, in place
 _NOT_IP: Final = DropReason.NOT_IP
 _NO_ROUTE: Final = DropReason.NO_ROUTE
 _NO_SESSION: Final = DropReason.NO_SESSION
@@ -54,6 +61,7 @@ class Sender:
         "_last_timestamp",
         "_out",
         "_random",
+        "_scratch",
         "_static",
         "_timers",
         "_wall_clock",
@@ -82,14 +90,32 @@ class Sender:
         self._wall_clock = wall_clock
         self._timers = timers
         self._last_timestamp = bytes(12)
+        self._scratch = bytearray(wire.MAX_DATAGRAM)
 
     # -- data: the hot path ------------------------------------------------------------
 
     def packet(self, packet: Buffer, now: float) -> Datagram | None:
         """A packet from the TUN: (datagram, endpoint) to send now, or None (queued or
         dropped and counted: not_ip, no_route, no_session). Never raises."""
+        size = len(packet)
+        if size > _MAX_PLAINTEXT:
+            self._drops.add(_NOT_IP)
+            return None
+        scratch = self._scratch
+        scratch[_OVERHEAD : _OVERHEAD + size] = packet
+        endpoint = self.seal_in_place(scratch, 0, size, now)
+        if endpoint is None:
+            return None
+        return bytes(scratch[: _OVERHEAD + size]), endpoint
+
+    def seal_in_place(self, buf: bytearray, at: int, size: int, now: float) -> Sockaddr | None:
+        """The packet buf[at + OVERHEAD : at + OVERHEAD + size] from the TUN: seal it into
+        the datagram buf[at : at + OVERHEAD + size] and return its endpoint, or None (queued
+        or dropped and counted, as `packet`). Never raises for any packet bytes."""
+        start = at + _OVERHEAD
+        packet = memoryview(buf)[start : start + size]
         parsed = ippacket.parse(packet)
-        if parsed is None or len(packet) > _MAX_PLAINTEXT:
+        if parsed is None or size > _MAX_PLAINTEXT:
             self._drops.add(_NOT_IP)
             return None
         peer = self.table.routes.lookup(parsed[2])
@@ -108,9 +134,10 @@ class Sender:
         ):
             counter = session.send_counter
             session.send_counter = counter + 1
-            box = crypto.seal(session.send_key, counter, packet)
+            crypto.seal_in_place(session.send_key, counter, buf, at + _HEADER, size)
+            _pack_header(buf, at, _TYPE_DATA, session.remote_index, counter)
             peer.tx_packets += 1
-            peer.tx_bytes += len(packet)
+            peer.tx_bytes += size
             peer.last_sent = now
             peer.keepalive_at = None
             if peer.unanswered_since is None:
@@ -119,9 +146,63 @@ class Sender:
                 now >= session.rekey_at or counter >= session.rekey_messages
             ):
                 self.start(peer, now)
-            return wire.pack_data(session.remote_index, counter, box), endpoint
+            return endpoint
         if peer.enqueue(bytes(packet)):
             self._drops.add(_NO_SESSION)
+        self.start(peer, now)
+        return None
+
+    def seal_run_in_place(
+        self, buf: bytearray, at: int, stride: int, sizes: Sequence[int], now: float
+    ) -> Sockaddr | None:
+        """A run of packets from the TUN that share their IP header's addresses (the
+        segments of one super-packet): packet i is buf[p + OVERHEAD : p + OVERHEAD +
+        sizes[i]] with p = at + i * stride. Seal each into its datagram at p, as
+        `seal_in_place` would one by one, and return their one endpoint; or None when none
+        was sealed (each queued or dropped and counted, as `seal_in_place`). The route and
+        session are decided once for the run: a session that cannot carry all of it
+        carries none, and the run waits for the next one. Never raises for any bytes."""
+        count = len(sizes)
+        if not count:
+            return None
+        first = at + _OVERHEAD
+        parsed = ippacket.parse(memoryview(buf)[first : first + sizes[0]])
+        if parsed is None or max(sizes) > _MAX_PLAINTEXT or stride < _OVERHEAD + max(sizes):
+            self._drops.add(_NOT_IP, count)
+            return None
+        peer = self.table.routes.lookup(parsed[2])
+        if peer is None or peer.endpoint is None:
+            self._drops.add(_NO_ROUTE, count)
+            return None
+        session = peer.current
+        if (
+            session is not None
+            and now < session.reject_at
+            and session.send_counter + count <= session.reject_messages
+        ):
+            counter = session.send_counter
+            session.send_counter = counter + count
+            crypto.seal_run_in_place(session.send_key, counter, buf, at + _HEADER, stride, sizes)
+            index = session.remote_index
+            pos = at
+            for i in range(count):
+                _pack_header(buf, pos, _TYPE_DATA, index, counter + i)
+                pos += stride
+            peer.tx_packets += count
+            peer.tx_bytes += sum(sizes)
+            peer.last_sent = now
+            peer.keepalive_at = None
+            if peer.unanswered_since is None:
+                peer.unanswered_since = now
+            if peer.pending is None and (
+                now >= session.rekey_at or counter + count - 1 >= session.rekey_messages
+            ):
+                self.start(peer, now)
+            return peer.endpoint
+        for i, size in enumerate(sizes):
+            start = at + i * stride + _OVERHEAD
+            if peer.enqueue(bytes(buf[start : start + size])):
+                self._drops.add(_NO_SESSION)
         self.start(peer, now)
         return None
 

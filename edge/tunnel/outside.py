@@ -9,7 +9,9 @@ Rules:
   REJECT_AFTER_TIME drops (expired_session); the replay window is checked (replay,
   too_old), then the box opened (decrypt_failed), and only then does the window advance.
   The inner source must lie in the sender's routes (bad_inner_source): this also refuses a
-  packet reflected back at us.
+  packet reflected back at us. A plaintext that is not IP and starts with a byte below
+  0x10 goes to the prober (edge.tunnel.probe: a probe, or bad_probe), after the same
+  session, replay and authentication checks.
 - An initiation is checked cheapest first and no DH is done before the size and mac1
   (malformed), the per-source token bucket (ratelimited) and, under load, a valid mac2
   (else a cookie reply to the source and ratelimited). Every failure creates no state.
@@ -17,12 +19,15 @@ Rules:
   peer's sessions.
 - Only an authenticated packet (data that opened, a response that opened, an initiation
   past decryption and freshness) moves a peer's endpoint to its source.
-- `datagram` never raises for any input bytes; it drops and counts.
+- `datagram` never raises for any input bytes; it drops and counts. The hot path is
+  `open_in_place` (the box opened in the caller's buffer, no allocation); `datagram` is
+  the same path through a scratch buffer.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -35,6 +40,7 @@ from edge.tunnel.handshake import StaticKeys
 from edge.tunnel.index import IndexTable
 from edge.tunnel.inside import Buffer, Datagram, Sender
 from edge.tunnel.peer import HandshakeInput, PeerState, Sockaddr
+from edge.tunnel.probe import FIRST_BYTE_LIMIT, Prober
 from edge.tunnel.ratelimit import LoadMeter, SourceRateLimiter
 from edge.tunnel.replay import Verdict
 from edge.tunnel.session import Role, Session
@@ -57,6 +63,14 @@ _EXPIRED: Final = DropReason.EXPIRED_SESSION
 _NOT_IP: Final = DropReason.NOT_IP
 _BAD_INNER_SOURCE: Final = DropReason.BAD_INNER_SOURCE
 _RATELIMITED: Final = DropReason.RATELIMITED
+_MAX_DATAGRAM: Final = wire.MAX_DATAGRAM
+_DATA_MIN_LEN: Final = wire.DATA_MIN_LEN
+_OVERHEAD: Final = wire.OVERHEAD
+_HEADER: Final = wire.DATA_HEADER_LEN
+_TYPE_DATA: Final = wire.TYPE_DATA
+_unpack_header: Final = struct.Struct("<IIQ").unpack_from  # wire's data header
+_open_in_place: Final = crypto.open_in_place
+_PROBE_FIRST_BYTE: Final = FIRST_BYTE_LIMIT
 
 
 class Receiver:
@@ -72,7 +86,9 @@ class Receiver:
         "_load",
         "_mac1_key",
         "_out",
+        "_probes",
         "_random",
+        "_scratch",
         "_sender",
         "_sessions",
         "_sources",
@@ -87,6 +103,7 @@ class Receiver:
         static: StaticKeys,
         index: IndexTable,
         sender: Sender,
+        probes: Prober,
         drops: DropCounters,
         out: list[Datagram],
         events: deque[TunnelEvent],
@@ -98,6 +115,7 @@ class Receiver:
         self._index = index
         self._sessions = index.sessions
         self._sender = sender
+        self._probes = probes
         self._drops = drops
         self._out = out
         self._events = events
@@ -109,32 +127,53 @@ class Receiver:
         self._limiter = SourceRateLimiter()
         self._load = LoadMeter()
         self._sources: dict[str, bytes] = {}
+        self._scratch = bytearray(wire.MAX_DATAGRAM)
 
     # -- data: the hot path --------------------------------------------------------------
 
     def datagram(self, datagram: Buffer, addr: Sockaddr, now: float) -> bytes | None:
         """A datagram from `addr`: the packet for the TUN, or None. Never raises."""
-        try:
-            index, counter, box = wire.unpack_data(datagram)
-        except wire.MalformedPacket:
-            self._handshake_message(datagram, addr, now)
+        size = len(datagram)
+        if size > _MAX_DATAGRAM:
+            self._handshake_message(datagram, addr, now)  # drops it as malformed
             return None
+        scratch = self._scratch
+        scratch[:size] = datagram
+        n = self.open_in_place(scratch, 0, size, addr, now)
+        if n < 0:
+            return None
+        return bytes(scratch[_OVERHEAD : _OVERHEAD + n])
+
+    def open_in_place(self, buf: bytearray, at: int, size: int, addr: Sockaddr, now: float) -> int:
+        """The datagram buf[at : at + size] from `addr`: the length of the packet for the
+        TUN, left at buf[at + OVERHEAD:], or -1 (nothing for the TUN). Never raises."""
+        if (
+            size < _DATA_MIN_LEN
+            or size > _MAX_DATAGRAM
+            or buf[at] != _TYPE_DATA
+            or buf[at + 1]
+            or buf[at + 2]
+            or buf[at + 3]
+        ):
+            self._handshake_message(memoryview(buf)[at : at + size], addr, now)
+            return -1
+        _, index, counter = _unpack_header(buf, at)
         session = self._sessions.get(index)
         if session is None:
             self._drops.add(_UNKNOWN_PEER)
-            return None
+            return -1
         if now >= session.reject_at:
             self._drops.add(_EXPIRED)
-            return None
+            return -1
         window = session.window
         verdict = window.check(counter)
         if verdict is not _OK:
             self._drops.add(_REPLAY if verdict is _REPLAY_VERDICT else _TOO_OLD)
-            return None
-        packet = crypto.open_(session.recv_key, counter, box)
-        if packet is None:
+            return -1
+        n = _open_in_place(session.recv_key, counter, buf, at + _HEADER, size - _HEADER)
+        if n < 0:
             self._drops.add(_DECRYPT_FAILED)
-            return None
+            return -1
         window.accept(counter)
         peer = session.peer
         peer.last_received = now
@@ -143,21 +182,25 @@ class Receiver:
             self._confirm(peer, session, now)
         if addr != peer.endpoint:
             self._roam(peer, addr)
-        if not packet:
+        if not n:
             peer.rx_packets += 1  # a keepalive
-            return None
-        parsed = ippacket.parse(packet)
+            return -1
+        start = at + _OVERHEAD
+        parsed = ippacket.parse(memoryview(buf)[start : start + n])
         if parsed is None:
+            if buf[start] < _PROBE_FIRST_BYTE:  # never IP: a probe or bad_probe
+                self._probes.receive(peer, memoryview(buf)[start : start + n], now)
+                return -1
             self._drops.add(_NOT_IP)
-            return None
+            return -1
         if self.table.routes.lookup(parsed[1]) is not peer:
             self._drops.add(_BAD_INNER_SOURCE)
-            return None
+            return -1
         peer.rx_packets += 1
-        peer.rx_bytes += len(packet)
+        peer.rx_bytes += n
         if peer.keepalive_at is None:
             peer.keepalive_at = now + self._keepalive_timeout
-        return packet
+        return n
 
     def _confirm(self, peer: PeerState, session: Session, now: float) -> None:
         """The first data packet on the responder's next session: it becomes current."""

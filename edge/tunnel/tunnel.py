@@ -3,8 +3,9 @@
 Owns the composition of the core and its public API: the shell hands it packets from the
 TUN (`inside`), datagrams from UDP (`outside`), the map (`apply_map`) and the time, and
 drains what to send (`datagrams_to_send`), the next deadline (`get_timer`) and events
-(`next_event`). It imports no I/O module and reads no clock but the injected wall clock
-(TAI64N timestamps only); randomness is injected too, so tests are deterministic.
+(`next_event`); `probe` sends an authenticated probe (edge.tunnel.probe). It imports no
+I/O module and reads no clock but the injected wall clock (TAI64N timestamps only);
+randomness is injected too, so tests are deterministic.
 
 Error contract: `inside`, `outside` and `handle_timer` never raise for any input bytes;
 they drop and count. If one does, that is a bug in this package. `apply_map` raises
@@ -22,7 +23,7 @@ Map rules (docs/protocol.md "Roaming, revocation"):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge.tunnel.drops import DropCounters, DropReason
@@ -33,6 +34,7 @@ from edge.tunnel.index import IndexTable
 from edge.tunnel.inside import Buffer, Datagram, Sender
 from edge.tunnel.outside import Receiver
 from edge.tunnel.peer import HandshakeInput, PeerState, Sockaddr, advertised_endpoint
+from edge.tunnel.probe import Prober
 from edge.tunnel.timers import Timers
 from isthmus.routemap import EdgeEntry, RouteMap
 
@@ -67,6 +69,7 @@ class Tunnel:
         "_identity",
         "_index",
         "_out",
+        "_prober",
         "_receiver",
         "_sender",
         "_table",
@@ -107,10 +110,18 @@ class Tunnel:
             wall_clock=wall_clock,
             timers=timers,
         )
+        self._prober = Prober(
+            self_name=identity.name,
+            sender=self._sender,
+            drops=self._drops,
+            events=self._events,
+            random=random,
+        )
         self._receiver = Receiver(
             static=static,
             index=self._index,
             sender=self._sender,
+            probes=self._prober,
             drops=self._drops,
             out=self._out,
             events=self._events,
@@ -195,6 +206,38 @@ class Tunnel:
         """A datagram received from `addr`: the IP packet to write to the TUN, or None (a
         keepalive, a handshake message handled, or dropped and counted). Never raises."""
         return self._receiver.datagram(datagram, addr, now)
+
+    def inside_in_place(
+        self, buf: bytearray, at: int, size: int, now: float
+    ) -> tuple[str, int] | None:
+        """`inside` without copies: the packet is buf[at + OVERHEAD : at + OVERHEAD + size];
+        on success the datagram is sealed into buf[at : at + OVERHEAD + size] and its
+        endpoint returned. Never raises."""
+        return self._sender.seal_in_place(buf, at, size, now)
+
+    def inside_run_in_place(
+        self, buf: bytearray, at: int, stride: int, sizes: Sequence[int], now: float
+    ) -> tuple[str, int] | None:
+        """`inside_in_place` for the segments of one super-packet (same IP addresses),
+        packet i at buf[at + i * stride + OVERHEAD:]: their one endpoint when all were
+        sealed, or None when none was (queued or dropped and counted). Never raises."""
+        return self._sender.seal_run_in_place(buf, at, stride, sizes, now)
+
+    def outside_in_place(
+        self, buf: bytearray, at: int, size: int, addr: Sockaddr, now: float
+    ) -> int:
+        """`outside` without copies: the datagram is buf[at : at + size]; returns the
+        length of the packet for the TUN, opened at buf[at + OVERHEAD:], or -1 (nothing to
+        write). Never raises."""
+        return self._receiver.open_in_place(buf, at, size, addr, now)
+
+    def probe(self, edge: str, now: float) -> bytes:
+        """Send a probe to the peer `edge` (edge.tunnel.probe): its id. It goes on the
+        current session, or waits for a handshake started now; the answer is a
+        ProbeAnswered event. Raises ProbeError: `edge` is us, not a peer, or has no
+        endpoint."""
+        peer = next((p for p in self._table.peers if p.name == edge), None)
+        return self._prober.request(edge, peer, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
         """Drain the side output: handshake messages, cookie replies, keepalives, flushed

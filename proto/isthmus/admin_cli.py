@@ -2,21 +2,23 @@
 
     isthmus routes [--json] [--config F | --socket P]
     isthmus routes --history [--limit N] [--json] [--config F | --socket P]
-    isthmus routes approve ROUTE [--edge NAME] [--config F | --socket P]
+    isthmus routes approve ROUTE [--edge NAME] [--json] [--config F | --socket P]
     isthmus edges [--json] [--config F | --socket P]
 
 Owns the client side of the controller's admin socket (gRPC `isthmus.v1.Admin` over
-"unix:PATH") and the rendering: a plain text table (no colour) or a stable JSON document.
+"unix:PATH") and the rendering: a text table (states coloured on a terminal only,
+isthmus.clikit) or a stable JSON document.
 Rule: this module imports neither `controller` nor `edge`; from the controller config it
 reads only `admin_socket` (default `<state_dir>/admin.sock`).
-Exit codes: 0 ok; 1 error (the controller cannot be reached, or it refused: its message);
-2 usage. A pending or refused route is no error here.
+Exit codes: 0 ok; 1 error (the controller cannot be reached, or it refused: its message;
+a usage error); 2 degraded: `routes`, a route is pending or refused (or its state is
+unknown); `edges`, an edge reports a last error or has not applied the map's current
+version. `routes --history` and `routes approve` are never degraded.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import time
@@ -26,6 +28,8 @@ from typing import Any, Final
 
 import grpc
 
+from isthmus import clikit
+from isthmus.clikit import Style, paint
 from isthmus.configfile import ConfigError, get_str, read_toml
 from isthmus.ids import parse_edge_name
 from isthmus.keys import PublicKey
@@ -47,6 +51,8 @@ _STATES: Final[dict[int, str]] = {
     pb.ROUTE_STATE_PENDING: "pending",
     pb.ROUTE_STATE_REFUSED: "refused",
 }
+_ROUTE_STYLES: Final[dict[str, Style]] = {"serving": "good", "pending": "warn", "refused": "bad"}
+_EDGE_STYLES: Final[dict[str, Style]] = {"connected": "good"}
 
 
 class AdminError(Exception):
@@ -194,26 +200,64 @@ def _key(raw: bytes) -> str:
         return raw.hex()
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns two spaces apart; the last column is not padded."""
+def table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    styles: Sequence[Sequence[Style | None]] = (),
+    colour: bool = False,
+) -> str:
+    """Left-aligned columns two spaces apart; the last column is not padded.
+
+    `styles[i][j]` colours cell j of row i when `colour` (widths count the text only).
+    """
     widths = [max(len(r[i]) for r in (columns, *rows)) for i in range(len(columns) - 1)]
     lines = []
-    for row in (columns, *rows):
-        cells = [f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)] + [row[-1]]
+    for i, row in enumerate((columns, *rows)):
+        marks = styles[i - 1] if 0 < i <= len(styles) else ()
+        cells = []
+        for j, cell in enumerate(row):
+            style = marks[j] if j < len(marks) else None
+            pad = " " * (widths[j] - len(cell)) if j < len(widths) else ""
+            cells.append(paint(cell, style, colour) + pad)
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
 
 
-def render_routes(doc: dict[str, Any]) -> str:
+def route_problems(doc: dict[str, Any]) -> list[str]:
+    """Why `isthmus routes` is degraded (exit 2): every route not serving."""
+    return [
+        f"route {r['route']} of edge {r['edge']!r} is {r['state']}"
+        for r in doc["routes"]
+        if r["state"] != "serving"
+    ]
+
+
+def edge_problems(doc: dict[str, Any]) -> list[str]:
+    """Why `isthmus edges` is degraded (exit 2): a last error, or an older applied version."""
+    found = []
+    for e in doc["edges"]:
+        if e["last_error"]:
+            found.append(f"edge {e['name']!r} reports: {e['last_error']}")
+        elif e["applied_version"] != doc["version"]:
+            found.append(
+                f"edge {e['name']!r} applied map version {e['applied_version']}, "
+                f"not {doc['version']}"
+            )
+    return found
+
+
+def render_routes(doc: dict[str, Any], colour: bool = False) -> str:
     """The routes as a text table; REASON is the detail of every route not serving."""
     rows = []
+    styles: list[tuple[Style | None, ...]] = []
     for r in doc["routes"]:
         if r["state"] == "serving":
             reason = "approved" if r["approved"] else ""
         else:
             reason = r["reason"] or r["reason_code"]
         rows.append((r["route"], r["edge"], r["state"], reason))
-    text = table(ROUTE_COLUMNS, rows)
+        styles.append((None, None, _ROUTE_STYLES.get(r["state"], "bad"), None))
+    text = table(ROUTE_COLUMNS, rows, styles, colour)
     return text if rows else text + "(no routes advertised)\n"
 
 
@@ -250,7 +294,7 @@ def _ago(then: float, now: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m ago"
 
 
-def render_edges(doc: dict[str, Any], now: float) -> str:
+def render_edges(doc: dict[str, Any], now: float, colour: bool = False) -> str:
     """The edges as a text table; `now` (unix time) dates the last reports."""
     rows = [
         (
@@ -264,7 +308,19 @@ def render_edges(doc: dict[str, Any], now: float) -> str:
         )
         for e in doc["edges"]
     ]
-    text = table(EDGE_COLUMNS, rows)
+    styles: list[tuple[Style | None, ...]] = [
+        (
+            None,
+            _EDGE_STYLES.get(e["state"], "warn"),
+            None if e["applied_version"] == doc["version"] else "warn",
+            None,
+            None,
+            None,
+            "bad" if e["last_error"] else None,
+        )
+        for e in doc["edges"]
+    ]
+    text = table(EDGE_COLUMNS, rows, styles, colour)
     return text if rows else text + "(no edges configured)\n"
 
 
@@ -272,44 +328,36 @@ def render_edges(doc: dict[str, Any], now: float) -> str:
 
 
 def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    parser = clikit.parser(prog, description, epilog)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--config", metavar="FILE", help="the controller's config file")
     where.add_argument("--socket", metavar="PATH", help=f"default {DEFAULT_SOCKET}")
     return parser
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
-    try:
-        return parser.parse_args(argv)
-    except SystemExit as e:
-        return 0 if e.code == 0 else 2
-
-
-def _check_approval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse a malformed ROUTE or --edge before connecting (parser.error: exit 2)."""
+def _check_approval(args: argparse.Namespace) -> str | None:
+    """What is wrong with ROUTE or --edge (checked before connecting), or None."""
     try:
         parse_route(args.route)
     except ValueError as e:
-        parser.error(f"ROUTE: {e}")
+        return f"ROUTE: {e}"
     if args.edge is not None:
         try:
             parse_edge_name(args.edge)
         except ValueError as e:
-            parser.error(f"--edge: {e}")
+            return f"--edge: {e}"
+    return None
 
 
 def _run(prog: str, args: argparse.Namespace, work: Callable[[Path], int]) -> int:
     try:
         path = socket_path(args.config, args.socket)
     except ConfigError as e:
-        print(f"{prog}: {args.config}: {e}", file=sys.stderr)
-        return 1
+        return clikit.fail(prog, f"{args.config}: {e}")
     try:
         return work(path)
     except AdminError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 1
+        return clikit.fail(prog, str(e))
 
 
 def _limit(text: str) -> int:
@@ -322,15 +370,21 @@ def _limit(text: str) -> int:
     return n
 
 
+def _colour(args: argparse.Namespace) -> bool:
+    return not args.json and clikit.wants_colour(sys.stdout)
+
+
 def routes_main(argv: list[str]) -> int:
     """`isthmus routes [--json]`, `isthmus routes --history [--limit N] [--json]` or
-    `isthmus routes approve ROUTE [--edge NAME]`."""
+    `isthmus routes approve ROUTE [--edge NAME] [--json]`."""
     if argv[:1] == ["approve"]:
         return approve_main(argv[1:])
+    prog = "isthmus routes"
     parser = _parser(
-        "isthmus routes",
+        prog,
         "Show every advertised route: its edge, its state (serving, pending, refused) and why.",
-        "'isthmus routes approve ROUTE [--edge NAME]' approves a pending route.",
+        "'isthmus routes approve ROUTE [--edge NAME]' approves a pending route. "
+        "Exit codes: 0 ok, 1 error, 2 degraded (a route is pending or refused).",
     )
     parser.add_argument("--json", action="store_true", help="print the routes as JSON")
     parser.add_argument(
@@ -344,70 +398,77 @@ def routes_main(argv: list[str]) -> int:
         metavar="N",
         help=f"with --history: the last N changes (default {HISTORY_DEFAULT})",
     )
-    args = _parse(parser, argv)
+    args = clikit.parse(parser, argv)
     if isinstance(args, int):
         return args
     if args.limit is not None and not args.history:
-        print("isthmus routes: --limit needs --history", file=sys.stderr)
-        return 2
+        return clikit.usage_error(prog, "--limit needs --history")
     if args.history:
-        return _run("isthmus routes", args, lambda path: _history(path, args))
+        return _run(prog, args, lambda path: _history(path, args))
 
     def work(path: Path) -> int:
         doc = routes_doc(call(path, "ListRoutes", pb.ListRoutesRequest()))
-        print(json.dumps(doc, indent=2) if args.json else render_routes(doc).rstrip("\n"))
-        return 0
+        clikit.emit(doc, args.json, "" if args.json else render_routes(doc, _colour(args)))
+        return clikit.exit_code(route_problems(doc))
 
-    return _run("isthmus routes", args, work)
+    return _run(prog, args, work)
 
 
 def _history(path: Path, args: argparse.Namespace) -> int:
     limit = args.limit or HISTORY_DEFAULT
     doc = history_doc(call(path, "ListHistory", pb.ListHistoryRequest(limit=limit)))
-    print(json.dumps(doc, indent=2) if args.json else render_history(doc).rstrip("\n"))
-    return 0
+    clikit.emit(doc, args.json, "" if args.json else render_history(doc))
+    return clikit.EXIT_OK
 
 
 def approve_main(argv: list[str]) -> int:
-    """`isthmus routes approve ROUTE [--edge NAME]`: approve a pending route."""
+    """`isthmus routes approve ROUTE [--edge NAME] [--json]`: approve a pending route."""
     prog = "isthmus routes approve"
     parser = _parser(prog, "Approve a pending route; it serves from the next map version.")
     parser.add_argument("route", metavar="ROUTE", help="the pending route, e.g. 10.97.1.0/24")
     parser.add_argument("--edge", metavar="NAME", help="needed when several edges advertise it")
-    args = _parse(parser, argv)
+    parser.add_argument("--json", action="store_true", help="print the approved route as JSON")
+    args = clikit.parse(parser, argv)
     if isinstance(args, int):
         return args
-    try:
-        _check_approval(parser, args)
-    except SystemExit:
-        return 2
+    wrong = _check_approval(args)
+    if wrong is not None:
+        return clikit.usage_error(prog, wrong)
 
     def work(path: Path) -> int:
         request = pb.ApproveRouteRequest(route=args.route, edge=args.edge or "")
         reply = call(path, "ApproveRoute", request)
         r = reply.route
-        print(
+        doc = {"route": r.route, "edge": r.edge, "state": state_name(r.state)}
+        doc["version"] = reply.version
+        text = (
             f"approved {r.route} of edge {r.edge!r}: {state_name(r.state)} "
             f"(map version {reply.version})"
         )
-        return 0
+        clikit.emit(doc, args.json, text)
+        return clikit.EXIT_OK
 
     return _run(prog, args, work)
 
 
 def edges_main(argv: list[str]) -> int:
     """`isthmus edges [--json]`: every configured edge and what it last reported."""
-    parser = _parser("isthmus edges", "Show every configured edge and what it last reported.")
+    prog = "isthmus edges"
+    parser = _parser(
+        prog,
+        "Show every configured edge and what it last reported.",
+        "Exit codes: 0 ok, 1 error, 2 degraded (an edge reports a last error or has not "
+        "applied the current map version).",
+    )
     parser.add_argument("--json", action="store_true", help="print the edges as JSON")
-    args = _parse(parser, argv)
+    args = clikit.parse(parser, argv)
     if isinstance(args, int):
         return args
 
     def work(path: Path) -> int:
         doc = edges_doc(call(path, "ListEdges", pb.ListEdgesRequest()))
-        print(
-            json.dumps(doc, indent=2) if args.json else render_edges(doc, time.time()).rstrip("\n")
-        )
-        return 0
+        text = "" if args.json else render_edges(doc, time.time(), _colour(args))
+        clikit.emit(doc, args.json, text)
+        return clikit.exit_code(edge_problems(doc))
 
-    return _run("isthmus edges", args, work)
+    return _run(prog, args, work)

@@ -3,11 +3,12 @@
 Rule: this module imports neither `controller` nor `edge`. It names their entry
 points as module paths and loads the one asked for, so each process keeps its own
 composition root and the two packages stay independent.
+Exit codes of every command (isthmus.clikit): 0 ok, 1 error (usage errors too),
+2 degraded (status, routes, edges, explain: what they show is not fully healthy).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import cast
 
 import isthmus
+from isthmus import clikit
 from isthmus.configfile import ConfigError, read_toml
 
 # command -> ("module" or "module:function", one-line help); the function (default
@@ -23,6 +25,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("controller.__main__", "run the controller (--config FILE)"),
     "edge": ("edge.__main__", "run an edge (--config FILE)"),
     "status": ("edge.status", "show a running edge's status ([--json] [--config F | --socket P])"),
+    "explain": (
+        "edge.status:explain_main",
+        "which route, edge, lease, MTU and health apply to an address on a running edge\n"
+        f"{'':14}(IP [--json] [--config F | --socket P])",
+    ),
+    "ping": (
+        "edge.ping",
+        "probe an edge, or the edge that answers for an address, through the tunnel\n"
+        f"{'':14}(EDGE|IP [-c COUNT] [-i SECONDS] [--json] [--config F | --socket P])",
+    ),
     "routes": (
         "isthmus.admin_cli:routes_main",
         "show the controller's routes ([--json] [--config F | --socket P]);\n"
@@ -35,7 +47,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "keygen": (
         "isthmus.keygen",
-        "make an edge key pair (--out FILE), or the controller's (--controller --out FILE)",
+        "make an edge key pair (--out FILE), or the controller's (--controller --out FILE)\n"
+        f"{'':14}[--json]",
     ),
     "demo": ("isthmus.lab.demo", "run a three-site demo mesh in network namespaces"),
     "bench": ("isthmus.bench", "measure isthmus vs WireGuard, nebula, tinc ([core] [--help])"),
@@ -48,48 +61,75 @@ USAGE = (
     "usage: isthmus COMMAND [ARGS]\n\ncommands:\n"
     + "".join(f"  {name:<12}{help_}\n" for name, (_, help_) in COMMANDS.items())
     + (
-        "  config      check FILE [--kind controller|edge]: validate a config file, start nothing\n"
-        "  version     print the version\n"
+        "  config      check FILE [--kind controller|edge] [--json]: validate a config file,\n"
+        f"{'':14}start nothing\n"
+        "  version     print the version ([--json])\n"
+        "\nexit codes: 0 ok, 1 error (usage errors too), 2 degraded (status, routes, edges,\n"
+        "explain: the command worked and what it shows is not fully healthy)\n"
     )
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args:
+        print(USAGE, end="", file=sys.stderr)
+        return clikit.EXIT_ERROR
+    if args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
-        return 0 if args else 2
+        return clikit.EXIT_OK
     command, rest = args[0], args[1:]
     if command == "version":
-        print(f"isthmus {isthmus.__version__}")
-        return 0
+        return version_command(rest)
     if command == "config":
         return config_command(rest)
     if command not in COMMANDS:
         print(f"isthmus: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
-        return 2
+        return clikit.EXIT_ERROR
     module, _, function = COMMANDS[command][0].partition(":")
     entry = cast(Callable[[list[str]], int], _load(module, function or "main"))
     return entry(rest)
 
 
+def version_command(argv: list[str]) -> int:
+    """`isthmus version [--json]`: 0, or 1 on a usage error."""
+    parser = clikit.parser("isthmus version", "Print the version.")
+    parser.add_argument("--json", action="store_true", help='print {"version": ...}')
+    args = clikit.parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    version = isthmus.__version__
+    clikit.emit({"version": version}, args.json, f"isthmus {version}")
+    return clikit.EXIT_OK
+
+
 def config_command(argv: list[str]) -> int:
-    """`isthmus config check FILE [--kind controller|edge]`: exit 0 valid, 1 invalid."""
-    parser = argparse.ArgumentParser(prog="isthmus config")
+    """`isthmus config check FILE [--kind controller|edge] [--json]`: 0 valid, 1 invalid.
+
+    `--json` prints {"valid": true, "file", "kind"} or {"valid": false, "file", "error"}.
+    """
+    parser = clikit.parser("isthmus config", "Check config files.")
     sub = parser.add_subparsers(dest="action", required=True)
     check = sub.add_parser("check", help="validate a config file; start nothing")
     check.add_argument("file")
     check.add_argument("--kind", choices=sorted(CONFIG_LOADERS), help="default: guessed")
-    args = parser.parse_args(argv)
+    check.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    args = clikit.parse(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         kind = args.kind or guess_kind(args.file)
         load = cast(Callable[[Path], object], _load(CONFIG_LOADERS[kind], "load"))
         load(Path(args.file))
     except ConfigError as e:
-        print(f"{args.file}: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.file}: valid {kind} config")
-    return 0
+        if args.json:
+            clikit.emit({"valid": False, "file": args.file, "error": str(e)}, True, "")
+        else:
+            print(f"{args.file}: {e}", file=sys.stderr)
+        return clikit.EXIT_ERROR
+    doc = {"valid": True, "file": args.file, "kind": kind}
+    clikit.emit(doc, args.json, f"{args.file}: valid {kind} config")
+    return clikit.EXIT_OK
 
 
 def guess_kind(path: str) -> str:

@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import stat
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -35,8 +34,7 @@ from isthmus.keys import PublicKey
 from isthmus.routemap import Network
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.clirun import isthmus, isthmus_on_a_tty
 
 
 def key(seed: int) -> PublicKey:
@@ -357,25 +355,10 @@ def test_refuses_a_live_socket_and_a_file_that_is_not_a_socket(tmp_path: Path) -
 # --- the CLI, end to end -------------------------------------------------------------------
 
 
-async def isthmus(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "isthmus",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 def test_cli_routes_json_and_text(tmp_path: Path) -> None:
     async def body(stub: pb_grpc.AdminStub, path: Path) -> None:
         code, out, err = await isthmus("routes", "--socket", str(path), "--json")
-        assert code == 0, err
+        assert code == 2, err  # degraded: a route is pending, one refused
         doc = json.loads(out)
         assert doc["version"] == 7
         assert [r["route"] for r in doc["routes"]] == [
@@ -396,7 +379,8 @@ def test_cli_routes_json_and_text(tmp_path: Path) -> None:
         }
 
         code, out, err = await isthmus("routes", "--socket", str(path))
-        assert code == 0, err  # pending and refused routes are no error (yet)
+        assert (code, err) == (2, "")  # pending and refused routes: degraded, no error
+        assert "\x1b[" not in out  # piped: no colour
         lines = out.splitlines()
         assert lines[0].split() == ["ROUTE", "EDGE", "STATE", "REASON"]
         assert lines[2].split(None, 3) == ["10.97.1.0/24", "rogue", "pending", PENDING_DETAIL]
@@ -422,10 +406,10 @@ def test_cli_routes_approve(tmp_path: Path) -> None:
         assert err == "isthmus routes approve: 10.244.0.0/16 is refused\n"
 
         code, out, err = await isthmus("routes", "approve", "10.97.1.1/24", *sock)
-        assert code == 2 and "ROUTE: '10.97.1.1/24' is not a route" in err
+        assert code == 1 and "ROUTE: '10.97.1.1/24' is not a route" in err
 
         code, out, err = await isthmus("routes", "approve", "10.97.1.0/24", "--edge", "A!", *sock)
-        assert code == 2 and "--edge: 'A!' is not a valid edge name" in err
+        assert code == 1 and "--edge: 'A!' is not a valid edge name" in err
 
     run(tmp_path, body, backend)
     assert backend.approvals == [
@@ -439,7 +423,7 @@ def test_cli_edges_json_and_text_via_config(tmp_path: Path) -> None:
         config = tmp_path / "controller.toml"
         config.write_text(f'listen = "127.0.0.1:7000"\nstate_dir = "{path.parent}"\n')
         code, out, err = await isthmus("edges", "--config", str(config), "--json")
-        assert code == 0, err
+        assert code == 2, err  # degraded: rogue never applied version 7, vpc-b reports an error
         doc = json.loads(out)
         assert doc["version"] == 7
         assert doc["edges"][1] == {
@@ -455,7 +439,7 @@ def test_cli_edges_json_and_text_via_config(tmp_path: Path) -> None:
         assert [e["state"] for e in doc["edges"]] == ["never", "connected", "disconnected"]
 
         code, out, err = await isthmus("edges", "--socket", str(path))
-        assert code == 0, err
+        assert (code, err) == (2, "")
         lines = out.splitlines()
         assert lines[0].split() == [
             "EDGE",
@@ -505,3 +489,52 @@ def test_cli_on_a_socket_that_is_not_a_controller(tmp_path: Path) -> None:
     code, out, err = asyncio.run(main())
     assert (code, out) == (1, "")
     assert err.startswith(f"isthmus routes: the controller on {path} is unavailable: ")
+
+
+def test_cli_routes_approve_json_and_a_healthy_map_exits_0(tmp_path: Path) -> None:
+    serving = TestBackend(
+        decisions=[decision("vpc-b", "10.97.0.0/16"), decision("vpc-a", "10.244.0.0/16")],
+        edges=(),
+    )
+
+    async def body(stub: pb_grpc.AdminStub, path: Path) -> None:
+        sock = ("--socket", str(path))
+        code, out, err = await isthmus("routes", *sock)
+        assert (code, err) == (0, "")
+        code, out, err = await isthmus("edges", *sock, "--json")
+        assert (code, err) == (0, "") and json.loads(out)["edges"] == []
+
+    run(tmp_path, body, serving)
+
+    async def approve(stub: pb_grpc.AdminStub, path: Path) -> None:
+        code, out, err = await isthmus(
+            "routes", "approve", "10.97.1.0/24", "--edge", "rogue", "--json", "--socket", str(path)
+        )
+        assert code == 0, err
+        assert json.loads(out) == {
+            "route": "10.97.1.0/24",
+            "edge": "rogue",
+            "state": "serving",
+            "version": 8,
+        }
+
+    run(tmp_path / "approve", approve)
+
+
+def test_cli_colours_states_on_a_terminal_only(tmp_path: Path) -> None:
+    async def body(stub: pb_grpc.AdminStub, path: Path) -> None:
+        sock = ("--socket", str(path))
+        code, out = await isthmus_on_a_tty("routes", *sock)
+        assert code == 2
+        assert "\x1b[33mpending\x1b[0m" in out and "\x1b[32mserving\x1b[0m" in out
+        code, out = await isthmus_on_a_tty("edges", *sock)
+        assert code == 2 and "\x1b[32mconnected\x1b[0m" in out
+        for env in ({"NO_COLOR": "1"}, {"TERM": "dumb"}):
+            code, out = await isthmus_on_a_tty("routes", *sock, env=env)
+            assert code == 2 and "pending" in out and "\x1b[" not in out, env
+        code, out = await isthmus_on_a_tty("routes", "--json", *sock)
+        assert "\x1b[" not in out and json.loads(out)["version"] == 7
+        code, out = await isthmus_on_a_tty("edges", "--json", *sock)
+        assert "\x1b[" not in out and json.loads(out)["version"] == 7
+
+    run(tmp_path, body)

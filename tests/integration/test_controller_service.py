@@ -657,7 +657,7 @@ def test_main_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert last.startswith(
         f"isthmus controller: {f}: signing_key_file: cannot read {tmp_path}/none.key"
     )
-    assert main([]) == 2
+    assert main([]) == 1  # usage errors exit 1 (isthmus.clikit)
 
 
 def _write_config(path: Path, tmp: Path, *edges: AllowedEdge) -> None:

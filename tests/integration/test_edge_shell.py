@@ -175,7 +175,7 @@ def test_send_failures_and_tun_write_failures_are_counted_not_raised() -> None:
     ta.handle_timer(retry)  # the retry goes out; the queued packet follows the handshake
     dp_a.after_input()
     pump(edges)
-    assert dp_b.tun_write_errors == 1
+    assert dp_b.stats.tun_write_errors == 1
 
 
 def edge_status(routes: FakeRouteTable) -> EdgeStatus:
@@ -244,6 +244,7 @@ def test_status_json_has_the_documented_shape() -> None:
         "expired_session",
         "no_session",
         "not_ip",
+        "bad_probe",
         "send_failed",
     }
     text = render(status)

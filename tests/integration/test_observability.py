@@ -295,8 +295,9 @@ def test_process_json_logs_metrics_and_history(tmp_path: Path) -> None:
             ["3", "operator", "route_approved", "rogue"],
             ["4", "config", "edge_removed", "rogue"],
         ]
-        assert isthmus("routes", "--limit", "2", "--socket", sock).returncode == 2
-        assert isthmus("routes", "--history", "--limit", "0", "--socket", sock).returncode == 2
+        # usage errors exit 1 (isthmus.clikit)
+        assert isthmus("routes", "--limit", "2", "--socket", sock).returncode == 1
+        assert isthmus("routes", "--history", "--limit", "0", "--socket", sock).returncode == 1
 
         samples = scrape(metrics)
         assert samples[(C + "map_version", ())] == 4

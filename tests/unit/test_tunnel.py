@@ -488,6 +488,7 @@ def test_drops_list_every_reason() -> None:
         "expired_session",
         "no_session",
         "not_ip",
+        "bad_probe",
         "send_failed",
     ]
     tunnel.count_drop(DropReason.SEND_FAILED)
@@ -855,7 +856,14 @@ def test_no_key_and_counter_is_ever_sealed_twice(monkeypatch: pytest.MonkeyPatch
         sealed.append((key, counter))
         return real(key, counter, plaintext)
 
+    real_in_place = crypto.seal_in_place
+
+    def recording_in_place(key: bytes, counter: int, buf: bytearray, at: int, size: int) -> None:
+        sealed.append((key, counter))
+        real_in_place(key, counter, buf, at, size)
+
     monkeypatch.setattr(crypto, "seal", recording)
+    monkeypatch.setattr(crypto, "seal_in_place", recording_in_place)
     net = Net(seed=3)
     net.reorder = True
     for round_ in range(4):

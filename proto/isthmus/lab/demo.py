@@ -2,19 +2,21 @@
 
 Builds the `isthmus.lab.topology` demo topology, starts the controller and the three edges,
 sends TCP and ping office -> vpc-a pod, vpc-a pod -> vpc-b service, vpc-b pod -> office
-host, prints each edge's `isthmus status`, and tears everything down, also on failure,
-Ctrl-C or SIGTERM. Exit 0 ok, 1 failed (the reason on stderr), 2 usage.
+host, then shows the operator's tools on the live mesh: the controller's `isthmus routes`
+and `isthmus edges`, `isthmus ping` and `isthmus explain` from vpc-a, and each edge's
+`isthmus status`; then tears everything down, also on failure, Ctrl-C or SIGTERM.
+Exit 0 ok, 1 failed (the reason on stderr) or a usage error.
 """
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import time
 from collections.abc import Callable
 from types import FrameType
 
+from isthmus.clikit import parse, parser
 from isthmus.lab.mesh import Mesh
 from isthmus.lab.netns import LabError, host_problems
 
@@ -23,6 +25,13 @@ STEPS = (
     ("office", "10.244.1.10", "office host -> vpc-a pod"),
     ("vpc-a", "10.97.0.10", "vpc-a pod -> vpc-b service"),
     ("vpc-b", "172.16.0.10", "vpc-b pod -> office host"),
+)
+
+
+# (site, the edge command it runs there) after the exchanges
+TOOLS = (
+    ("vpc-a", ("ping", "vpc-b", "-c", "3")),
+    ("vpc-a", ("explain", "10.97.0.10")),
 )
 
 
@@ -35,17 +44,13 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="isthmus demo",
-        description="Run a three-site isthmus mesh in network namespaces (needs root).",
-    )
-    parser.add_argument(
+    p = parser("isthmus demo", "Run a three-site isthmus mesh in network namespaces (needs root).")
+    p.add_argument(
         "--keep", action="store_true", help="keep the lab directory (configs, logs) afterwards"
     )
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 2
+    args = parse(p, argv)
+    if isinstance(args, int):
+        return args
     problems = host_problems()
     if problems:
         for problem in problems:
@@ -66,8 +71,12 @@ def main(argv: list[str]) -> int:
         mesh.start()
         for src, dst, what in STEPS:
             _exchange(mesh, src, dst, what, say)
+        _show("isthmus routes (controller)", mesh.controller_cli("routes"))
+        _show("isthmus edges (controller)", mesh.controller_cli("edges"))
+        for site, tool in TOOLS:
+            _show(f"isthmus {' '.join(tool)} ({site})", mesh.edge_cli(site, *tool))
         for site in mesh.topology.site_names:
-            print(f"\n--- isthmus status ({site}) ---\n{mesh.status_text(site).rstrip()}\n")
+            _show(f"isthmus status ({site})", mesh.status_text(site))
         say("demo ok: every exchange went through the mesh")
         return 0
     except (LabError, Interrupted, KeyboardInterrupt) as e:
@@ -85,6 +94,10 @@ def main(argv: list[str]) -> int:
             say(f"kept {mesh.dir}" if args.keep else "done")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _show(title: str, output: str) -> None:
+    print(f"\n--- {title} ---\n{output.rstrip()}\n", flush=True)
 
 
 def _exchange(mesh: Mesh, src: str, dst: str, what: str, say: Callable[[str], None]) -> None:

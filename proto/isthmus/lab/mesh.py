@@ -524,7 +524,10 @@ class Mesh:
 
     def _admin_json(self, command: str, index: int) -> list[dict[str, Any]]:
         socket_path = self.controller_paths(index).admin_socket
-        done = host_run([*ISTHMUS, command, "--json", "--socket", str(socket_path)])
+        argv = [*ISTHMUS, command, "--json", "--socket", str(socket_path)]
+        done = host_run(argv, check=False)
+        if done.returncode not in (0, 2):  # 2: degraded, the document is complete
+            raise LabError(f"'{' '.join(argv)}' exited {done.returncode}: {done.stderr.strip()}")
         try:
             answer = json.loads(done.stdout)
         except ValueError:
@@ -595,8 +598,34 @@ class Mesh:
 
     def status_text(self, site: str) -> str:
         """`isthmus status --socket PATH` (the text form), run in the edge's namespace."""
-        argv = [*ISTHMUS, "status", "--socket", str(self.edge_paths(site).admin_socket)]
-        return self.lab.run(self.edge_ns(site), argv, timeout=10.0).stdout
+        return self.edge_cli(site, "status")
+
+    def edge_cli(self, site: str, *args: str) -> str:
+        """`isthmus ARGS --socket PATH` against `site`'s edge, run in the edge's namespace
+        (status, explain IP, ping TARGET): its text output.
+
+        Raises:
+            LabError: the command exited 1 (an error; 2, degraded, still printed it all).
+        """
+        argv = [*ISTHMUS, *args, "--socket", str(self.edge_paths(site).admin_socket)]
+        done = self.lab.run(self.edge_ns(site), argv, timeout=20.0, check=False)
+        if done.returncode not in (0, 2):  # 2: degraded, the output is complete
+            raise LabError(f"'{' '.join(argv)}' exited {done.returncode}: {done.stderr.strip()}")
+        return done.stdout
+
+    def controller_cli(self, *args: str, index: int = 0) -> str:
+        """`isthmus ARGS --socket PATH` against controller replica `index` (routes, edges):
+        its text output.
+
+        Raises:
+            LabError: the command exited 1.
+        """
+        socket_path = self.controller_paths(index).admin_socket
+        argv = [*ISTHMUS, *args, "--socket", str(socket_path)]
+        done = host_run(argv, check=False)
+        if done.returncode not in (0, 2):
+            raise LabError(f"'{' '.join(argv)}' exited {done.returncode}: {done.stderr.strip()}")
+        return done.stdout
 
     def kernel_routes(self, site: str) -> list[str]:
         """Destinations of the isthmus routes (proto 149) in the edge's main table, sorted."""
