@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any, Final
 
-from edge.status import DEFAULT_SOCKET, StatusError, request
+from edge.status import DEFAULT_SOCKET, StatusError, request, socket_path
 from isthmus import clikit
 from isthmus.clikit import paint
 from isthmus.configfile import ConfigError
@@ -85,16 +84,6 @@ def exit_code(summary: dict[str, Any]) -> int:
     return clikit.EXIT_OK
 
 
-def _socket_path(args: argparse.Namespace) -> Path:
-    if args.socket is not None:
-        return Path(args.socket)
-    if args.config is not None:
-        from edge.config import load
-
-        return load(Path(args.config)).admin_socket
-    return DEFAULT_SOCKET
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = clikit.parser(
         PROG,
@@ -138,7 +127,7 @@ def main(argv: list[str]) -> int:
             PROG, f"TARGET {target!r}: allowed: an edge name or one IPv4/IPv6 address"
         )
     try:
-        path = _socket_path(args)
+        path = socket_path(args)
     except ConfigError as e:
         return clikit.fail(PROG, f"{args.config}: {e}")
     colour = not args.json and clikit.wants_colour(sys.stdout)

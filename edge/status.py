@@ -268,7 +268,12 @@ def render_explain(doc: dict[str, Any], colour: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _socket_path(args: argparse.Namespace) -> Path:
+def socket_path(args: argparse.Namespace) -> Path:
+    """The admin socket from --socket, else from the edge config of --config, else the default.
+
+    Raises:
+        ConfigError: the --config file is invalid.
+    """
     if args.socket is not None:
         return Path(args.socket)
     if args.config is not None:
@@ -290,7 +295,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 def _ask(prog: str, args: argparse.Namespace, line: str) -> dict[str, Any] | int:
     """The edge's reply to `line`, or exit code 1 after printing why not."""
     try:
-        reply = request(_socket_path(args), line)
+        reply = request(socket_path(args), line)
     except ConfigError as e:
         return clikit.fail(prog, f"{args.config}: {e}")
     except StatusError as e:
