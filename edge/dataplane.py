@@ -6,20 +6,23 @@ session, replay window, authentication, inner source). Each wakeup drains up to 
 reads, so a busy side cannot starve the other, and leaves the rest for the next wakeup
 (the readers are level-triggered). After each batch and each timer it sends the core's
 side output (handshakes, cookie replies, keepalives, queued packets), logs its events and
-re-arms the timer at the core's next deadline. Must never raise out of a reader callback.
+arms the timer when the core's next deadline is earlier than the armed one (a later one
+is left to fire early and re-arm). Must never raise out of a reader callback.
 
 The fast path (docs/design.md, "Data plane"):
 - TUN -> UDP: packets are read into one preallocated buffer, each behind room for the
   tunnel header, and sealed in place (`Tunnel.inside_in_place`), so the datagrams of a
   batch lie back to back; a run of equal-sized datagrams to one endpoint leaves in one
-  `send_segments` call (UDP GSO). A TCP super-packet from an offloading TUN is first cut
-  into MSS-sized segments (`offload.segment_tcp`), each sealed on its own: no datagram is
-  ever larger than the TUN MTU plus the tunnel overhead. A NEEDS_CSUM packet has its
-  checksum completed before it is sealed.
+  `send_segments` call (UDP GSO). A TCP super-packet from a TUN with TSO is first cut into
+  segments of at most the TUN MTU (`offload.segment_tcp`), which are sealed as a run
+  (`Tunnel.inside_run_in_place`: one route and session decision, a counter each): no
+  datagram is ever larger than the TUN MTU plus the tunnel overhead. A NEEDS_CSUM packet
+  has its checksum completed before it is sealed.
 - UDP -> TUN: a GRO read holds a run of datagrams from one sender; each is opened in place
-  (`Tunnel.outside_in_place`). On an offloading TUN, TCP packets go through the
-  `offload.Coalescer` and in-order segments of one flow reach the kernel as one
+  (`Tunnel.outside_in_place`) with every check. With a virtio-net header, TCP packets go
+  through the `offload.Coalescer` and in-order segments of one flow reach the kernel as one
   super-packet; everything else is written in place behind a plain virtio-net header.
+  The coalescer is flushed at the end of every batch.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ TX_BYTES = 8 * READ_BYTES
 TX_RESERVE = 4 * READ_BYTES
 RX_BYTES = 2 * READ_BYTES  # one GRO read: up to 64 KB of datagrams
 
-_VNET = struct.Struct("<BBHHHH")
+_U16 = struct.Struct("<H")  # virtio-net header fields: gso_size at 4
+_CSUM = struct.Struct("<HH")  # csum_start, csum_offset at 6
 _VNET_LEN = offload.VNET_HDR_LEN
 _PLAIN_VNET = offload.plain_vnet()
 _NEEDS_CSUM = offload.F_NEEDS_CSUM
@@ -62,6 +66,7 @@ _SEND_FAILED = DropReason.SEND_FAILED
 _NOT_IP = DropReason.NOT_IP
 _TCP = offload.PROTO_TCP
 _UDP = offload.PROTO_UDP
+_UDP_MERGE = offload.UDP_MIN_MERGE_PAYLOAD + 28  # the smallest IP packet that may merge
 
 _log = logging.getLogger(__name__)
 
@@ -121,13 +126,11 @@ class Dataplane:
         self._tx_view = memoryview(self._tx)
         self._rx = bytearray(RX_BYTES)
         self._rx_view = memoryview(self._rx)
-        # What goes through the coalescer (an IPv4 protocol / IPv6 next header): the rest
-        # is written at once. UDP only when asked (`merge_udp`) and the kernel takes UDP
-        # super-packets: measured here (Linux 6.18, veth), writing them made 64-byte UDP
-        # forwarding slower (30k against 55k packets/s), so it is off by default.
-        with_udp = merge_udp and tun.udp_gso
-        self._coalescer = offload.Coalescer(udp=with_udp)
-        self._merge = {_TCP, _UDP} if with_udp else {_TCP}
+        # What goes through the coalescer, to be written at the end of the batch: TCP, and
+        # UDP when the kernel takes UDP super-packets (and `merge_udp`) unless too small to
+        # merge (offload.UDP_MIN_MERGE_PAYLOAD). The rest is written at once.
+        self._merge_udp = merge_udp and tun.udp_gso
+        self._coalescer = offload.Coalescer(udp=self._merge_udp)
         # Called with every core event after it is logged (edge.pinger waits on probes).
         self.on_event: Callable[[TunnelEvent], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -184,13 +187,12 @@ class Dataplane:
                 size = n - _VNET_LEN
                 if size <= 0:
                     continue
-                flags, gso_type, _, gso_size, csum_start, csum_offset = _VNET.unpack_from(
-                    tx, pos + lead
-                )
-                if gso_type:
+                if tx[pos + lead + 1]:  # gso_type: a super-packet
+                    gso_type, gso_size = tx[pos + lead + 1], _U16.unpack_from(tx, pos + lead + 4)[0]
                     pos = self._super_packet(pos, size, gso_type, gso_size, now)
                     continue
-                if flags & _NEEDS_CSUM:
+                if tx[pos + lead] & _NEEDS_CSUM:
+                    csum_start, csum_offset = _CSUM.unpack_from(tx, pos + lead + 6)
                     start = pos + OVERHEAD
                     try:
                         offload.complete_checksum(
@@ -273,7 +275,7 @@ class Dataplane:
         """Drain datagrams from the socket, open each and write its packet to the TUN."""
         tunnel, udp, rx, view = self._tunnel, self._udp, self._rx, self._rx_view
         vnet = self._vnet
-        coalescer, merge = self._coalescer, self._merge
+        coalescer, merge_udp = self._coalescer, self._merge_udp
         outside = tunnel.outside_in_place
         stats = self.stats
         now = self._clock()
@@ -295,7 +297,8 @@ class Dataplane:
                 if m > 0:
                     start = at + OVERHEAD
                     if vnet:
-                        if rx[start + (9 if rx[start] >> 4 == 4 else 6)] in merge:
+                        proto = rx[start + (9 if rx[start] >> 4 == 4 else 6)]
+                        if proto == _TCP or (merge_udp and proto == _UDP and m >= _UDP_MERGE):
                             coalescer.add(view[start : start + m])
                         else:
                             rx[start - _VNET_LEN : start] = _PLAIN_VNET

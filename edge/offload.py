@@ -21,9 +21,11 @@ Rules:
 - `Coalescer` merges consecutive in-order TCP segments of one flow (same addresses, ports,
   IP fields, TCP options and ACK, equal payload sizes but for a shorter last one, no flag
   but ACK and a final PSH) into one GSO_TCP super-packet for the kernel, with
-  NEEDS_CSUM; anything else is written as it came, in flow order. Only packets whose IP
-  length is exactly their size merge (trailing bytes never become payload); a super-packet
-  stays below 64 KB and MAX_COALESCED_SEGMENTS segments, and `flush` holds nothing back.
+  NEEDS_CSUM; with `udp`, equal-sized UDP datagrams of one flow of at least
+  UDP_MIN_MERGE_PAYLOAD bytes likewise become one GSO_UDP_L4 super-packet; anything else
+  is written as it came, in flow order. Only packets whose IP length is exactly their size
+  merge (trailing bytes never become payload); a super-packet stays below 64 KB and
+  MAX_COALESCED_SEGMENTS segments, and `flush` holds nothing back.
 - Checksums use one's complement sums computed as `int.from_bytes(...) % 0xFFFF` (2**16 is
   1 modulo 0xFFFF, so the big integer is congruent to the sum of its 16-bit words).
 """
@@ -49,6 +51,10 @@ PROTO_UDP: Final = 17
 TCP_CSUM_OFFSET: Final = 16
 UDP_CSUM_OFFSET: Final = 6
 UDP_HEADER_LEN: Final = 8
+# UDP datagrams with less payload are not merged: measured here (Linux 6.18, veth), writing
+# super-packets of 64-byte datagrams forwarded fewer of them (40k against 55k packets/s),
+# of 1392-byte ones more (30k against 25k).
+UDP_MIN_MERGE_PAYLOAD: Final = 512
 TCP_MIN_HEADER_LEN: Final = 20
 TCP_FIN: Final = 0x01
 TCP_SYN: Final = 0x02
@@ -413,7 +419,10 @@ def _merge_key(packet: Buffer, udp: bool) -> tuple[int, int, int, int] | None:
         return None
     if proto == PROTO_UDP and udp:
         hlen = iph + UDP_HEADER_LEN
-        if size <= hlen or (packet[iph + 4] << 8 | packet[iph + 5]) != size - iph:
+        if (
+            size < hlen + UDP_MIN_MERGE_PAYLOAD
+            or (packet[iph + 4] << 8 | packet[iph + 5]) != size - iph
+        ):
             return None
         return int.from_bytes(packet[:hlen], "big") & _UDP_MASKS[iph], proto, iph, hlen
     if proto != PROTO_TCP or size < iph + TCP_MIN_HEADER_LEN:

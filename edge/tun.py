@@ -1,12 +1,12 @@
 """The TUN adapter around pytun-pmd3: raw IP packets in and out of the kernel.
 
 Owns opening the device (IFF_TUN | IFF_NO_PI, nonblocking) and moving packets. With
-`offload` (the default) the device also has IFF_VNET_HDR and TUNSETOFFLOAD(CSUM, TSO4,
-TSO6): every read and write then starts with the 10-byte virtio-net header
-(`edge.offload`), and a read may return a TCP super-packet of up to 64 KB for the data plane
-to cut into MTU-sized segments. `udp_gso` says whether the kernel also takes UDP
-super-packets (GSO_UDP_L4) in writes. A kernel that refuses the offloads gets a plain
-device.
+`offload` (the default) the device also has IFF_VNET_HDR: every read and write then starts
+with the 10-byte virtio-net header (`edge.offload`), and writes may be TCP (and UDP)
+super-packets the kernel cuts; with `tso` too (TUNSETOFFLOAD CSUM, TSO4, TSO6) a read may
+return a TCP super-packet of up to 64 KB for the data plane to cut into MTU-sized segments.
+`udp_gso` says whether the kernel also takes UDP super-packets (GSO_UDP_L4) in writes. A
+kernel that refuses the offloads gets a plain device.
 Addresses, MTU and link state are set through netlink in `edge.routes`, because
 pytun's IPv4 setters do not work. Closing the device makes the kernel drop it
 together with its addresses and routes.
@@ -35,7 +35,7 @@ TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 TUN_F_USO4 = 0x20
 TUN_F_USO6 = 0x40
-OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+TSO_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 
 _log = logging.getLogger(__name__)
 
@@ -56,9 +56,16 @@ class Tun:
         self._closed = False
 
     @classmethod
-    def open(cls, name: str, offload: bool = True) -> Tun:
+    def open(cls, name: str, offload: bool = True, tso: bool = False) -> Tun:
         """Create the TUN device `name`, nonblocking; with `offload`, with a virtio-net
-        header and TCP segmentation offload where the kernel allows it.
+        header (the data plane writes TCP and UDP super-packets, the kernel cuts them); with
+        `tso` too, the kernel hands over TCP super-packets with partial checksums, which
+        the data plane cuts and checksums itself. A kernel that refuses gets a plain device.
+
+        `tso` is off by default: in Python, cutting and checksumming a segment costs about
+        what the kernel's own segmentation plus one more read costs, and without it every
+        packet read arrives with its checksum done in C (measured: equal TCP throughput,
+        UDP 1392 B +40%; docs/design.md, "Data plane").
 
         Raises:
             TunError: /dev/net/tun is missing, permission denied, or the name is taken.
@@ -67,7 +74,7 @@ class Tun:
             tun = cls._open(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)
             try:
                 fcntl.ioctl(tun.fileno(), TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-                fcntl.ioctl(tun.fileno(), TUNSETOFFLOAD, OFFLOADS)
+                fcntl.ioctl(tun.fileno(), TUNSETOFFLOAD, TSO_OFFLOADS)
             except OSError as e:
                 _log.warning(kv("tun_offload_refused", tun=name, error=e.strerror))
                 tun.close()
@@ -77,11 +84,11 @@ class Tun:
             # writes. The flags are only probed: with them set the kernel would also hand
             # over UDP super-packets, which the data plane does not cut.
             try:
-                fcntl.ioctl(tun.fileno(), TUNSETOFFLOAD, OFFLOADS | TUN_F_USO4 | TUN_F_USO6)
+                fcntl.ioctl(tun.fileno(), TUNSETOFFLOAD, TSO_OFFLOADS | TUN_F_USO4 | TUN_F_USO6)
                 tun._udp_gso = True
             except OSError:
                 pass
-            fcntl.ioctl(tun.fileno(), TUNSETOFFLOAD, OFFLOADS)
+            fcntl.ioctl(tun.fileno(), TUNSETOFFLOAD, TSO_OFFLOADS if tso else 0)
             return tun
         return cls._open(name, IFF_TUN | IFF_NO_PI)
 

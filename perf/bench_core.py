@@ -1,10 +1,12 @@
 """Benchmark the tunnel core on prebuilt packets, with no I/O.
 
 Measures packets per second through `Tunnel.inside` (seal) and `Tunnel.outside`
-(open + checks) and the route lookup alone, at 64-byte and 1400-byte packets. Every
-figure is also given as a ratio to a baseline measured in the same run: the bare
-libsodium call the path cannot avoid (crypto_box_easy_afternm / open_easy_afternm on
-the same sizes), so a noisy machine moves both and the ratio stays meaningful.
+(open + checks), through their in-place forms the data plane uses (`inside_in_place`,
+`outside_in_place`: the packet copied into a preallocated buffer, then sealed or opened
+there), and the route lookup alone, at 64-byte and 1400-byte packets. Every figure is also
+given as a ratio to a baseline measured in the same run: the bare libsodium call the path
+cannot avoid (crypto_box_easy_afternm / open_easy_afternm on the same sizes), so a noisy
+machine moves both and the ratio stays meaningful.
 
 Run: .venv/bin/python -m perf.bench_core [--seconds S] [--json]
 """
@@ -119,6 +121,28 @@ def once_each(
     return count / elapsed
 
 
+def once_each_in_place(
+    receiver: Tunnel, sender: Tunnel, packets: list[bytes], addr: tuple[str, int], count: int
+) -> float:
+    """Packets/s of `receiver.outside_in_place` over `count` distinct datagrams."""
+    pool = []
+    for i in range(count):
+        out = sender.inside(packets[i % len(packets)], 0.0)
+        assert out is not None
+        pool.append(out[0])
+    buf = bytearray(65536)
+    opened = 0
+    start = time.perf_counter()
+    for d in pool:
+        n = len(d)
+        buf[:n] = d
+        if receiver.outside_in_place(buf, 0, n, addr, 0.0) >= 0:
+            opened += 1
+    elapsed = time.perf_counter() - start
+    assert opened == count, "every datagram must open: the benchmark measures the full path"
+    return count / elapsed
+
+
 def run(seconds: float) -> dict[str, dict[str, float]]:
     a, b = two_cores()
     return {f"{size}B": measure(a, b, size, seconds) for size in SIZES}
@@ -140,11 +164,23 @@ def measure(a: Tunnel, b: Tunnel, size: int, seconds: float) -> dict[str, float]
     seal_base = rate(lambda: [crypto_box_easy_afternm(p, nonce, key) for p in packets], seconds)
     open_base = rate(lambda: [crypto_box_open_easy_afternm(x, nonce, key) for x in boxes], seconds)
     inside = rate(lambda: [a.inside(p, 0.0) for p in packets], seconds)
-    outside = once_each(b, a, packets, addr, max(BATCH, int(OUTSIDE_PER_SECOND * seconds)))
+    buf = bytearray(65536)
+
+    def seal_in_place() -> None:
+        for p in packets:
+            buf[32 : 32 + size] = p
+            a.inside_in_place(buf, 0, size, 0.0)
+
+    inside_in_place = rate(seal_in_place, seconds)
+    count = max(BATCH, int(OUTSIDE_PER_SECOND * seconds))
+    outside = once_each(b, a, packets, addr, count)
+    outside_in_place = once_each_in_place(b, a, packets, addr, count)
     lookup = rate(lambda: [table.lookup(dst) for _ in packets], seconds)
     return {
         "inside_pps": inside,
         "outside_pps": outside,
+        "inside_in_place_pps": inside_in_place,
+        "outside_in_place_pps": outside_in_place,
         "lookup_per_s": lookup,
         "baseline_seal_pps": seal_base,
         "baseline_open_pps": open_base,
@@ -163,14 +199,15 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(
-        f"{'size':>6} {'inside pps':>12} {'x seal':>7} {'outside pps':>12} {'x open':>7} "
-        f"{'lookups/s':>12}"
+        f"{'size':>6} {'inside pps':>12} {'x seal':>7} {'in place':>12} {'outside pps':>12} "
+        f"{'x open':>7} {'in place':>12} {'lookups/s':>12}"
     )
     for size, r in results.items():
         print(
             f"{size:>6} {r['inside_pps']:>12,.0f} {r['inside_vs_seal_ratio']:>7.2f} "
+            f"{r['inside_in_place_pps']:>12,.0f} "
             f"{r['outside_pps']:>12,.0f} {r['outside_vs_open_ratio']:>7.2f} "
-            f"{r['lookup_per_s']:>12,.0f}"
+            f"{r['outside_in_place_pps']:>12,.0f} {r['lookup_per_s']:>12,.0f}"
         )
 
 

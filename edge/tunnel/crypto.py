@@ -163,25 +163,23 @@ def _fast() -> tuple[
         Raises:
             ValueError: a bad key, counter or range (caller bugs).
         """
-        if len(key) != KEY_LEN or not 0 <= counter <= MAX_COUNTER:
-            raise ValueError(f"a session key is {KEY_LEN} bytes and the counter a uint64")
-        if at < 0 or size < 0 or at + BOX_TAG_LEN + size > len(buf):
-            raise ValueError(f"a box of {size} bytes at {at} does not fit the buffer")
-        pack_nonce(nonce, 0, counter)
+        if len(key) != KEY_LEN or at < 0 or size < 0 or at + BOX_TAG_LEN + size > len(buf):
+            raise ValueError(f"a {KEY_LEN}-byte key and a box of {size} bytes at {at} in buf")
+        try:
+            pack_nonce(nonce, 0, counter)
+        except struct.error:
+            raise ValueError(f"the counter {counter} is not a uint64") from None
         base = _pointer(buf)
         c_seal(base + at, base + at + BOX_TAG_LEN, size, c_nonce, key)
 
     def open_in_place(key: bytes, counter: int, buf: bytearray, at: int, size: int) -> int:
         """Open the box buf[at : at + size]; the plaintext length at buf[at + 16:], or -1."""
-        if (
-            len(key) != KEY_LEN
-            or not 0 <= counter <= MAX_COUNTER
-            or size < BOX_TAG_LEN
-            or at < 0
-            or at + size > len(buf)
-        ):
+        if len(key) != KEY_LEN or size < BOX_TAG_LEN or at < 0 or at + size > len(buf):
             return -1
-        pack_nonce(nonce, 0, counter)
+        try:
+            pack_nonce(nonce, 0, counter)
+        except struct.error:  # not a uint64
+            return -1
         base = _pointer(buf)
         if c_open(base + at + BOX_TAG_LEN, base + at, size, c_nonce, key) != 0:
             return -1

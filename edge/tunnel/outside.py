@@ -147,17 +147,13 @@ class Receiver:
     def open_in_place(self, buf: bytearray, at: int, size: int, addr: Sockaddr, now: float) -> int:
         """The datagram buf[at : at + size] from `addr`: the length of the packet for the
         TUN, left at buf[at + OVERHEAD:], or -1 (nothing for the TUN). Never raises."""
-        if (
-            size < _DATA_MIN_LEN
-            or size > _MAX_DATAGRAM
-            or buf[at] != _TYPE_DATA
-            or buf[at + 1]
-            or buf[at + 2]
-            or buf[at + 3]
-        ):
+        if size < _DATA_MIN_LEN or size > _MAX_DATAGRAM:
             self._handshake_message(memoryview(buf)[at : at + size], addr, now)
             return -1
-        _, index, counter = _unpack_header(buf, at)
+        kind, index, counter = _unpack_header(buf, at)
+        if kind != _TYPE_DATA:  # the type byte and three reserved zero bytes, as one word
+            self._handshake_message(memoryview(buf)[at : at + size], addr, now)
+            return -1
         session = self._sessions.get(index)
         if session is None:
             self._drops.add(_UNKNOWN_PEER)

@@ -26,7 +26,7 @@ from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.routemap import EdgeEntry, RouteMap, parse_route
-from tests.unit.test_offload import tcp_ok, tcp_packet
+from tests.unit.test_offload import cut_udp, tcp_ok, tcp_packet, udp_packet
 
 A_ADDR = ("198.18.0.1", 51820)
 B_ADDR = ("198.18.0.2", 51820)
@@ -90,7 +90,11 @@ def carry(edges: list[Edge]) -> None:
 
 def connected(vnet_a: bool, vnet_b: bool, mtu: int = 1420) -> tuple[Edge, Edge]:
     """Two edges with a session a <-> b (the handshake carried by a first packet)."""
-    a, b = Edge("a", vnet_a, mtu), Edge("b", vnet_b, mtu)
+    return handshake(Edge("a", vnet_a, mtu), Edge("b", vnet_b, mtu))
+
+
+def handshake(a: Edge, b: Edge) -> tuple[Edge, Edge]:
+    vnet_a, vnet_b = a.tun.vnet_hdr, b.tun.vnet_hdr
     hello = bytes(tcp_packet(b"hello"))
     a.tun.inbound.append(wrap(hello) if vnet_a else hello)
     a.dp.on_tun_readable()
@@ -316,3 +320,40 @@ def test_tun_write_failures_are_counted_not_raised() -> None:
     b.udp.inbound.append((out[0], A_ADDR))
     b.dp.on_udp_readable()
     assert b.dp.stats.tun_write_errors == 1
+
+
+def test_large_udp_merges_where_the_kernel_takes_it_small_udp_goes_at_once() -> None:
+    a, b = Edge("a", True), Edge("b", True)
+    b.tun = FakeTun(vnet_hdr=True, udp_gso=True)
+    b.dp = Dataplane(b.core, b.tun, b.udp, clock=lambda: 1.0, merge_udp=True)
+    a, b = handshake(a, b)
+    big = [udp_packet(bytes([i]) * 1000) for i in range(5)]
+    small = [udp_packet(b"s" * 64) for _ in range(2)]
+    for p in [big[0], small[0], big[1], big[2], small[1], big[3], big[4]]:
+        out = a.core.inside(p, 1.0)
+        assert out is not None
+        b.udp.inbound.append((out[0], A_ADDR))
+    b.dp.on_udp_readable()
+    writes = b.tun.written
+    assert [offload.decode_vnet(w).gso_type for w in writes] == [
+        GSO_NONE,
+        GSO_NONE,
+        offload.GSO_UDP_L4,
+    ]
+    assert [w[VNET_HDR_LEN:] for w in writes[:2]] == small
+    assert cut_udp(writes[2]) == big
+    assert b.dp.stats.coalesced_writes == 1 and b.dp.stats.coalesced_segments == 5
+
+
+def test_udp_is_written_as_it_came_by_default() -> None:
+    a, b = Edge("a", True), Edge("b", True)
+    b.tun = FakeTun(vnet_hdr=True, udp_gso=True)
+    b.dp = Dataplane(b.core, b.tun, b.udp, clock=lambda: 1.0)
+    a, b = handshake(a, b)
+    big = [udp_packet(bytes([i]) * 1000) for i in range(3)]
+    for p in big:
+        out = a.core.inside(p, 1.0)
+        assert out is not None
+        b.udp.inbound.append((out[0], A_ADDR))
+    b.dp.on_udp_readable()
+    assert b.tun.written == [offload.plain_vnet() + p for p in big]

@@ -400,3 +400,121 @@ def test_packets_with_valid_headers_and_random_rest_never_break_the_coalescer(
     packet = bytearray(prefix + tail)
     writes = coalesce([bytes(packet), bytes(packet)])
     assert b"".join(w[VNET_HDR_LEN:] for w in writes).count(tail) >= 1 or not tail
+
+
+def udp_packet(payload: bytes, *, version: int = 4, port: int = 7000) -> bytes:
+    """A UDP/IP packet 10.1.0.1 -> 10.2.0.1 (fd00:1::1 -> fd00:2::1) with valid checksums."""
+    udp = struct.pack("!HHHH", port, 5201, 8 + len(payload), 0) + payload
+    if version == 4:
+        ip = bytearray(
+            struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0x4000, 64, 17, 0,
+                        ipaddress.IPv4Address("10.1.0.1").packed,
+                        ipaddress.IPv4Address("10.2.0.1").packed)
+        )  # fmt: skip
+        ip[10:12] = struct.pack("!H", rfc1071(bytes(ip)))
+        pseudo = bytes(ip[12:20]) + struct.pack("!BBH", 0, 17, len(udp))
+    else:
+        ip = bytearray(
+            struct.pack("!IHBB16s16s", 6 << 28, len(udp), 17, 64,
+                        ipaddress.IPv6Address("fd00:1::1").packed,
+                        ipaddress.IPv6Address("fd00:2::1").packed)
+        )  # fmt: skip
+        pseudo = bytes(ip[8:40]) + struct.pack("!IxxxB", len(udp), 17)
+    checksum = rfc1071(pseudo + udp) or 0xFFFF
+    return bytes(ip) + udp[:6] + struct.pack("!H", checksum) + udp[8:]
+
+
+def udp_ok(packet: bytes) -> bool:
+    iph = 20 if packet[0] >> 4 == 4 else 40
+    if iph == 20 and rfc1071(packet[:20]) not in (0, 0xFFFF):
+        return False
+    udp = packet[iph:]
+    if struct.unpack_from("!H", udp, 4)[0] != len(udp):
+        return False
+    if iph == 20:
+        pseudo = packet[12:20] + struct.pack("!BBH", 0, 17, len(udp))
+    else:
+        pseudo = packet[8:40] + struct.pack("!IxxxB", len(udp), 17)
+    return rfc1071(pseudo + udp) in (0, 0xFFFF)
+
+
+def cut_udp(write: bytes) -> list[bytes]:
+    """A GSO_UDP_L4 write as the kernel segments it (a plain reference implementation)."""
+    header = offload.decode_vnet(write)
+    packet = write[VNET_HDR_LEN:]
+    assert header.flags == F_NEEDS_CSUM and header.csum_offset == 6
+    iph = header.csum_start
+    assert header.hdr_len == iph + 8
+    payload = packet[iph + 8 :]
+    out = []
+    for i in range(0, len(payload), header.gso_size):
+        chunk = payload[i : i + header.gso_size]
+        ip = bytearray(packet[:iph])
+        if iph == 20:
+            ip[2:4] = struct.pack("!H", 28 + len(chunk))
+            ip[10:12] = b"\0\0"
+            ip[10:12] = struct.pack("!H", rfc1071(bytes(ip)))
+            pseudo = bytes(ip[12:20]) + struct.pack("!BBH", 0, 17, 8 + len(chunk))
+        else:
+            ip[4:6] = struct.pack("!H", 8 + len(chunk))
+            pseudo = bytes(ip[8:40]) + struct.pack("!IxxxB", 8 + len(chunk), 17)
+        udp = packet[iph : iph + 4] + struct.pack("!HH", 8 + len(chunk), 0) + chunk
+        checksum = rfc1071(pseudo + udp) or 0xFFFF
+        out.append(bytes(ip) + udp[:6] + struct.pack("!H", checksum) + udp[8:])
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    version=st.sampled_from([4, 6]),
+    size=st.integers(min_value=offload.UDP_MIN_MERGE_PAYLOAD, max_value=1400),
+    runs=st.lists(
+        st.tuples(st.integers(0, 1), st.integers(1, 70), st.booleans()), min_size=1, max_size=6
+    ),
+)
+def test_udp_datagrams_merge_into_super_packets_that_cut_back_to_them(
+    version: int, size: int, runs: list[tuple[int, int, bool]]
+) -> None:
+    """Equal-sized datagrams of one flow (a shorter one ends a run) become GSO_UDP_L4
+    super-packets of at most 64; cut as the kernel does, they are the same datagrams."""
+    packets = []
+    for flow, count, short in runs:
+        for i in range(count):
+            n = size - 1 if short and i == count - 1 else size
+            packets.append(
+                udp_packet(bytes([len(packets) % 251]) * n, version=version, port=7000 + flow)
+            )
+    c = Coalescer(udp=True)
+    for p in packets:
+        c.add(memoryview(p))
+    got = []
+    for w in c.flush():
+        header = offload.decode_vnet(w)
+        if header.gso_type == offload.GSO_UDP_L4:
+            assert len(w) - VNET_HDR_LEN <= offload.MAX_IP_PACKET
+            segments = cut_udp(bytes(w))
+            assert 2 <= len(segments) <= offload.MAX_COALESCED_SEGMENTS
+            got += segments
+        else:
+            assert header == offload.NO_OFFLOAD
+            got.append(bytes(w[VNET_HDR_LEN:]))
+    assert all(udp_ok(p) for p in got)
+    # per flow (source port), the same payloads in the same order
+    iph = 20 if version == 4 else 40
+
+    def flow_of(packets: list[bytes], port: int) -> list[bytes]:
+        return [p[iph + 8 :] for p in packets if struct.unpack_from("!H", p, iph)[0] == port]
+
+    for port in (7000, 7001):
+        assert flow_of(got, port) == flow_of(packets, port)
+    assert len(got) == len(packets)
+
+
+def test_small_udp_and_udp_without_the_flag_pass_as_they_came() -> None:
+    small = [udp_packet(b"s" * 64) for _ in range(3)]
+    big = [udp_packet(b"b" * 1000) for _ in range(3)]
+    c = Coalescer(udp=True)
+    for p in small:
+        c.add(p)
+    assert [bytes(w) for w in c.flush()] == [offload.plain_vnet() + p for p in small]
+    assert coalesce(big) == [offload.plain_vnet() + p for p in big]  # udp off
