@@ -175,6 +175,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             route_map=lambda: applier.route_map,
             controller=control.view,
             routes=routes,
+            datapath=dataplane.stats.as_dict,
         )
         explainer = EdgeExplain(
             tunnel=tunnel,

@@ -52,13 +52,17 @@ class EdgeStatus:
         controller: Callable[[], ControllerView],
         routes: RouteTable,
         clock: Callable[[], float] = time.monotonic,
+        datapath: Callable[[], dict[str, int]] | None = None,
     ) -> None:
+        """`datapath()` gives the data path shell's own counters (Dataplane.stats): what
+        the offloads did (GSO runs, GRO reads, coalesced writes), shown as "datapath"."""
         self._endpoint = endpoint
         self._tunnel = tunnel
         self._route_map = route_map
         self._controller = controller
         self._routes = routes
         self._clock = clock
+        self._datapath = datapath
 
     def build(self) -> dict[str, Any]:
         identity = self._tunnel.identity
@@ -102,6 +106,7 @@ class EdgeStatus:
                 for net in sorted(wanted, key=route_key)
             ],
             "drops": self._tunnel.drops(),
+            "datapath": self._datapath() if self._datapath is not None else {},
         }
 
 

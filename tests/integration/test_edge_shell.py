@@ -192,6 +192,7 @@ def edge_status(routes: FakeRouteTable) -> EdgeStatus:
         ),
         routes=routes,
         clock=lambda: 100.0,
+        datapath=lambda: {"tun_reads": 7, "gso_sends": 2},
     )
 
 
@@ -206,7 +207,9 @@ def test_status_json_has_the_documented_shape() -> None:
         "peers",
         "routes",
         "drops",
+        "datapath",
     ]
+    assert status["datapath"] == {"tun_reads": 7, "gso_sends": 2}
     assert status["edge"] == "vpc-a"
     assert status["public_key"] == PublicKey(keys(1)[0]).to_base64()
     assert status["map_version"] == 3
