@@ -105,15 +105,21 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
 OUTSIDE_PER_SECOND = 100_000
 
 
-def once_each(
-    receiver: Tunnel, sender: Tunnel, packets: list[bytes], addr: tuple[str, int], count: int
-) -> float:
-    """Packets/s of `receiver.outside` over `count` distinct datagrams from `sender`."""
+def sealed_pool(sender: Tunnel, packets: list[bytes], count: int) -> list[bytes]:
+    """`count` datagrams sealed by `sender`, cycling through `packets` (each a new counter)."""
     pool = []
     for i in range(count):
         out = sender.inside(packets[i % len(packets)], 0.0)
         assert out is not None
         pool.append(out[0])
+    return pool
+
+
+def once_each(
+    receiver: Tunnel, sender: Tunnel, packets: list[bytes], addr: tuple[str, int], count: int
+) -> float:
+    """Packets/s of `receiver.outside` over `count` distinct datagrams from `sender`."""
+    pool = sealed_pool(sender, packets, count)
     start = time.perf_counter()
     delivered = sum(1 for d in pool if receiver.outside(d, addr, 0.0) is not None)
     elapsed = time.perf_counter() - start
@@ -125,11 +131,7 @@ def once_each_in_place(
     receiver: Tunnel, sender: Tunnel, packets: list[bytes], addr: tuple[str, int], count: int
 ) -> float:
     """Packets/s of `receiver.outside_in_place` over `count` distinct datagrams."""
-    pool = []
-    for i in range(count):
-        out = sender.inside(packets[i % len(packets)], 0.0)
-        assert out is not None
-        pool.append(out[0])
+    pool = sealed_pool(sender, packets, count)
     buf = bytearray(65536)
     opened = 0
     start = time.perf_counter()
