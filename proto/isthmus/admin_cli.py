@@ -6,8 +6,8 @@
     isthmus edges [--json] [--config F | --socket P]
 
 Owns the client side of the controller's admin socket (gRPC `isthmus.v1.Admin` over
-"unix:PATH") and the rendering: a text table (states coloured on a terminal only,
-isthmus.clikit) or a stable JSON document.
+"unix:PATH") and the commands' options; what they print (a text table with states
+coloured on a terminal only, or a stable JSON document) is isthmus.admin_view.
 Rule: this module imports neither `controller` nor `edge`; from the controller config it
 reads only `admin_socket` (default `<state_dir>/admin.sock`).
 Exit codes: 0 ok; 1 error (the controller cannot be reached, or it refused: its message;
@@ -22,37 +22,34 @@ import argparse
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 import grpc
 
 from isthmus import clikit
-from isthmus.clikit import Style, paint
+from isthmus.admin_view import (
+    edge_problems,
+    edges_doc,
+    history_doc,
+    render_edges,
+    render_history,
+    render_routes,
+    route_problems,
+    routes_doc,
+    state_name,
+)
 from isthmus.configfile import ConfigError, get_str, read_toml
 from isthmus.ids import parse_edge_name
-from isthmus.keys import PublicKey
 from isthmus.routemap import parse_route
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 
 DEFAULT_SOCKET: Final = Path("/var/lib/isthmus-controller/admin.sock")
 TIMEOUT: Final = 10.0
-
-ROUTE_COLUMNS: Final = ("ROUTE", "EDGE", "STATE", "REASON")
-HISTORY_COLUMNS: Final = ("TIME", "VERSION", "ACTOR", "KIND", "EDGE", "ROUTE", "REASON")
 HISTORY_DEFAULT: Final = 100
 HISTORY_MAX: Final = 10_000
-EDGE_COLUMNS: Final = ("EDGE", "STATE", "APPLIED", "REPORTED", "REPLICA", "ENDPOINTS", "LAST ERROR")
-
-_STATES: Final[dict[int, str]] = {
-    pb.ROUTE_STATE_SERVING: "serving",
-    pb.ROUTE_STATE_PENDING: "pending",
-    pb.ROUTE_STATE_REFUSED: "refused",
-}
-_ROUTE_STYLES: Final[dict[str, Style]] = {"serving": "good", "pending": "warn", "refused": "bad"}
-_EDGE_STYLES: Final[dict[str, Style]] = {"connected": "good"}
 
 
 class AdminError(Exception):
@@ -129,202 +126,6 @@ def call(path: Path, method: str, request: Any, timeout: float = TIMEOUT) -> Any
 
 
 # --- rendering (pure) --------------------------------------------------------------------
-
-
-def state_name(state: int) -> str:
-    return _STATES.get(state, "unspecified")
-
-
-def routes_doc(reply: pb.ListRoutesResponse) -> dict[str, Any]:
-    """The stable `isthmus routes --json` document."""
-    return {
-        "version": reply.version,
-        "routes": [
-            {
-                "route": r.route,
-                "edge": r.edge,
-                "state": state_name(r.state),
-                "reason_code": r.reason_code,
-                "reason": r.reason,
-                "since_version": r.since_version,
-                "approved": r.approved,
-            }
-            for r in reply.routes
-        ],
-    }
-
-
-def history_doc(reply: pb.ListHistoryResponse) -> dict[str, Any]:
-    """The stable `isthmus routes --history --json` document (entries oldest first)."""
-    return {
-        "version": reply.version,
-        "entries": [
-            {
-                "time": e.time,
-                "version": e.version,
-                "actor": e.actor,
-                "kind": e.kind,
-                "edge": e.edge,
-                "route": e.route or None,
-                "reason": e.reason,
-            }
-            for e in reply.entries
-        ],
-    }
-
-
-def edges_doc(reply: pb.ListEdgesResponse) -> dict[str, Any]:
-    """The stable `isthmus edges --json` document."""
-    return {
-        "version": reply.version,
-        "edges": [
-            {
-                "name": e.name,
-                "public_key": _key(e.public_key),
-                "endpoints": list(e.endpoints),
-                "state": e.state,
-                "replica": e.replica,
-                "applied_version": e.applied_version,
-                "last_error": e.last_error,
-                "reported_at": e.reported_at,
-            }
-            for e in reply.edges
-        ],
-    }
-
-
-def _key(raw: bytes) -> str:
-    try:
-        return PublicKey(raw).to_base64()
-    except ValueError:
-        return raw.hex()
-
-
-def table(
-    columns: Sequence[str],
-    rows: Sequence[Sequence[str]],
-    styles: Sequence[Sequence[Style | None]] = (),
-    colour: bool = False,
-) -> str:
-    """Left-aligned columns two spaces apart; the last column is not padded.
-
-    `styles[i][j]` colours cell j of row i when `colour` (widths count the text only).
-    """
-    widths = [max(len(r[i]) for r in (columns, *rows)) for i in range(len(columns) - 1)]
-    lines = []
-    for i, row in enumerate((columns, *rows)):
-        marks = styles[i - 1] if 0 < i <= len(styles) else ()
-        cells = []
-        for j, cell in enumerate(row):
-            style = marks[j] if j < len(marks) else None
-            pad = " " * (widths[j] - len(cell)) if j < len(widths) else ""
-            cells.append(paint(cell, style, colour) + pad)
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
-
-
-def route_problems(doc: dict[str, Any]) -> list[str]:
-    """Why `isthmus routes` is degraded (exit 2): every route not serving."""
-    return [
-        f"route {r['route']} of edge {r['edge']!r} is {r['state']}"
-        for r in doc["routes"]
-        if r["state"] != "serving"
-    ]
-
-
-def edge_problems(doc: dict[str, Any]) -> list[str]:
-    """Why `isthmus edges` is degraded (exit 2): a last error, or an older applied version."""
-    found = []
-    for e in doc["edges"]:
-        if e["last_error"]:
-            found.append(f"edge {e['name']!r} reports: {e['last_error']}")
-        elif e["applied_version"] != doc["version"]:
-            found.append(
-                f"edge {e['name']!r} applied map version {e['applied_version']}, "
-                f"not {doc['version']}"
-            )
-    return found
-
-
-def render_routes(doc: dict[str, Any], colour: bool = False) -> str:
-    """The routes as a text table; REASON is the detail of every route not serving."""
-    rows = []
-    styles: list[tuple[Style | None, ...]] = []
-    for r in doc["routes"]:
-        if r["state"] == "serving":
-            reason = "approved" if r["approved"] else ""
-        else:
-            reason = r["reason"] or r["reason_code"]
-        rows.append((r["route"], r["edge"], r["state"], reason))
-        styles.append((None, None, _ROUTE_STYLES.get(r["state"], "bad"), None))
-    text = table(ROUTE_COLUMNS, rows, styles, colour)
-    return text if rows else text + "(no routes advertised)\n"
-
-
-def _utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def render_history(doc: dict[str, Any]) -> str:
-    """The audit entries as a text table, oldest first, times in UTC."""
-    rows = [
-        (
-            _utc(e["time"]),
-            str(e["version"]),
-            e["actor"],
-            e["kind"],
-            e["edge"],
-            e["route"] or "-",
-            e["reason"],
-        )
-        for e in doc["entries"]
-    ]
-    text = table(HISTORY_COLUMNS, rows)
-    return text if rows else text + "(no map changes recorded)\n"
-
-
-def _ago(then: float, now: float) -> str:
-    if then <= 0:
-        return "never"
-    s = max(0, int(now - then))
-    if s < 60:
-        return f"{s}s ago"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s ago"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m ago"
-
-
-def render_edges(doc: dict[str, Any], now: float, colour: bool = False) -> str:
-    """The edges as a text table; `now` (unix time) dates the last reports."""
-    rows = [
-        (
-            e["name"],
-            e["state"],
-            str(e["applied_version"]),
-            _ago(e["reported_at"], now),
-            e["replica"] or "-",
-            ",".join(e["endpoints"]) or "-",
-            e["last_error"] or "-",
-        )
-        for e in doc["edges"]
-    ]
-    styles: list[tuple[Style | None, ...]] = [
-        (
-            None,
-            _EDGE_STYLES.get(e["state"], "warn"),
-            None if e["applied_version"] == doc["version"] else "warn",
-            None,
-            None,
-            None,
-            "bad" if e["last_error"] else None,
-        )
-        for e in doc["edges"]
-    ]
-    text = table(EDGE_COLUMNS, rows, styles, colour)
-    return text if rows else text + "(no edges configured)\n"
-
-
-# --- the commands --------------------------------------------------------------------------
 
 
 def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:

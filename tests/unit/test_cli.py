@@ -16,7 +16,7 @@ import pytest
 
 from edge.status import problems, render
 from isthmus import __version__ as isthmus_version
-from isthmus import admin_cli
+from isthmus import admin_cli, admin_view
 from isthmus.configfile import ConfigError
 from isthmus.keys import PublicKey
 from isthmus.v1 import isthmus_pb2 as pb
@@ -150,7 +150,7 @@ ROUTES_REPLY = pb.ListRoutesResponse(
 
 
 def test_routes_json_document_is_stable() -> None:
-    doc = admin_cli.routes_doc(ROUTES_REPLY)
+    doc = admin_view.routes_doc(ROUTES_REPLY)
     assert list(doc) == ["version", "routes"]
     assert doc["version"] == 9
     assert doc["routes"][1] == {
@@ -164,11 +164,11 @@ def test_routes_json_document_is_stable() -> None:
     }
     assert [r["state"] for r in doc["routes"]] == ["serving", "serving", "refused", "pending"]
     assert json.loads(json.dumps(doc)) == doc
-    assert admin_cli.state_name(pb.ROUTE_STATE_UNSPECIFIED) == "unspecified"
+    assert admin_view.state_name(pb.ROUTE_STATE_UNSPECIFIED) == "unspecified"
 
 
 def test_routes_table_shows_the_reason_of_routes_not_serving() -> None:
-    text = admin_cli.render_routes(admin_cli.routes_doc(ROUTES_REPLY))
+    text = admin_view.render_routes(admin_view.routes_doc(ROUTES_REPLY))
     assert text == (
         "ROUTE         EDGE   STATE    REASON\n"
         "10.97.0.0/16  vpc-b  serving\n"
@@ -179,9 +179,9 @@ def test_routes_table_shows_the_reason_of_routes_not_serving() -> None:
 
 
 def test_routes_table_without_routes() -> None:
-    doc = admin_cli.routes_doc(pb.ListRoutesResponse(version=0))
+    doc = admin_view.routes_doc(pb.ListRoutesResponse(version=0))
     assert doc == {"version": 0, "routes": []}
-    assert admin_cli.render_routes(doc) == "ROUTE  EDGE  STATE  REASON\n(no routes advertised)\n"
+    assert admin_view.render_routes(doc) == "ROUTE  EDGE  STATE  REASON\n(no routes advertised)\n"
 
 
 def test_edges_json_document_and_table() -> None:
@@ -210,7 +210,7 @@ def test_edges_json_document_and_table() -> None:
             ),
         ],
     )
-    doc = admin_cli.edges_doc(reply)
+    doc = admin_view.edges_doc(reply)
     assert list(doc) == ["version", "edges"]
     assert doc["edges"][1] == {
         "name": "vpc-a",
@@ -222,7 +222,7 @@ def test_edges_json_document_and_table() -> None:
         "last_error": "",
         "reported_at": 10_000.0,
     }
-    assert admin_cli.render_edges(doc, now=10_065.0).splitlines() == [
+    assert admin_view.render_edges(doc, now=10_065.0).splitlines() == [
         "EDGE   STATE         APPLIED  REPORTED   REPLICA  ENDPOINTS" + " " * 30 + "LAST ERROR",
         "rogue  never         0        never      -        -" + " " * 38 + "-",
         "vpc-a  connected     4        1m05s ago  ctl-2    "
@@ -311,15 +311,15 @@ def _strip(text: str) -> str:
 
 
 def test_routes_degraded_when_a_route_is_pending_or_refused_and_coloured_states() -> None:
-    doc = admin_cli.routes_doc(ROUTES_REPLY)
-    assert admin_cli.route_problems(doc) == [
+    doc = admin_view.routes_doc(ROUTES_REPLY)
+    assert admin_view.route_problems(doc) == [
         "route 0.0.0.0/0 of edge 'rogue' is refused",
         "route fd00::/8 of edge 'rogue' is pending",
     ]
     serving = {"version": 9, "routes": [r for r in doc["routes"] if r["state"] == "serving"]}
-    assert admin_cli.route_problems(serving) == []
-    plain = admin_cli.render_routes(doc)
-    coloured = admin_cli.render_routes(doc, colour=True)
+    assert admin_view.route_problems(serving) == []
+    plain = admin_view.render_routes(doc)
+    coloured = admin_view.render_routes(doc, colour=True)
     assert "\x1b[" not in plain
     assert "\x1b[32mserving\x1b[0m" in coloured
     assert "\x1b[1;31mrefused\x1b[0m" in coloured and "\x1b[33mpending\x1b[0m" in coloured
@@ -338,13 +338,13 @@ def test_edges_degraded_on_a_last_error_or_an_older_version() -> None:
              "reported_at": 0.0, "replica": "", "endpoints": []},
         ],
     }  # fmt: skip
-    assert admin_cli.edge_problems(doc) == [
+    assert admin_view.edge_problems(doc) == [
         "edge 'b' applied map version 3, not 4",
         "edge 'c' reports: bad lease",
     ]
-    assert admin_cli.edge_problems({"version": 4, "edges": doc["edges"][:1]}) == []
-    plain = admin_cli.render_edges(doc, now=10.0)
-    coloured = admin_cli.render_edges(doc, now=10.0, colour=True)
+    assert admin_view.edge_problems({"version": 4, "edges": doc["edges"][:1]}) == []
+    plain = admin_view.render_edges(doc, now=10.0)
+    coloured = admin_view.render_edges(doc, now=10.0, colour=True)
     assert "\x1b[32mconnected\x1b[0m" in coloured and "\x1b[33mdisconnected\x1b[0m" in coloured
     assert "\x1b[1;31mbad lease\x1b[0m" in coloured
     assert _strip(coloured) == plain and "\x1b[" not in plain
