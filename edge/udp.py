@@ -140,7 +140,7 @@ class UdpSocket:
         if self._v6 and ":" not in host:
             host = "::ffff:" + host
         target = (host, addr[1])
-        if self.gso:
+        if self.gso and segment <= MAX_GSO_BYTES:
             cmsg = self._cmsgs.get(segment)
             if cmsg is None:
                 cmsg = self._cmsgs[segment] = [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(segment))]
@@ -157,6 +157,12 @@ class UdpSocket:
                 except OSError as e:
                     if e.errno in _RETRYABLE:
                         ok = False
+                        continue
+                    if e.errno == errno.EMSGSIZE:
+                        # The datagrams are larger than the path MTU the kernel holds for
+                        # this peer (a GSO send never fragments): send them one by one,
+                        # as any UDP sender would, and keep GSO for the next run.
+                        ok = self._send_each(part, segment, target) and ok
                         continue
                     # Either the destination is refused (then each datagram fails on its
                     # own too) or the kernel refuses GSO itself (no checksum offload on

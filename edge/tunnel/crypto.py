@@ -154,7 +154,7 @@ def _fast() -> tuple[
         if pointer is None:
             if len(cache) >= 8:
                 cache.clear()
-            pointer = cache[id(buf)] = from_buffer(buf)
+            pointer = cache[id(buf)] = from_buffer(buf, require_writable=True)
         return pointer
 
     def seal_in_place(key: bytes, counter: int, buf: bytearray, at: int, size: int) -> None:

@@ -129,3 +129,40 @@ def test_send_segments_reports_a_refused_send(
     # port 0 is not a destination: the kernel refuses every send
     assert not a.send_segments(memoryview(b"z" * 3000), 1000, ("127.0.0.1", 0))
     assert a.gso, "a refused destination is no reason to give up GSO"
+
+
+class PathMtuTooSmall(socket.socket):
+    """A socket whose GSO sends exceed the path MTU the kernel holds (EMSGSIZE: a GSO send
+    never fragments), while single datagrams still go out (the kernel fragments them)."""
+
+    def sendmsg(self, *args: object, **kwargs: object) -> int:  # type: ignore[override]
+        raise OSError(errno.EMSGSIZE, "Message too long")
+
+
+def test_a_path_mtu_below_the_segment_size_keeps_gso_and_still_delivers(
+    pair: tuple[UdpSocket, UdpSocket, UdpSocket],
+) -> None:
+    _, _, b = pair
+    raw = PathMtuTooSmall(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.setblocking(False)
+    s = UdpSocket(raw, gso=True, gro=False)
+    try:
+        sent = datagrams(10, 500, 200)
+        assert s.send_segments(memoryview(b"".join(sent)), 500, addr(b))
+        assert s.gso, "a path MTU drop (which anyone can spoof with ICMP) must not turn GSO off"
+        got, _ = receive_all(b, len(sent))
+        assert got == sent
+    finally:
+        s.close()
+
+
+def test_a_segment_above_the_gso_limit_is_sent_one_by_one(
+    pair: tuple[UdpSocket, UdpSocket, UdpSocket],
+) -> None:
+    a, _, b = pair
+    sent = datagrams(2, 65100, 100)  # one segment alone fills a GSO send's 65000 bytes
+    assert a.send_segments(memoryview(b"".join(sent)), 65100, addr(b))
+    assert a.gso
+    got, _ = receive_all(b, len(sent))
+    assert got == sent
