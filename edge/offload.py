@@ -436,6 +436,26 @@ def _merge_key(packet: Buffer, udp: bool) -> tuple[int, int, int, int] | None:
     return int.from_bytes(packet[:hlen], "big") & _MASKS[iph, hlen], proto, iph, hlen
 
 
+def _checksums_valid(packet: Buffer, proto: int, iph: int) -> bool:
+    """True when the IPv4 header checksum and the TCP (or UDP) checksum of `packet` hold.
+
+    A merged packet leaves with checksums the kernel computes afresh, so a segment whose
+    own checksums are wrong (corrupted on its way to the sending edge, or sent so by a
+    peer) must not be merged: written on its own, the receiving kernel checks and drops it.
+    """
+    if iph == 20:
+        if int.from_bytes(packet[:20], "big") % _MOD:
+            return False
+        version = 4
+        if proto == PROTO_UDP and not (packet[26] | packet[27]):
+            return True  # an IPv4 UDP datagram sent without a checksum
+    else:
+        version = 6
+    return (
+        pseudo_sum(packet, version, proto, len(packet) - iph) + ones_sum(packet[iph:])
+    ) % _MOD == 0
+
+
 class Coalescer:
     """Collects opened packets of one receive batch; `flush` yields the TUN writes.
 
@@ -456,9 +476,9 @@ class Coalescer:
     def add(self, packet: Buffer) -> None:
         """Take one IP packet (copied; the caller may reuse its buffer)."""
         found = _merge_key(packet, self._udp)
-        if found is None:
-            # Not mergeable (a SYN, FIN, pure ACK, ...): later segments of any flow must
-            # not be merged in front of it.
+        if found is None or not _checksums_valid(packet, found[1], found[2]):
+            # Not mergeable (a SYN, FIN, pure ACK, a bad checksum, ...): later segments of
+            # any flow must not be merged in front of it.
             self._flows.clear()
             self._order.append(_PLAIN + bytes(packet))
             return

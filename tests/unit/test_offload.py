@@ -269,6 +269,30 @@ def test_what_cannot_merge_passes_as_it_came_in_flow_order() -> None:
     assert coalesce([bytes(udp)]) == [plain + bytes(udp)]
 
 
+@pytest.mark.parametrize(
+    ("version", "damage"),
+    [(4, "payload"), (4, "tcp_checksum"), (4, "ip_checksum"), (6, "payload"), (6, "tcp_checksum")],
+)
+def test_a_segment_with_a_wrong_checksum_is_never_merged(version: int, damage: str) -> None:
+    """Merged segments leave with checksums the kernel computes afresh; a damaged segment
+    must instead reach the kernel as it came, with its wrong checksum, so the host drops it
+    (IPv6 has no header checksum)."""
+    good = [bytes(tcp_packet(b"a" * 100, seq=q, flags=TCP_ACK, version=version)) for q in (1, 101)]
+    bad = bytearray(tcp_packet(b"a" * 100, seq=201, flags=TCP_ACK, version=version))
+    if damage == "payload":
+        bad[-1] ^= 0x01
+    elif damage == "tcp_checksum":
+        bad[(20 if version == 4 else 40) + 16] ^= 0x80
+    else:
+        bad[10] ^= 0x01
+    after = bytes(tcp_packet(b"a" * 100, seq=301, flags=TCP_ACK, version=version))
+    writes = coalesce([*good, bytes(bad), after])
+    plain = offload.plain_vnet()
+    assert offload.decode_vnet(writes[0]).gso_type in (GSO_TCPV4, GSO_TCPV6)  # the good pair
+    assert writes[1] == plain + bytes(bad)  # untouched, so the kernel sees the damage
+    assert writes[2] == plain + after  # nothing merges across the damaged segment
+
+
 # -- properties ------------------------------------------------------------------------
 
 
