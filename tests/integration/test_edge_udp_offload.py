@@ -97,6 +97,15 @@ def test_a_single_datagram_and_the_fallback_send_the_same_bytes(
         plain.close()
 
 
+def gso_socket(kind: type[socket.socket]) -> UdpSocket:
+    """A UdpSocket with GSO on over a `kind` socket bound to 127.0.0.1 (its sends misbehave
+    as `kind` says)."""
+    raw = kind(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.setblocking(False)
+    return UdpSocket(raw, gso=True, gro=False)
+
+
 class RefusingGso(socket.socket):
     """A socket whose kernel refuses UDP_SEGMENT sends (as without checksum offload)."""
 
@@ -108,10 +117,7 @@ def test_a_kernel_refusing_gso_turns_it_off_and_still_delivers(
     pair: tuple[UdpSocket, UdpSocket, UdpSocket],
 ) -> None:
     _, _, b = pair
-    raw = RefusingGso(socket.AF_INET, socket.SOCK_DGRAM)
-    raw.bind(("127.0.0.1", 0))
-    raw.setblocking(False)
-    s = UdpSocket(raw, gso=True, gro=False)
+    s = gso_socket(RefusingGso)
     try:
         sent = datagrams(10, 500, 200)
         assert s.send_segments(memoryview(b"".join(sent)), 500, addr(b))
@@ -143,10 +149,7 @@ def test_a_path_mtu_below_the_segment_size_keeps_gso_and_still_delivers(
     pair: tuple[UdpSocket, UdpSocket, UdpSocket],
 ) -> None:
     _, _, b = pair
-    raw = PathMtuTooSmall(socket.AF_INET, socket.SOCK_DGRAM)
-    raw.bind(("127.0.0.1", 0))
-    raw.setblocking(False)
-    s = UdpSocket(raw, gso=True, gro=False)
+    s = gso_socket(PathMtuTooSmall)
     try:
         sent = datagrams(10, 500, 200)
         assert s.send_segments(memoryview(b"".join(sent)), 500, addr(b))
