@@ -623,8 +623,11 @@ class EtcdStore:
             return state
 
     async def _sleep(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the store closes, and the loop sleeping here would never end.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._closed.wait()
 
     def _check_open(self) -> None:
         if self._closed.is_set():

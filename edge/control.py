@@ -236,8 +236,11 @@ class ControlLoop:
             except Exception as e:  # a bug must not stop expiry checks
                 _log.exception(kv("lease_check_error", error=repr(e)))
             self._map_changed.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and this loop would then never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._map_changed.wait(), self._next_check())
+                async with asyncio.timeout(self._next_check()):
+                    await self._map_changed.wait()
 
     # -- the watch ------------------------------------------------------------------
 
