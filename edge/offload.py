@@ -352,16 +352,23 @@ class _Flow:
             self.tail = False  # a short datagram ends it
 
 
-def _key_mask(iph: int, hlen: int) -> int:
-    """The mask that keeps of an IP + TCP header what merged segments share: all but the
-    IPv4 total length, id and checksum (IPv6 payload length) and the TCP sequence number,
-    flags and checksum."""
+def _ip_mask(iph: int, hlen: int) -> bytearray:
+    """A mask over an IP header and the first hlen - iph bytes after it, keeping all but
+    the IPv4 total length, id and checksum (the IPv6 payload length)."""
     mask = bytearray(b"\xff" * hlen)
     if iph == 20:
         mask[2:6] = bytes(4)
         mask[10:12] = bytes(2)
     else:
         mask[4:6] = bytes(2)
+    return mask
+
+
+def _key_mask(iph: int, hlen: int) -> int:
+    """The mask that keeps of an IP + TCP header what merged segments share: all but the
+    IP lengths, id and checksum (`_ip_mask`) and the TCP sequence number, flags and
+    checksum."""
+    mask = _ip_mask(iph, hlen)
     mask[iph + 4 : iph + 8] = bytes(4)
     mask[iph + 13] = 0
     mask[iph + 16 : iph + 18] = bytes(2)
@@ -371,12 +378,7 @@ def _key_mask(iph: int, hlen: int) -> int:
 def _udp_key_mask(iph: int) -> int:
     """Likewise for IP + UDP: all but the IP lengths, id and checksum and the UDP length
     and checksum (the ports stay)."""
-    mask = bytearray(b"\xff" * (iph + UDP_HEADER_LEN))
-    if iph == 20:
-        mask[2:6] = bytes(4)
-        mask[10:12] = bytes(2)
-    else:
-        mask[4:6] = bytes(2)
+    mask = _ip_mask(iph, iph + UDP_HEADER_LEN)
     mask[iph + 4 : iph + 8] = bytes(4)
     return int.from_bytes(mask, "big")
 

@@ -54,6 +54,20 @@ def _stop(processes: list[Process]) -> None:
     processes.clear()
 
 
+class _Daemons:
+    """An overlay run by daemons of its own, one or more per gateway: all of them are
+    charged CPU and stopped at teardown."""
+
+    def __init__(self) -> None:
+        self._processes: list[Process] = []
+
+    def pids(self) -> tuple[int, ...]:
+        return tuple(process.pid for process in self._processes)
+
+    def teardown(self) -> None:
+        _stop(self._processes)
+
+
 class Plain:
     """The plain underlay: each gateway routes the other site's subnet via the underlay."""
 
@@ -181,7 +195,7 @@ class Isthmus:
         _stop(self._processes)
 
 
-class WireguardGo:
+class WireguardGo(_Daemons):
     """`wireguard-go -f wg<hex><site>` per gateway, configured with `wg set` and `ip`."""
 
     name: ClassVar[str] = "wireguard_go"
@@ -189,7 +203,7 @@ class WireguardGo:
     port = 51820
 
     def __init__(self) -> None:
-        self._processes: list[Process] = []
+        super().__init__()
         self._sockets: list[Path] = []
 
     def setup(self, lab: Lab, sites: Sites, workdir: Path) -> None:
@@ -237,16 +251,13 @@ class WireguardGo:
             lab.add_route(site.gateway_ns, other.subnet, dev=ifname)
         reachable(lab, sites)
 
-    def pids(self) -> tuple[int, ...]:
-        return tuple(process.pid for process in self._processes)
-
     def teardown(self) -> None:
-        _stop(self._processes)
+        super().teardown()
         for socket in self._sockets:  # left behind only if wireguard-go was killed
             socket.unlink(missing_ok=True)
 
 
-class Nebula:
+class Nebula(_Daemons):
     """A CA and a certificate per gateway (its nebula IP, its site's subnet as an unsafe
     subnet) from `nebula-cert`; two lighthouse-free nodes that know each other through
     `static_host_map` and route the other site's subnet as an unsafe route."""
@@ -254,9 +265,6 @@ class Nebula:
     name: ClassVar[str] = "nebula"
     tools: ClassVar[dict[str, str]] = {"nebula": "nebula", "nebula-cert": "nebula"}
     port = 4242
-
-    def __init__(self) -> None:
-        self._processes: list[Process] = []
 
     def setup(self, lab: Lab, sites: Sites, workdir: Path) -> None:
         ca_crt, ca_key = workdir / "nebula-ca.crt", workdir / "nebula-ca.key"
@@ -303,23 +311,14 @@ class Nebula:
             _wait_route_via_device(lab, site, sites.other(site).subnet, self._processes)
         reachable(lab, sites)
 
-    def pids(self) -> tuple[int, ...]:
-        return tuple(process.pid for process in self._processes)
 
-    def teardown(self) -> None:
-        _stop(self._processes)
-
-
-class Tinc:
+class Tinc(_Daemons):
     """tinc 1.0 in router mode, one node per gateway: `Subnet =` the site's subnet, gateway
     a connects to b over the underlay; `tinc-up` sets the MTU and routes the other site."""
 
     name: ClassVar[str] = "tinc"
     tools: ClassVar[dict[str, str]] = {"tincd": "tinc"}
     port = 655
-
-    def __init__(self) -> None:
-        self._processes: list[Process] = []
 
     def setup(self, lab: Lab, sites: Sites, workdir: Path) -> None:
         confs = {site.name: workdir / f"tinc-{site.name}" for site in sites.both}
@@ -368,12 +367,6 @@ class Tinc:
         for site in sites.both:
             _wait_route_via_device(lab, site, sites.other(site).subnet, self._processes)
         reachable(lab, sites)
-
-    def pids(self) -> tuple[int, ...]:
-        return tuple(process.pid for process in self._processes)
-
-    def teardown(self) -> None:
-        _stop(self._processes)
 
 
 OVERLAYS: dict[str, type[Plain | Isthmus | WireguardGo | Nebula | Tinc]] = {

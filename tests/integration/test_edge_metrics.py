@@ -9,105 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import ipaddress
-import random
-import struct
-import urllib.request
-
-import nacl.bindings
-from prometheus_client.parser import text_string_to_metric_families
 
 from edge.control import ControllerView
 from edge.dataplane import Dataplane
 from edge.metrics import EdgeMetrics
 from edge.testing import FakeDatagramSocket, FakeRouteTable, FakeTun
-from edge.tunnel import Identity, Tunnel
 from isthmus.endpoint import Endpoint
-from isthmus.ids import EdgeName
-from isthmus.keys import PublicKey
-from isthmus.lease import sign_lease
 from isthmus.metricsserver import MetricsServer
-from isthmus.routemap import EdgeEntry, RouteMap, parse_route
-from isthmus.signing import ControllerKey
-
-CONTROLLER = ControllerKey.from_seed(bytes(range(32)))
-NOW = 1_800_000_000
-
-
-def keys(seed: int) -> tuple[bytes, bytes]:
-    return nacl.bindings.crypto_box_seed_keypair(bytes([seed]) * 32)  # type: ignore[no-any-return]
-
-
-def entry(name: str, seed: int, route: str) -> EdgeEntry:
-    public = PublicKey(keys(seed)[0])
-    n = parse_route(route)
-    return EdgeEntry(
-        EdgeName(name),
-        public,
-        (Endpoint.parse(f"198.18.0.{seed}:51820"),),
-        (n,),
-        (sign_lease(CONTROLLER, public, n, 3, NOW + 3600),),
-    )
-
-
-MAP = RouteMap(
-    3, (entry("vpc-a", 1, "10.244.0.0/16"), entry("vpc-b", 2, "10.245.0.0/16"))
-).validate()
-
-
-def tunnel(name: str, seed: int) -> Tunnel:
-    t = Tunnel(
-        Identity.from_private_key(EdgeName(name), keys(seed)[1]),
-        random=random.Random(seed).randbytes,
-        wall_clock=lambda: float(NOW),
-    )
-    t.apply_map(MAP, 0.0)
-    return t
-
-
-def ipv4(src: str, dst: str, payload: bytes) -> bytes:
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + len(payload),
-        1,
-        0,
-        64,
-        17,
-        0,
-        ipaddress.IPv4Address(src).packed,
-        ipaddress.IPv4Address(dst).packed,
-    )
-    words = struct.unpack("!10H", header)
-    total = sum(words)
-    total = (total & 0xFFFF) + (total >> 16)
-    checksum = ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF
-    return header[:10] + struct.pack("!H", checksum) + header[12:] + payload
-
-
-def pump(pairs: list[tuple[Dataplane, FakeDatagramSocket, str]]) -> None:
-    by_addr = {addr: (dp, udp) for dp, udp, addr in pairs}
-    moved = True
-    while moved:
-        moved = False
-        for _, udp, src in pairs:
-            while udp.sent:
-                datagram, (host, port) = udp.sent.pop(0)
-                dp, peer_udp = by_addr[f"{host}:{port}"]
-                peer_udp.inbound.append((datagram, (src.rsplit(":", 1)[0], 51820)))
-                dp.on_udp_readable()
-                moved = True
-
-
-def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from isthmus.routemap import parse_route
+from tests.integration.test_edge_shell import MAP, NOW, ipv4, pump, tunnel
+from tests.integration.test_observability import scrape
 
 
 def request(address: str, method: str, path: str) -> tuple[int, bytes]:

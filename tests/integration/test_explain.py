@@ -19,8 +19,6 @@ import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from nacl.bindings import crypto_box_seed_keypair
-
 from edge.admin import AdminServer, EdgeStatus
 from edge.control import ControllerView
 from edge.explain import EdgeExplain
@@ -29,31 +27,12 @@ from edge.testing import FakeRouteTable
 from edge.tunnel import Identity, Tunnel
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
-from isthmus.keys import PublicKey
-from isthmus.lease import sign_lease
-from isthmus.routemap import EdgeEntry, RouteMap, parse_route
-from isthmus.signing import ControllerKey
+from isthmus.routemap import RouteMap, parse_route
 from tests.integration.clirun import isthmus, isthmus_on_a_tty
+from tests.integration.test_edge_shell import CONTROLLER, entry, keys
 
-CONTROLLER_SEED = bytes(range(32))
-CONTROLLER = ControllerKey.from_seed(CONTROLLER_SEED)
+CONTROLLER_SEED = bytes(range(32))  # the seed of test_edge_shell.CONTROLLER, which signs
 WALL = 1_800_000_000.0
-
-
-def keys(seed: int) -> tuple[bytes, bytes]:
-    return crypto_box_seed_keypair(bytes([seed]) * 32)
-
-
-def entry(name: str, seed: int, *routes: str) -> EdgeEntry:
-    public = PublicKey(keys(seed)[0])
-    nets = tuple(parse_route(r) for r in routes)
-    return EdgeEntry(
-        EdgeName(name),
-        public,
-        (Endpoint.parse(f"198.18.0.{seed}:51820"),),
-        nets,
-        tuple(sign_lease(CONTROLLER, public, n, 3, int(WALL + 3600)) for n in nets),
-    )
 
 
 MAP = RouteMap(
