@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from nacl.bindings import crypto_scalarmult_base
 
-from isthmus.keys import PublicKey, read_private_key
+from isthmus.keys import PublicKey
+from isthmus_io.keyfiles import read_private_key
 
 
 def test_keygen_writes_owner_only_file_and_prints_public_key(tmp_path: Path) -> None:

@@ -16,9 +16,8 @@ from isthmus.signing import (
     ED25519_KEY_LEN,
     ControllerKey,
     ControllerPublicKey,
-    read_controller_key,
-    write_controller_key,
 )
+from isthmus_io.keyfiles import read_controller_key, write_controller_key
 
 KEY = ControllerKey.from_seed(bytes(range(32)))
 
