@@ -44,10 +44,11 @@ from isthmus.configfile import ConfigError
 from isthmus.keys import PublicKey
 from isthmus.lease import Lease, sign_lease
 from isthmus.logfmt import kv
-from isthmus.metricsserver import MetricsServer, start_or_log
 from isthmus.routemap import Network
-from isthmus.signing import ControllerKey, ControllerPublicKey, read_controller_key
+from isthmus.signing import ControllerKey, ControllerPublicKey
 from isthmus.v1 import health_pb2_grpc
+from isthmus_io.keyfiles import read_controller_key
+from isthmus_io.metricsserver import MetricsServer, start_or_log
 
 log = logging.getLogger("controller")
 

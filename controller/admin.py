@@ -51,6 +51,7 @@ from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
 from isthmus.logfmt import kv
+from isthmus.lpm import route_sort_key
 from isthmus.routemap import Network, parse_route
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
@@ -199,7 +200,7 @@ def parse_limit(request: pb.ListHistoryRequest) -> int:
 
 def _route_order(d: Decision) -> tuple[int, int, int, str]:
     """IPv4 before IPv6, then by address, a covering route before its more specific ones."""
-    return (d.route.version, int(d.route.network_address), d.route.prefixlen, d.edge)
+    return (*route_sort_key(d.route), d.edge)
 
 
 def _quote(text: str) -> str:

@@ -27,11 +27,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from controller.state import EdgeRecord, State, route_order
+from controller.state import EdgeRecord, State
 from isthmus.endpoint import IPAddress
 from isthmus.ids import EdgeName
 from isthmus.lease import Lease
-from isthmus.routemap import EdgeEntry, Network, RouteMap
+from isthmus.lpm import route_sort_key as route_order
+from isthmus.routemap import EdgeEntry, Network, RouteMap, overlaps
 
 if TYPE_CHECKING:
     from controller.config import AllowedEdge
@@ -96,9 +97,7 @@ def reserved_reason(route: Network) -> str | None:
     if route in DEFAULT_ROUTES:
         return "is a default route"
     for net, label in RESERVED:
-        if net.version == route.version and (
-            net.subnet_of(route) or route.subnet_of(net)  # type: ignore[arg-type]
-        ):
+        if overlaps(net, route):
             return f"overlaps {label} {net}"
     return None
 

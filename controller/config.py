@@ -48,9 +48,9 @@ from isthmus.endpoint import ENDPOINT_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
 from isthmus.logfmt import FORMAT_RULE, LogFormat, parse_format
-from isthmus.metricsserver import CONTROLLER_DEFAULT, METRICS_RULE
-from isthmus.metricsserver import parse_listen as parse_metrics
 from isthmus.routemap import ROUTE_RULE, Network, parse_route
+from isthmus_io.metricsserver import CONTROLLER_DEFAULT, METRICS_RULE
+from isthmus_io.metricsserver import parse_listen as parse_metrics
 
 T = TypeVar("T")
 

@@ -29,12 +29,13 @@ from dataclasses import dataclass, replace
 from controller.admission import Decision, RouteState, decide, serving_map
 from controller.config import AllowedEdge, ControllerConfig
 from controller.errors import AmbiguousRoute, KeyMismatch, NotPending, UnknownEdge, UnknownRoute
-from controller.state import Advertised, EdgeRecord, State, pair_order, route_order
+from controller.state import Advertised, EdgeRecord, State, pair_order
 from isthmus.convert import Registration
 from isthmus.endpoint import IPAddress
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.lease import Lease
+from isthmus.lpm import route_sort_key as route_order
 from isthmus.routemap import Network, RouteMap
 
 Signer = Callable[[PublicKey, Network, int, int], Lease]  # (edge key, route, version, expires)

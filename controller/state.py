@@ -32,6 +32,7 @@ from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
 from isthmus.lease import SIGNATURE_LEN, U64_MAX, Lease
+from isthmus.lpm import route_sort_key as route_order
 from isthmus.routemap import Network, parse_route
 
 _TOP_KEYS = {"version", "edges", "approvals", "leases"}
@@ -86,11 +87,6 @@ class State:
             if name == edge and net == route:
                 return lease
         return None
-
-
-def route_order(net: Network) -> tuple[int, int, int]:
-    """The canonical order of routes: family, first address, prefix length."""
-    return (net.version, int(net.network_address), net.prefixlen)
 
 
 def pair_order(item: tuple[EdgeName, Network] | tuple[EdgeName, Network, Lease]) -> tuple[Any, ...]:

@@ -43,10 +43,10 @@ from edge.tunnel import Identity, Tunnel
 from edge.udp import UdpSocket
 from isthmus.configfile import ConfigError
 from isthmus.convert import Registration
-from isthmus.keys import read_private_key
 from isthmus.logfmt import configure, kv
-from isthmus.metricsserver import MetricsServer, start_or_log
 from isthmus.routemap import RouteMap
+from isthmus_io.keyfiles import read_private_key
+from isthmus_io.metricsserver import MetricsServer, start_or_log
 
 _log = logging.getLogger(__name__)
 

@@ -24,10 +24,11 @@ from typing import Any
 
 from edge.control import ControllerView
 from edge.ports import RouteError, RouteTable
-from edge.reconcile import desired_routes, route_key
+from edge.reconcile import desired_routes
 from edge.tunnel import Tunnel
 from isthmus.endpoint import Endpoint
 from isthmus.logfmt import kv
+from isthmus.lpm import route_sort_key
 from isthmus.routemap import RouteMap
 
 READ_TIMEOUT = 5.0
@@ -103,7 +104,7 @@ class EdgeStatus:
             ],
             "routes": [
                 {"route": str(net), "edge": wanted[net], "installed": net in installed}
-                for net in sorted(wanted, key=route_key)
+                for net in sorted(wanted, key=route_sort_key)
             ],
             "drops": self._tunnel.drops(),
             "datapath": self._datapath() if self._datapath is not None else {},

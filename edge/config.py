@@ -48,10 +48,10 @@ from isthmus.configfile import required as _required
 from isthmus.endpoint import ENDPOINT_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.logfmt import FORMAT_RULE, LogFormat, parse_format
-from isthmus.metricsserver import EDGE_DEFAULT, METRICS_RULE
-from isthmus.metricsserver import parse_listen as parse_metrics
 from isthmus.routemap import ROUTE_RULE, Network, parse_route
 from isthmus.signing import ControllerPublicKey
+from isthmus_io.metricsserver import EDGE_DEFAULT, METRICS_RULE
+from isthmus_io.metricsserver import parse_listen as parse_metrics
 
 T = TypeVar("T")
 

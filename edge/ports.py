@@ -13,8 +13,6 @@ from isthmus.routemap import Network, RouteMap
 # A socket address as the tunnel core takes and returns it: (ip text, port).
 SockAddr = tuple[str, int]
 
-ROUTE_PROTO = 149  # isthmus's routing protocol number in the kernel ("proto 149")
-
 
 class RouteError(Exception):
     """A kernel route operation failed; names the operation, the route and the errno."""

@@ -15,18 +15,14 @@ from dataclasses import dataclass
 from edge.ports import RouteError, RouteTable
 from isthmus.ids import EdgeName
 from isthmus.logfmt import kv
+from isthmus.lpm import route_sort_key
 from isthmus.routemap import Network, RouteMap
 
 _log = logging.getLogger(__name__)
 
 
-def route_key(net: Network) -> tuple[int, int, int]:
-    """A total order over IPv4 and IPv6 networks: version, address, prefix length."""
-    return (net.version, int(net.network_address), net.prefixlen)
-
-
 def sorted_routes(nets: Iterable[Network]) -> tuple[Network, ...]:
-    return tuple(sorted(nets, key=route_key))
+    return tuple(sorted(nets, key=route_sort_key))
 
 
 @dataclass(frozen=True, slots=True)

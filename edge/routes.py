@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from edge.ports import ROUTE_PROTO, RouteError
+from edge.ports import RouteError
 from isthmus.logfmt import kv
-from isthmus.routemap import Network
+from isthmus.routemap import ROUTE_PROTO, Network
 
 T = TypeVar("T")
 MAIN_TABLE = 254

@@ -66,9 +66,10 @@ from nacl.bindings import crypto_box_seed_keypair
 from isthmus.auth import AUTH_METADATA, auth_value
 from isthmus.convert import update_from_pb
 from isthmus.keys import PublicKey
-from isthmus.signing import ControllerKey, ControllerPublicKey, write_controller_key
+from isthmus.signing import ControllerKey, ControllerPublicKey
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1.isthmus_pb2_grpc import ControllerStub
+from isthmus_io.keyfiles import write_controller_key
 
 DEFAULT_EDGES: Final = 1_000
 DEFAULT_CHANGES: Final = 5

@@ -2,12 +2,14 @@
 # Sets up everything isthmus needs on a fresh Debian machine, idempotently:
 # the Debian packages the demo, the tests and the tools use, and a venv in .venv
 # with isthmus installed (editable) plus its dev tools.
-# Needs root for apt-get; skips apt when every package is already installed.
+# Needs root for apt-get (re-runs itself through sudo then); skips apt when every package
+# is already installed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
+source scripts/root.sh
 
-# etcd-server provides /usr/bin/etcd for the replicated-controller tests (isthmus.lab.etcd
+# etcd-server provides /usr/bin/etcd for the replicated-controller tests (isthmus_lab.etcd
 # starts its own members on free ports; the Debian service is not used).
 # The check below runs on every call, .venv or not, so adding a package here installs it
 # on the next run of an existing checkout.
@@ -24,10 +26,9 @@ for p in "${norec_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_norec+=("$p")
 done
 if ((${#missing[@]} + ${#missing_norec[@]})); then
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "setup: need root to install Debian packages: ${missing[*]} ${missing_norec[*]}" >&2
-        exit 1
-    fi
+    # Installing needs root: re-run through sudo, or say so (scripts/root.sh).
+    as_root "to install Debian packages: ${missing[*]} ${missing_norec[*]}" \
+        "$here/scripts/setup.sh" "$@"
     echo "setup: installing Debian packages: ${missing[*]} ${missing_norec[*]}"
     # Installing starts no service on this machine: while apt runs, a policy-rc.d (unless
     # one is already there) refuses every start that a package's scripts ask for.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from isthmus.lab.netns import Lab, LabError, Process
+from isthmus_lab.netns import Lab, LabError, Process
 from perf.harness.topology import Sites, wait_until
 
 IPERF_PORT = 5201

@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from isthmus.lab.netns import Lab, LabError, Process, host_run
+from isthmus.routemap import ROUTE_PROTO
+from isthmus_lab.netns import Lab, LabError, Process, host_run
 from perf.harness.topology import OVERLAY_MTU, UNDERLAY_IF, Site, Sites, reachable, wait_until
 
-ROUTE_PROTO = 149  # isthmus edges install their routes with this protocol number
 SETUP_TIMEOUT = 30.0
 OVERLAY_PREFIXLEN = 24
 

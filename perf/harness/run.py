@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 import isthmus
-from isthmus.lab.netns import Lab, LabError, host_problems
+from isthmus_lab.netns import Lab, LabError, host_problems
 from perf.harness import report
 from perf.harness.measure import MeasureError, Runner
 from perf.harness.overlays import OVERLAYS, ensure_installed, missing_packages

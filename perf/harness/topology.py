@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from isthmus.lab.netns import Lab, LabError
+from isthmus_lab.netns import Lab, LabError
 
 UNDERLAY_MTU = 1500
 OVERLAY_MTU = 1420

@@ -1,8 +1,9 @@
 """The `isthmus` command: one entry point that routes to each process's own `main`.
 
-Rule: this module imports neither `controller` nor `edge`. It names their entry
-points as module paths and loads the one asked for, so each process keeps its own
-composition root and the two packages stay independent.
+Rule: this module imports neither `controller`, `edge`, `isthmus_io` nor `isthmus_lab`. It
+names their entry points as module paths and loads the one asked for, so each process keeps
+its own composition root, the two packages stay independent and the shared package never
+imports the lab, the servers or the key-file I/O.
 Exit codes of every command (isthmus.clikit): 0 ok, 1 error (usage errors too),
 2 degraded (status, routes, edges, explain: what they show is not fully healthy).
 """
@@ -36,22 +37,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
         f"{'':14}(EDGE|IP [-c COUNT] [-i SECONDS] [--json] [--config F | --socket P])",
     ),
     "routes": (
-        "isthmus.admin_cli:routes_main",
+        "controller.admin_cli:routes_main",
         "show the controller's routes ([--json] [--config F | --socket P]);\n"
         f"{'':14}--history [--limit N]: the audit log of map changes;\n"
         f"{'':14}approve ROUTE [--edge NAME]: approve a pending route",
     ),
     "edges": (
-        "isthmus.admin_cli:edges_main",
+        "controller.admin_cli:edges_main",
         "show the controller's edges ([--json] [--config F | --socket P])",
     ),
     "keygen": (
-        "isthmus.keygen",
+        "isthmus_io.keygen",
         "make an edge key pair (--out FILE), or the controller's (--controller --out FILE)\n"
         f"{'':14}[--json]",
     ),
-    "demo": ("isthmus.lab.demo", "run a three-site demo mesh in network namespaces"),
-    "bench": ("isthmus.bench", "measure isthmus vs WireGuard, nebula, tinc ([core] [--help])"),
+    "demo": ("isthmus_lab.demo", "run a three-site demo mesh in network namespaces"),
+    "bench": ("isthmus_lab.bench", "measure isthmus vs WireGuard, nebula, tinc ([core] [--help])"),
 }
 
 # config kind -> module with `load(path)` raising ConfigError

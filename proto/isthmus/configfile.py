@@ -77,22 +77,6 @@ def get_int(
     return value
 
 
-def get_table(table: Table, prefix: str, key: str) -> Table:
-    value = require(table, prefix, key)
-    if not isinstance(value, dict):
-        raise ConfigError(join(prefix, key), f"{value!r} is not a table", "a TOML table")
-    return value
-
-
-def get_list(table: Table, prefix: str, key: str, *, allow_empty: bool = True) -> list[Any]:
-    value = require(table, prefix, key)
-    if not isinstance(value, list):
-        raise ConfigError(join(prefix, key), f"{value!r} is not a list", "a TOML array")
-    if not value and not allow_empty:
-        raise ConfigError(join(prefix, key), "is empty", "at least one entry")
-    return value
-
-
 def required(table: Table, prefix: str, key: str, allowed: str) -> Any:
     """The value at `key`; a missing key names what is allowed there."""
     if key not in table:

@@ -1,6 +1,7 @@
 """Curve25519 keys as the operator sees them: 32 bytes, written in standard base64.
 
-Owns parsing and formatting of public keys and reading private key files.
+Owns parsing and formatting of public keys; reading and writing key files is
+`isthmus_io.keyfiles`'s. Pure: no file or OS access.
 Never logs or formats private key material.
 """
 
@@ -8,10 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
-import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 KEY_LEN = 32
 
@@ -69,40 +67,3 @@ class PublicKey:
 
     def __str__(self) -> str:
         return self.to_base64()
-
-
-def read_private_key(path: Path) -> bytes:
-    """Read a private key file written by `isthmus keygen` (base64, one line).
-
-    Raises:
-        ValueError: unreadable, readable by group or others, or not a 32-byte base64 key.
-            The message never contains key material.
-    """
-    try:
-        st = path.stat()
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ValueError(
-            f"{path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-            "allowed: readable only by its owner (chmod 600)"
-        )
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"{path} does not hold a base64 private key") from None
-    if len(raw) != KEY_LEN:
-        raise ValueError(f"{path} holds {len(raw)} bytes; a private key is {KEY_LEN} bytes")
-    return raw
-
-
-def write_private_key(path: Path, raw: bytes) -> None:
-    """Create `path` with mode 0600 holding `raw` as base64; refuse to overwrite.
-
-    Raises:
-        FileExistsError: the file exists.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(base64.b64encode(raw).decode("ascii") + "\n")

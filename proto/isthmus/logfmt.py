@@ -29,7 +29,6 @@ from typing import Final, Literal
 LogFormat = Literal["kv", "json"]
 FORMATS: Final[tuple[LogFormat, ...]] = ("kv", "json")
 FORMAT_RULE: Final = '"kv" (key=value, the default) or "json" (one JSON object per line)'
-STABLE_KEYS: Final = ("ts", "level", "logger", "event")
 
 _PLAIN: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/[],+@"

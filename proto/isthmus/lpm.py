@@ -17,6 +17,12 @@ _MISSING = object()
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def route_sort_key(net: Network) -> tuple[int, int, int]:
+    """The one order of routes everywhere (maps, state, tables, reconcile): IPv4 before IPv6,
+    then by first address, a covering route before the more specific ones it holds."""
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
 class LpmTable(Generic[T]):
     """An immutable longest-prefix-match table from networks to values.
 
@@ -34,7 +40,7 @@ class LpmTable(Generic[T]):
         for net, value in entries:
             table = v4 if net.version == 4 else v6
             table.setdefault(net.prefixlen, {})[int(net.network_address)] = value
-            keys.add((net.version, int(net.network_address), net.prefixlen))
+            keys.add(route_sort_key(net))
         self._size = len(keys)
         self._v4 = _levels(v4, 32)
         self._v6 = _levels(v6, 128)

@@ -21,6 +21,9 @@ from isthmus.keys import PublicKey
 from isthmus.lease import Lease
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The routing protocol number ("proto 149") marking the kernel routes an edge installs for
+# the map; the lab and the benchmarks find those routes by it.
+ROUTE_PROTO = 149
 ROUTE_RULE = "an IPv4 or IPv6 network in CIDR form with no host bits set, e.g. 10.244.0.0/16"
 
 
@@ -125,25 +128,4 @@ def first_duplicate(
         first = owner.setdefault(net, edge)
         if first.name != edge.name:
             return (net, first), (net, edge)
-    return None
-
-
-def first_conflict(
-    pairs: Iterable[tuple[Network, EdgeEntry]],
-) -> tuple[tuple[Network, EdgeEntry], tuple[Network, EdgeEntry]] | None:
-    """The first two routes of *different* edges that overlap, or None.
-
-    Maps allow such overlaps now; this stays for callers that want to know.
-    Sorting by (version, first address, prefix length) puts any overlapping pair
-    next to a common covering route, so one pass against the open covers suffices.
-    """
-    items = sorted(pairs, key=lambda p: (p[0].version, int(p[0].network_address), p[0].prefixlen))
-    stack: list[tuple[Network, EdgeEntry]] = []
-    for net, edge in items:
-        while stack and not overlaps(stack[-1][0], net):
-            stack.pop()
-        for covering, owner in stack:
-            if owner.name != edge.name:
-                return (covering, owner), (net, edge)
-        stack.append((net, edge))
     return None

@@ -2,8 +2,8 @@
 
 Owns the controller key pair (`ControllerKey` holds the 32-byte seed,
 `ControllerPublicKey` the public half edges pin), its conversion to X25519 for the
-authentication key exchange, the challenge secret derived from it, and the key file
-format (the seed, base64, one line, mode 0600).
+authentication key exchange and the challenge secret derived from it. Pure: the key file
+(the seed, base64, one line, mode 0600) is read and written by `isthmus_io.keyfiles`.
 
 Rules: the seed never appears in a repr, a str, a log line or an error message.
 `ControllerPublicKey.verify` never raises, whatever bytes it is given.
@@ -14,11 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from nacl.bindings import (
     crypto_scalarmult,
@@ -29,6 +26,7 @@ from nacl.bindings import (
 )
 from nacl.bindings import crypto_sign as _crypto_sign
 from nacl.exceptions import CryptoError
+from nacl.utils import random as nacl_random
 
 from isthmus.keys import PublicKey
 
@@ -115,7 +113,7 @@ class ControllerKey:
     _secret: bytes = field(repr=False)  # libsodium's 64-byte secret key (seed || public)
 
     @classmethod
-    def generate(cls, random: Callable[[int], bytes] = os.urandom) -> ControllerKey:
+    def generate(cls, random: Callable[[int], bytes] = nacl_random) -> ControllerKey:
         return cls.from_seed(random(ED25519_KEY_LEN))
 
     @classmethod
@@ -164,45 +162,3 @@ class ControllerKey:
     def challenge_secret(self) -> bytes:
         """BLAKE2b-256(key = seed, data = b"isthmus challenge v1"): the challenge MAC key."""
         return hashlib.blake2b(_CHALLENGE_CONTEXT, digest_size=32, key=self._seed).digest()
-
-
-def read_controller_key(path: Path) -> ControllerKey:
-    """Read a key file written by `isthmus keygen --controller` (base64 seed, one line).
-
-    Raises:
-        ValueError: unreadable, readable by group or others, or not a 32-byte base64 seed.
-            The message never contains key material.
-    """
-    try:
-        st = path.stat()
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ValueError(
-            f"{path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-            "allowed: readable only by its owner (chmod 600)"
-        )
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(
-            f"{path} does not hold a base64 controller key "
-            "(make one with 'isthmus keygen --controller --out FILE')"
-        ) from None
-    if len(raw) != ED25519_KEY_LEN:
-        raise ValueError(
-            f"{path} holds {len(raw)} bytes; a controller key seed is {ED25519_KEY_LEN} bytes"
-        )
-    return ControllerKey.from_seed(raw)
-
-
-def write_controller_key(path: Path, key: ControllerKey) -> None:
-    """Create `path` with mode 0600 holding the seed as base64; refuse to overwrite.
-
-    Raises:
-        FileExistsError: the file exists.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(base64.b64encode(key.seed).decode("ascii") + "\n")

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from isthmus.lab.mesh import Mesh
-from isthmus.lab.netns import host_problems
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.netns import host_problems
 
 
 @pytest.fixture(scope="session")

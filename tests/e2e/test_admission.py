@@ -25,8 +25,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from isthmus.lab.mesh import Mesh, wait_until
-from isthmus.lab.topology import EDGE_UNDERLAY_IF, ROGUE, TUN_NAME
+from isthmus_lab.commands import wait_until
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.topology import EDGE_UNDERLAY_IF, ROGUE, TUN_NAME
 
 pytestmark = pytest.mark.netns
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.lab.capture import capture
-from isthmus.lab.impair import SiteSpec, parse_counters, site_arg
-from isthmus.lab.mesh import IMPAIR, PROBE, wait_until
-from isthmus.lab.netns import Lab
-from isthmus.lab.topology import DEMO, EDGE_UNDERLAY_IF, UNDERLAY_BRIDGE, Namespaces, build
+from isthmus_lab.capture import capture
+from isthmus_lab.commands import IMPAIR, PROBE, wait_until
+from isthmus_lab.impair import SiteSpec, parse_counters, site_arg
+from isthmus_lab.netns import Lab
+from isthmus_lab.topology import DEMO, EDGE_UNDERLAY_IF, UNDERLAY_BRIDGE, Namespaces, build
 from tests.e2e.attack_tools import read_pcap, write_packets
 
 pytestmark = pytest.mark.netns

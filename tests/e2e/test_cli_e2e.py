@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.lab.mesh import ISTHMUS, Mesh, wait_until
-from isthmus.lab.netns import host_run
-from isthmus.lab.topology import DEMO
+from isthmus_lab.commands import ISTHMUS, wait_until
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.netns import host_run
+from isthmus_lab.topology import DEMO
 
 pytestmark = pytest.mark.netns
 

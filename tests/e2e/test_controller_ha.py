@@ -28,8 +28,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from isthmus.lab.mesh import Mesh, wait_until
-from isthmus.lab.topology import DEMO
+from isthmus_lab.commands import wait_until
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.topology import DEMO
 
 pytestmark = pytest.mark.netns
 

@@ -19,9 +19,9 @@ import sys
 
 import pytest
 
-from isthmus.lab.mesh import wait_until
-from isthmus.lab.netns import Lab
-from isthmus.lab.topology import DEMO, build
+from isthmus_lab.commands import wait_until
+from isthmus_lab.netns import Lab
+from isthmus_lab.topology import DEMO, build
 
 pytestmark = pytest.mark.netns
 

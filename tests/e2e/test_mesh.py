@@ -29,8 +29,10 @@ import secrets
 
 import pytest
 
-from isthmus.lab.mesh import ECHO_PORT, Mesh, parse_ping, wait_until
-from isthmus.lab.topology import DEMO, EDGE_UNDERLAY_IF, TUN_NAME, WORKLOAD_IF
+from isthmus_lab.commands import wait_until
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.topology import DEMO, EDGE_UNDERLAY_IF, TUN_NAME, WORKLOAD_IF
+from isthmus_lab.traffic import ECHO_PORT, parse_ping
 
 pytestmark = pytest.mark.netns
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.lab.netns import Lab
+from isthmus_lab.netns import Lab
 from perf.harness import topology
 from perf.harness.overlays import Isthmus
 

@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
-from isthmus.lab.mesh import ISTHMUS, Mesh
-from isthmus.lab.topology import DEMO
+from isthmus_lab.commands import ISTHMUS
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.topology import DEMO
 
 pytestmark = pytest.mark.netns
 

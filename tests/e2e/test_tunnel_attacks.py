@@ -39,9 +39,11 @@ from typing import Any
 
 import pytest
 
-from isthmus.lab.mesh import PROBE, Impair, Mesh, wait_until
-from isthmus.lab.netns import LabError, Process
-from isthmus.lab.topology import DEMO, EDGE_UNDERLAY_IF, UNDERLAY_BRIDGE, WORKLOAD_IF
+from isthmus_lab.commands import PROBE, wait_until
+from isthmus_lab.layout import Impair
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.netns import LabError, Process
+from isthmus_lab.topology import DEMO, EDGE_UNDERLAY_IF, UNDERLAY_BRIDGE, WORKLOAD_IF
 from tests.e2e.attack_tools import (
     DATA_HEADER_LEN,
     TYPE_INITIATION,

@@ -30,9 +30,10 @@ from isthmus.auth import AUTH_METADATA, auth_value, edge_shared_secret
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
-from isthmus.signing import ControllerKey, ControllerPublicKey, write_controller_key
+from isthmus.signing import ControllerKey, ControllerPublicKey
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
+from isthmus_io.keyfiles import write_controller_key
 
 SERVICE = "/isthmus.v1.Controller/"
 METHODS = ("Register", "Watch", "Report")

@@ -20,8 +20,9 @@ from controller.__main__ import ControllerServer
 from controller.admission import Policy
 from controller.config import ControllerConfig, StoreConfig
 from isthmus.endpoint import Endpoint
-from isthmus.signing import ControllerKey, write_controller_key
+from isthmus.signing import ControllerKey
 from isthmus.v1 import health_pb2, health_pb2_grpc
+from isthmus_io.keyfiles import write_controller_key
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -46,13 +46,14 @@ from isthmus.configfile import ConfigError
 from isthmus.convert import update_from_pb
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
-from isthmus.lab.etcd import EtcdCluster
 from isthmus.lease import Lease, verify_lease
 from isthmus.mapdelta import patch
 from isthmus.routemap import RouteMap
-from isthmus.signing import ControllerKey, write_controller_key
+from isthmus.signing import ControllerKey
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
+from isthmus_io.keyfiles import write_controller_key
+from isthmus_lab.etcd import EtcdCluster
 from tests.integration.edgeclient import EdgeClient, EdgeKeys, edge_keys
 
 REPO = Path(__file__).resolve().parents[2]

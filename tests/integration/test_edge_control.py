@@ -38,7 +38,8 @@ from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.lease import sign_lease
 from isthmus.routemap import EdgeEntry, Network, RouteMap, parse_route
-from isthmus.signing import ControllerKey, ControllerPublicKey, write_controller_key
+from isthmus.signing import ControllerKey, ControllerPublicKey
+from isthmus_io.keyfiles import write_controller_key
 
 KEY = ControllerKey.from_seed(bytes(range(32)))
 LEASE_TTL = 300

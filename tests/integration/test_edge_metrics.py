@@ -15,8 +15,8 @@ from edge.dataplane import Dataplane
 from edge.metrics import EdgeMetrics
 from edge.testing import FakeDatagramSocket, FakeRouteTable, FakeTun
 from isthmus.endpoint import Endpoint
-from isthmus.metricsserver import MetricsServer
 from isthmus.routemap import parse_route
+from isthmus_io.metricsserver import MetricsServer
 from tests.integration.test_edge_shell import MAP, NOW, ipv4, pump, tunnel
 from tests.integration.test_observability import scrape
 

@@ -69,14 +69,13 @@ def test_routes_adapter_on_a_real_tun() -> None:
 
 def in_namespace() -> None:
     """The checks; runs as root inside a fresh namespace."""
-    from edge.ports import ROUTE_PROTO
     from edge.reconcile import desired_routes, diff, reconcile
     from edge.routes import KernelRoutes
     from edge.tun import Tun
     from isthmus.endpoint import Endpoint
     from isthmus.ids import EdgeName
     from isthmus.keys import PublicKey
-    from isthmus.routemap import EdgeEntry, RouteMap, parse_route
+    from isthmus.routemap import ROUTE_PROTO, EdgeEntry, RouteMap, parse_route
 
     def entry(name: str, seed: int, *routes: str) -> EdgeEntry:
         return EdgeEntry(

@@ -16,8 +16,8 @@ from controller.audit import AuditEntry, decode
 from controller.etcd import EtcdClient, prefix_end
 from controller.store import EtcdStore
 from isthmus.ids import EdgeName
-from isthmus.lab.etcd import EtcdCluster
 from isthmus.routemap import parse_route
+from isthmus_lab.etcd import EtcdCluster
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from controller.store import EtcdStore, Liveness, Store
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
-from isthmus.lab.etcd import EtcdCluster, free_port
+from isthmus_lab.etcd import EtcdCluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

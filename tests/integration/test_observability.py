@@ -33,7 +33,8 @@ from controller.__main__ import ControllerServer
 from controller.admission import Policy
 from controller.config import AllowedEdge, ControllerConfig, StoreConfig
 from isthmus.endpoint import Endpoint
-from isthmus.signing import ControllerKey, write_controller_key
+from isthmus.signing import ControllerKey
+from isthmus_io.keyfiles import write_controller_key
 from tests.integration.edgeclient import EdgeClient, edge_keys
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from controller import admin_cli, admin_view
 from edge.status import problems, render
 from isthmus import __version__ as isthmus_version
-from isthmus import admin_cli, admin_view
 from isthmus.configfile import ConfigError
 from isthmus.keys import PublicKey
 from isthmus.v1 import isthmus_pb2 as pb
@@ -294,13 +294,26 @@ def test_admin_commands_config_errors_exit_1(tmp_path: Path) -> None:
 
 
 def test_the_cli_imports_neither_controller_nor_edge() -> None:
+    """Nor the lab nor the daemons' I/O: every command is loaded by its module path."""
     code = (
-        "import sys, isthmus.cli, isthmus.admin_cli; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('controller', 'edge')))"
+        "import sys, isthmus.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('controller', 'edge', 'isthmus_io', 'isthmus_lab')))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_admin_cli_imports_no_other_controller_module_nor_edge() -> None:
+    """`isthmus routes|edges` is a gRPC client: it loads none of the controller's server."""
+    code = (
+        "import sys, controller.admin_cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('controller', 'edge')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    expected = ["controller", "controller.admin_cli", "controller.admin_view"]
+    assert proc.stdout.strip() == str(expected)
 
 
 # --- degraded (exit 2) and colour: the pure parts ------------------------------------------

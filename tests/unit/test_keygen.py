@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from isthmus.signing import ControllerPublicKey, read_controller_key
+from isthmus.signing import ControllerPublicKey
+from isthmus_io.keyfiles import read_controller_key
 
 
 def keygen(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,46 +1,10 @@
-"""Key files and public key parsing."""
+"""Public key parsing: base64, length and the low-order points refused up front."""
 
 from __future__ import annotations
 
-import os
-import stat
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from nacl.bindings import crypto_scalarmult_base
 
-from isthmus.keys import PublicKey, read_private_key
-
-
-def test_keygen_writes_owner_only_file_and_prints_public_key(tmp_path: Path) -> None:
-    out = tmp_path / "edge.key"
-    proc = subprocess.run(
-        [sys.executable, "-m", "isthmus", "keygen", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    private = read_private_key(out)
-    public = PublicKey.from_base64(proc.stdout.strip())
-    assert public.raw == crypto_scalarmult_base(private)
-    assert out.read_text().strip() not in proc.stdout + proc.stderr
-    again = subprocess.run(
-        [sys.executable, "-m", "isthmus", "keygen", "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
-    assert again.returncode == 1 and "refusing to overwrite" in again.stderr
-
-
-def test_private_key_readable_by_others_is_refused(tmp_path: Path) -> None:
-    out = tmp_path / "k"
-    out.write_text("A" * 43 + "=\n")
-    os.chmod(out, 0o644)
-    with pytest.raises(ValueError, match=r"accessible by group or others \(mode 644\)"):
-        read_private_key(out)
+from isthmus.keys import PublicKey
 
 
 def test_public_key_base64_errors() -> None:

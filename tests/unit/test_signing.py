@@ -1,10 +1,6 @@
-"""The controller's Ed25519 key: signatures, X25519 conversion and key files."""
+"""The controller's Ed25519 key: signatures, X25519 conversion, the challenge secret."""
 
 from __future__ import annotations
-
-import os
-import stat
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -16,8 +12,6 @@ from isthmus.signing import (
     ED25519_KEY_LEN,
     ControllerKey,
     ControllerPublicKey,
-    read_controller_key,
-    write_controller_key,
 )
 
 KEY = ControllerKey.from_seed(bytes(range(32)))
@@ -118,45 +112,3 @@ def test_public_key_base64() -> None:
         ControllerPublicKey.from_base64("AAAA")
     with pytest.raises(ValueError, match="a controller public key is 32 bytes, got 5"):
         ControllerPublicKey(b"short")
-
-
-def test_key_file_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "controller.key"
-    write_controller_key(path, KEY)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert read_controller_key(path) == KEY
-    with pytest.raises(FileExistsError):
-        write_controller_key(path, ControllerKey.generate())
-    assert read_controller_key(path) == KEY
-
-
-def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "controller.key"
-    write_controller_key(path, KEY)
-    os.chmod(path, 0o640)
-    with pytest.raises(ValueError, match=r"accessible by group or others \(mode 640\)"):
-        read_controller_key(path)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("not base64!\n", "does not hold a base64 controller key"),
-        ("AAAA\n", "holds 3 bytes; a controller key seed is 32 bytes"),
-    ],
-)
-def test_bad_key_files_are_refused_without_key_material(
-    tmp_path: Path, text: str, message: str
-) -> None:
-    path = tmp_path / "controller.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    with pytest.raises(ValueError, match=message) as info:
-        read_controller_key(path)
-    assert text.strip() not in str(info.value)
-
-
-def test_missing_key_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"cannot read .*No such file"):
-        read_controller_key(tmp_path / "absent")

@@ -7,7 +7,7 @@
 
 Owns the client side of the controller's admin socket (gRPC `isthmus.v1.Admin` over
 "unix:PATH") and the commands' options; what they print (a text table with states
-coloured on a terminal only, or a stable JSON document) is isthmus.admin_view.
+coloured on a terminal only, or a stable JSON document) is controller.admin_view.
 Rule: this module imports neither `controller` nor `edge`; from the controller config it
 reads only `admin_socket` (default `<state_dir>/admin.sock`).
 Exit codes: 0 ok; 1 error (the controller cannot be reached, or it refused: its message;
@@ -28,8 +28,7 @@ from typing import Any, Final
 
 import grpc
 
-from isthmus import clikit
-from isthmus.admin_view import (
+from controller.admin_view import (
     edge_problems,
     edges_doc,
     history_doc,
@@ -40,6 +39,7 @@ from isthmus.admin_view import (
     routes_doc,
     state_name,
 )
+from isthmus import clikit
 from isthmus.configfile import ConfigError, get_str, read_toml
 from isthmus.ids import parse_edge_name
 from isthmus.routemap import parse_route

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from isthmus.lab.netns import Lab, LabError, host_run
+from isthmus_lab.netns import Lab, LabError, host_run
 
 READY_TIMEOUT = 5.0
 # tcpdump's kernel buffer in KiB. With --immediate-mode libpcap uses one ring frame per

@@ -19,8 +19,9 @@ from pathlib import Path
 from nacl.bindings import crypto_box_keypair
 
 from isthmus import clikit
-from isthmus.keys import PublicKey, write_private_key
-from isthmus.signing import ControllerKey, write_controller_key
+from isthmus.keys import PublicKey
+from isthmus.signing import ControllerKey
+from isthmus_io.keyfiles import write_controller_key, write_private_key
 
 
 def main(argv: list[str]) -> int:

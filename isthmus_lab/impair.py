@@ -1,4 +1,4 @@
-"""A UDP impairment proxy between edges, run in the underlay as `python -m isthmus.lab.impair`.
+"""A UDP impairment proxy between edges, run in the underlay as `python -m isthmus_lab.impair`.
 
 ```
   edge X (real X_ip:port) --> P_Y (proxy for Y) ==[loss, reorder, duplicate]==> edge Y
@@ -10,7 +10,7 @@ from P_Y to the real address of X: X sees it come from Y's advertised endpoint, 
 (an endpoint follows the source of authenticated packets) never moves a peer off its proxy.
 A datagram from an address that is no edge's real address is counted and dropped.
 
-    python -m isthmus.lab.impair --site NAME=PROXY_IP:PORT=REAL_IP:PORT (one per site)
+    python -m isthmus_lab.impair --site NAME=PROXY_IP:PORT=REAL_IP:PORT (one per site)
         [--loss PCT] [--reorder PCT] [--duplicate PCT] [--seed N] [--max-held N]
 
 Reordering holds a datagram back and releases it after the next 1-3 forwarded datagrams or
@@ -229,7 +229,7 @@ def _percent(text: str) -> float:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m isthmus.lab.impair")
+    parser = argparse.ArgumentParser(prog="python -m isthmus_lab.impair")
     parser.add_argument("--site", action="append", required=True, metavar="N=PROXY=REAL")
     parser.add_argument("--loss", type=_percent, default=0.0)
     parser.add_argument("--reorder", type=_percent, default=0.0)

@@ -1,6 +1,6 @@
 """`isthmus demo`: a three-site mesh in network namespaces, some traffic, then teardown.
 
-Builds the `isthmus.lab.topology` demo topology, starts the controller and the three edges,
+Builds the `isthmus_lab.topology` demo topology, starts the controller and the three edges,
 sends TCP and ping office -> vpc-a pod, vpc-a pod -> vpc-b service, vpc-b pod -> office
 host, then shows the operator's tools on the live mesh: the controller's `isthmus routes`
 and `isthmus edges`, `isthmus ping` and `isthmus explain` from vpc-a, and each edge's
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from types import FrameType
 
 from isthmus.clikit import parse, parser
-from isthmus.lab.mesh import Mesh
-from isthmus.lab.netns import LabError, host_problems
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.netns import LabError, host_problems
 
 # (from site, to address, what it shows)
 STEPS = (

@@ -22,7 +22,7 @@ workload. `ROGUE` is the demo plus a fourth site, "rogue" (ul0 198.18.0.14, lan0
 rogue-host 10.98.1.10), which owns 10.98.0.0/16 but also claims another site's route, a more
 specific of one, and the default route, with broad allowed routes in the controller config.
 With two controllers both listen on the underlay bridge address, on ports 7000 and 7001.
-Owns no process; `isthmus.lab.mesh` runs the controllers and the edges.
+Owns no process; `isthmus_lab.mesh` runs the controllers and the edges.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from isthmus.lab.netns import Lab
+from isthmus_lab.netns import Lab
 
 UNDERLAY_BRIDGE = "br0"
 EDGE_UNDERLAY_IF = "ul0"
@@ -41,7 +41,6 @@ EDGE_LAN_IF = "lan0"
 WORKLOAD_IF = "eth0"
 TUN_NAME = "isthmus0"
 TUN_MTU = 1420
-ROUTE_PROTO = 149
 
 _EDGE_SYSCTLS = {
     "net.ipv4.ip_forward": 1,

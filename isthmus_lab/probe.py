@@ -1,4 +1,4 @@
-"""A tiny TCP echo server and client, run inside lab namespaces as `python -m isthmus.lab.probe`.
+"""A tiny TCP echo server and client, run inside lab namespaces as `python -m isthmus_lab.probe`.
 
     server --port P [--bind ADDR]   prints "listening ADDR:P" once bound, then echoes every
                                     connection: reads to EOF, sends the bytes back, closes
@@ -151,7 +151,7 @@ def udp_send(host: str, port: int, payload: bytes, source: str | None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m isthmus.lab.probe")
+    parser = argparse.ArgumentParser(prog="python -m isthmus_lab.probe")
     commands = parser.add_subparsers(dest="command", required=True)
     server_parser = commands.add_parser("server")
     server_parser.add_argument("--port", type=int, required=True)

@@ -1,4 +1,4 @@
-"""`python -m isthmus.lab.health HOST:PORT`: one grpc.health.v1 Check, for the lab.
+"""`python -m isthmus_lab.health HOST:PORT`: one grpc.health.v1 Check, for the lab.
 
 Prints one word on stdout: the serving status (`SERVING`, `NOT_SERVING`, `UNKNOWN`,
 `SERVICE_UNKNOWN`) and exits 0, or the gRPC status code of a failed call (e.g.
@@ -33,7 +33,7 @@ def check(address: str, service: str = "", timeout: float = DEFAULT_TIMEOUT) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m isthmus.lab.health", description="One grpc.health.v1 Check."
+        prog="python -m isthmus_lab.health", description="One grpc.health.v1 Check."
     )
     parser.add_argument("address", help="HOST:PORT of the gRPC server")
     parser.add_argument("--service", default="", help="service name; default: the server")

@@ -18,14 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import isthmus
-
 MODULES = {"harness": "perf.harness", "core": "perf.bench_core"}
 
 
 def checkout_root() -> Path | None:
-    """The source checkout holding this package (<root>/proto/isthmus), if it has perf/."""
-    root = Path(isthmus.__file__).resolve().parents[2]
+    """The source checkout holding this package (<root>/isthmus_lab), if it has perf/."""
+    root = Path(__file__).resolve().parents[1]
     return root if (root / "perf" / "harness" / "__main__.py").is_file() else None
 
 

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from isthmus.lab.netns import Lab, LabError, Process, _die_with_parent
+from isthmus_lab.netns import Lab, LabError, Process, _die_with_parent
 
 ETCD = "etcd"
 _PORT_ATTEMPTS = 3
