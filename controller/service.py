@@ -3,11 +3,10 @@
 
 Owns three things:
 
-- Authentication of every call but Challenge (docs/controller.md, "Authentication"):
-  `isthmus.auth.Authenticator.verify` over the call's `isthmus-auth-bin` metadata, the
-  full method name and the deterministic serialization of the request; then the request's
-  `name` must be the edge the authenticated key belongs to. Auth values, shared secrets
-  and seeds are never logged: log lines name the edge, the peer and the reason only.
+- The handlers: every call but Challenge is authenticated first (controller.authentication);
+  Register decides through the change path, Watch streams the maps of the publisher
+  (encoded by `controller.history`) and Report records what the edge applied
+  (controller.presence keeps this replica's liveness view).
 - The order of a change: decide (registry, on a copy) -> persist (store) -> commit ->
   publish -> reply, so a reply or a published version is always stored first and a
   failed write leaves nothing changed. A write that loses to another replica
@@ -25,8 +24,8 @@ Owns three things:
 
 Protobuf stays here: requests go through `isthmus.convert`, maps are encoded by
 `controller.history`, decisions by `controller.admin.route_status`, and errors go through
-`controller.admin.status_code`, the one mapping of controller errors to gRPC status
-codes (auth failures become `Unauthenticated`).
+`controller.errors.to_status`, the one mapping of controller errors to gRPC status
+codes and messages.
 """
 
 from __future__ import annotations
@@ -36,34 +35,41 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import aclosing
-from dataclasses import replace
 from typing import Any, Final, TypeVar
 
 import grpc
 
-from controller.admin import EdgeView, route_status, status_code
+from controller.admin import EdgeView, route_status
 from controller.admission import Decision, RouteState
 from controller.audit import CONFIG, CONTROLLER, OPERATOR, AuditEntry
 from controller.audit import entries as audit_entries
+from controller.authentication import (
+    REGISTER,
+    REPORT,
+    SERVICE,
+    WATCH,
+    CallAuthentication,
+)
+from controller.change import Change
 from controller.config import ControllerConfig
 from controller.errors import (
     ControllerError,
     InvalidRequest,
+    KeyMismatch,
     StoreConflict,
     StoreError,
-    Unauthenticated,
-    WrongEdge,
+    to_status,
 )
 from controller.history import History
 from controller.metrics import ControllerMetrics
+from controller.presence import Presence
 from controller.publisher import Publisher
-from controller.registry import Change, Registry
+from controller.registry import Registry
 from controller.state import State
-from controller.store import Liveness, Store
-from isthmus.auth import AUTH_METADATA, Authenticator, AuthError
+from controller.store import Store
+from isthmus.auth import Authenticator
 from isthmus.convert import WireError, registration_from_pb
 from isthmus.ids import EdgeName
-from isthmus.keys import PublicKey
 from isthmus.logfmt import kv
 from isthmus.routemap import Network
 from isthmus.v1 import isthmus_pb2 as pb
@@ -71,25 +77,17 @@ from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 
 log = logging.getLogger("controller.service")
 
-__all__ = ["ControllerService", "add_to_server", "status_code"]
+__all__ = ["ControllerService", "add_to_server"]
 
 T = TypeVar("T")
 Step = Callable[[Registry, float], tuple[T, tuple[Change, ...]]]
 Clock = Callable[[], float]
-
-SERVICE: Final = "isthmus.v1.Controller"
-REGISTER: Final = f"/{SERVICE}/Register"
-WATCH: Final = f"/{SERVICE}/Watch"
-REPORT: Final = f"/{SERVICE}/Report"
 
 SAVE_ATTEMPTS: Final = 3
 RENEW_INTERVAL: Final = 60.0
 FOLLOW_RETRY: Final = 1.0
 # What an edge may say about a refused map: kept (for `isthmus edges`) and logged, bounded.
 MAX_REPORT_ERROR: Final = 1024
-# Names from requests are quoted in logs and errors only up to this length.
-MAX_NAME: Final = 63
-
 # Changes worth an operator's attention.
 _WARN_CHANGES: Final = frozenset({"route_refused", "route_pending", "edge_removed"})
 
@@ -149,16 +147,16 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._registry = registry
         self._config = config
         self._store = store
-        self._auth = auth
         self._history = history
         self._publisher = publisher
         self._clock = clock
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._watching: dict[EdgeName, int] = {}
-        self._live: dict[EdgeName, Liveness] = {}
-        self._liveness_lock = asyncio.Lock()
         self._metrics = metrics or ControllerMetrics()
+        self._calls = CallAuthentication(
+            auth, lambda key: self._registry.allowed_key(key), self._metrics
+        )
+        self._presence = Presence(store, self._spawn)
 
     # --- the registry and its changes ---------------------------------------------------
 
@@ -177,7 +175,7 @@ class ControllerService(pb_grpc.ControllerServicer):
     @property
     def watch_streams(self) -> int:
         """Watch streams open at this replica."""
-        return sum(self._watching.values())
+        return self._presence.streams
 
     async def register(self, request: pb.RegisterRequest) -> tuple[Decision, ...]:
         """Decide, persist and publish a registration; the decisions in route order.
@@ -321,79 +319,33 @@ class ControllerService(pb_grpc.ControllerServicer):
                 log.error(kv("lease_renewal_failed", reason=str(e), retry_in=interval))
             await asyncio.sleep(interval)
 
-    # --- authentication -----------------------------------------------------------------
-
-    def _key_known(self, key: PublicKey) -> bool:
-        return self._registry.allowed_key(key) is not None
-
-    async def _authenticate(
-        self,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method: str,
-        request: pb.RegisterRequest | pb.WatchRequest | pb.ReportRequest,
-    ) -> tuple[EdgeName, PublicKey]:
-        """The authenticated edge named by `request`, or the call is aborted."""
-        try:
-            try:
-                key = self._auth.verify(
-                    _auth_value(context),
-                    method,
-                    request.SerializeToString(deterministic=True),
-                    self._key_known,
-                )
-            except AuthError as e:
-                raise Unauthenticated(str(e)) from None
-            allowed = self._registry.allowed_key(key)
-            if allowed is None:  # the config changed under the call
-                raise Unauthenticated(f"unknown edge key {key}: not in the controller config")
-            if allowed.name != request.name:
-                raise WrongEdge(
-                    f"the authenticated key is the key of edge {allowed.name!r}, "
-                    f"not of {request.name[:MAX_NAME]!r}; an edge may only act as itself"
-                )
-        except ControllerError as e:
-            code = status_code(e)
-            self._metrics.count_refused_call(code.name)
-            log.warning(
-                kv(
-                    "call_refused",
-                    method=method,
-                    edge=request.name[:MAX_NAME],
-                    peer=context.peer(),
-                    code=code.name,
-                    reason=str(e),
-                )
-            )
-            await context.abort(code, str(e))
-        return allowed.name, key
-
     # --- the Controller service ---------------------------------------------------------
 
     async def Challenge(
         self, request: pb.ChallengeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ChallengeResponse:
-        return pb.ChallengeResponse(challenge=self._auth.challenge())
+        return pb.ChallengeResponse(challenge=self._calls.challenge())
 
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RegisterResponse:
-        name, _ = await self._authenticate(context, REGISTER, request)
+        name, _ = await self._calls.authenticate(context, REGISTER, request)
         try:
             decisions = await self.register(request)
         except ControllerError as e:
-            code = status_code(e)
-            self._metrics.count_refused_call(code.name)
+            status = to_status(e)
+            self._metrics.count_refused_call(status.code.name)
             log.log(
                 logging.ERROR if isinstance(e, StoreError) else logging.WARNING,
                 kv(
                     "registration_refused",
                     edge=name,
                     peer=context.peer(),
-                    code=code.name,
+                    code=status.code.name,
                     reason=str(e),
                 ),
             )
-            await context.abort(code, str(e))
+            await context.abort(status.code, status.message)
         version = self._registry.version
         log.info(
             kv(
@@ -412,40 +364,42 @@ class ControllerService(pb_grpc.ControllerServicer):
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
-        name, key = await self._authenticate(context, WATCH, request)
+        name, key = await self._calls.authenticate(context, WATCH, request)
         peer = context.peer()
         log.info(kv("watch_started", edge=name, peer=peer, known_version=request.known_version))
-        self._watching[name] = self._watching.get(name, 0) + 1
+        self._presence.watch_started(name)
         sent: int | None = None
         try:
             # Not awaited: the map goes out first even when the store is slow.
-            self._spawn(self._put_liveness(await self._liveness(name)), "liveness")
+            self._spawn(self._presence.put(await self._presence.record(name)), "liveness")
             async with aclosing(self._publisher.watch()) as maps:
                 async for m in maps:
                     allowed = self._registry.allowed_key(key)
                     if allowed is None or allowed.name != name:
-                        reason = f"edge {name!r} is no longer configured with this key"
-                        log.warning(kv("watch_ended_by_config", edge=name, reason=reason))
-                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+                        ended = to_status(
+                            KeyMismatch(f"edge {name!r} is no longer configured with this key")
+                        )
+                        log.warning(kv("watch_ended_by_config", edge=name, reason=ended.message))
+                        await context.abort(ended.code, ended.message)
                     base = request.known_version if sent is None else sent
                     yield self._history.update(base, m)
                     sent = m.version
         finally:
-            self._watch_ended(name)
+            self._presence.watch_ended(name)
             log.info(kv("watch_ended", edge=name, peer=peer, version=sent))
 
     async def Report(
         self, request: pb.ReportRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReportResponse:
-        name, _ = await self._authenticate(context, REPORT, request)
+        name, _ = await self._calls.authenticate(context, REPORT, request)
         error = request.error[:MAX_REPORT_ERROR]
-        info = await self._liveness(
+        info = await self._presence.record(
             name,
             applied_version=request.applied_version,
             last_error=error,
             reported_at=self._clock(),
         )
-        await self._put_liveness(info)
+        await self._presence.put(info)
         if error:
             log.warning(
                 kv(
@@ -459,49 +413,6 @@ class ControllerService(pb_grpc.ControllerServicer):
         else:
             log.info(kv("map_applied", edge=name, version=request.applied_version))
         return pb.ReportResponse()
-
-    # --- liveness -----------------------------------------------------------------------
-
-    def _watch_ended(self, name: EdgeName) -> None:
-        left = self._watching.get(name, 0) - 1
-        if left > 0:
-            self._watching[name] = left
-            return
-        self._watching.pop(name, None)
-        info = self._live.get(name)
-        if info is not None:
-            info = self._live[name] = replace(info, connected=False)
-            # Not awaited: the stream may be ending by cancellation.
-            self._spawn(self._put_liveness(info), "liveness")
-
-    async def _liveness(self, name: EdgeName, **report: Any) -> Liveness:
-        """This replica's view of `name`, with the `report` fields replaced; kept for later."""
-        old = self._live.get(name)
-        if old is None:  # another replica may have seen it (etcd store)
-            old = (await self._shared_liveness()).get(name)
-        if old is None:
-            old = Liveness(name, self._store.replica, False, 0, "", 0.0)
-        connected = self._watching.get(name, 0) > 0
-        if connected or not old.connected:
-            info = replace(old, replica=self._store.replica, connected=connected, **report)
-        else:  # its watch is open at another replica
-            info = replace(old, **report)
-        self._live[name] = info
-        return info
-
-    async def _put_liveness(self, info: Liveness) -> None:
-        # One writer at a time, in call order (asyncio.Lock is FIFO), so a watch that ends
-        # right after it started never leaves "connected" behind.
-        async with self._liveness_lock:
-            await self._store.set_liveness(info)
-
-    async def _shared_liveness(self) -> dict[EdgeName, Liveness]:
-        """Every replica's records from the store, or this replica's when it fails."""
-        try:
-            return await self._store.liveness()
-        except StoreError as e:
-            log.warning(kv("liveness_unavailable", reason=str(e), using="this replica's view"))
-            return dict(self._live)
 
     # --- the Admin backend (controller.admin.AdminBackend) ------------------------------
 
@@ -531,7 +442,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         return await self._store.audit(limit)
 
     async def edge_statuses(self) -> tuple[EdgeView, ...]:
-        live = await self._shared_liveness()
+        live = await self._presence.shared()
         records = {e.name: e for e in self._registry.state.edges}
         views = []
         for allowed in self._config.edges:
@@ -551,13 +462,6 @@ class ControllerService(pb_grpc.ControllerServicer):
                 )
             )
         return tuple(sorted(views, key=lambda v: v.name))
-
-
-def _auth_value(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == AUTH_METADATA:
-            return value
-    return None
 
 
 def _log_changes(changes: tuple[Change, ...], version: int, actor: str) -> None:
