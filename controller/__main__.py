@@ -39,7 +39,8 @@ from controller.history import History
 from controller.metrics import ControllerMetrics
 from controller.publisher import Publisher
 from controller.registry import Registry
-from controller.service import ControllerService, add_to_server
+from controller.service import ControllerService
+from controller.servicer import add_to_server
 from controller.store import Store, default_replica
 from isthmus import logfmt
 from isthmus.auth import Authenticator, ChallengeBook

@@ -51,7 +51,7 @@ class Presence:
         return sum(self._watching.values())
 
     def watch_started(self, name: EdgeName) -> None:
-        """One more Watch stream of `name` is open here (call `record` and `put` next)."""
+        """One more Watch stream of `name` is open here (`announce` it next)."""
         self._watching[name] = self._watching.get(name, 0) + 1
 
     def watch_ended(self, name: EdgeName) -> None:
@@ -66,6 +66,10 @@ class Presence:
             info = self._live[name] = replace(info, connected=False)
             # Not awaited: the stream may be ending by cancellation.
             self._spawn(self.put(info), "liveness")
+
+    async def announce(self, name: EdgeName) -> None:
+        """Record `name` as this replica sees it now; write it without waiting."""
+        self._spawn(self.put(await self.record(name)), "liveness")
 
     async def record(self, name: EdgeName, **report: Any) -> Liveness:
         """This replica's view of `name`, with the `report` fields replaced; kept for later."""

@@ -1,12 +1,8 @@
-"""The gRPC shell of the controller: Challenge, Register, Watch and Report over
-`isthmus.v1.Controller`, and the backend of the Admin service.
+"""One replica of the controller: the change path, its background work, and the backend
+of both gRPC shells (controller.servicer for the edges, controller.admin for the operator).
 
 Owns three things:
 
-- The handlers: every call but Challenge is authenticated first (controller.authentication);
-  Register decides through the change path, Watch streams the maps of the publisher
-  (encoded by `controller.history`) and Report records what the edge applied
-  (controller.presence keeps this replica's liveness view).
 - The order of a change: decide (registry, on a copy) -> persist (store) -> commit ->
   publish -> reply, so a reply or a published version is always stored first and a
   failed write leaves nothing changed. A write that loses to another replica
@@ -22,10 +18,13 @@ Owns three things:
   (`Store.changes` -> `Registry.adopt` -> publish) and re-signing leases every
   RENEW_INTERVAL seconds through the same change path.
 
-Protobuf stays here: requests go through `isthmus.convert`, maps are encoded by
-`controller.history`, decisions by `controller.admin.route_status`, and errors go through
-`controller.errors.to_status`, the one mapping of controller errors to gRPC status
-codes and messages.
+- What the shells read: the registry's decisions and version, this replica's liveness
+  view (controller.presence, whose writes run as this service's background tasks), the
+  maps to watch and their encoded updates, and the audit log.
+
+Protobuf stays at the seam: a RegisterRequest goes through `isthmus.convert` (a malformed
+one is `InvalidRequest`); every failure is a `ControllerError` the shells report through
+`controller.errors.to_status`.
 """
 
 from __future__ import annotations
@@ -33,33 +32,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
-import grpc
-
-from controller.admin import EdgeView, route_status
-from controller.admission import Decision, RouteState
+from controller.admin import EdgeView
+from controller.admission import Decision
 from controller.audit import CONFIG, CONTROLLER, OPERATOR, AuditEntry
 from controller.audit import entries as audit_entries
-from controller.authentication import (
-    REGISTER,
-    REPORT,
-    SERVICE,
-    WATCH,
-    CallAuthentication,
-)
 from controller.change import Change
 from controller.config import ControllerConfig
-from controller.errors import (
-    ControllerError,
-    InvalidRequest,
-    KeyMismatch,
-    StoreConflict,
-    StoreError,
-    to_status,
-)
+from controller.errors import InvalidRequest, StoreConflict, StoreError
 from controller.history import History
 from controller.metrics import ControllerMetrics
 from controller.presence import Presence
@@ -71,13 +53,12 @@ from isthmus.auth import Authenticator
 from isthmus.convert import WireError, registration_from_pb
 from isthmus.ids import EdgeName
 from isthmus.logfmt import kv
-from isthmus.routemap import Network
+from isthmus.routemap import Network, RouteMap
 from isthmus.v1 import isthmus_pb2 as pb
-from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 
 log = logging.getLogger("controller.service")
 
-__all__ = ["ControllerService", "add_to_server"]
+__all__ = ["ControllerService"]
 
 T = TypeVar("T")
 Step = Callable[[Registry, float], tuple[T, tuple[Change, ...]]]
@@ -86,51 +67,15 @@ Clock = Callable[[], float]
 SAVE_ATTEMPTS: Final = 3
 RENEW_INTERVAL: Final = 60.0
 FOLLOW_RETRY: Final = 1.0
-# What an edge may say about a refused map: kept (for `isthmus edges`) and logged, bounded.
-MAX_REPORT_ERROR: Final = 1024
 # Changes worth an operator's attention.
 _WARN_CHANGES: Final = frozenset({"route_refused", "route_pending", "edge_removed"})
 
 
-def add_to_server(service: ControllerService, server: grpc.aio.Server) -> None:
-    """Serve `service` on `server`.
-
-    Like the generated `add_ControllerServicer_to_server`, except that Watch yields maps
-    already encoded (`controller.history` encodes each update once for all watchers).
-    """
-    handlers = {
-        "Challenge": grpc.unary_unary_rpc_method_handler(
-            service.Challenge,
-            request_deserializer=pb.ChallengeRequest.FromString,
-            response_serializer=pb.ChallengeResponse.SerializeToString,
-        ),
-        "Register": grpc.unary_unary_rpc_method_handler(
-            service.Register,
-            request_deserializer=pb.RegisterRequest.FromString,
-            response_serializer=pb.RegisterResponse.SerializeToString,
-        ),
-        "Watch": grpc.unary_stream_rpc_method_handler(
-            service.Watch,
-            request_deserializer=pb.WatchRequest.FromString,
-            response_serializer=_encoded,
-        ),
-        "Report": grpc.unary_unary_rpc_method_handler(
-            service.Report,
-            request_deserializer=pb.ReportRequest.FromString,
-            response_serializer=pb.ReportResponse.SerializeToString,
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-
-
-def _encoded(message: bytes | pb.MapUpdate) -> bytes:
-    return message if isinstance(message, bytes) else message.SerializeToString()
-
-
-class ControllerService(pb_grpc.ControllerServicer):
+class ControllerService:
     """Owns the registry; shares the store, history and publisher given by the root.
 
-    Also the `controller.admin.AdminBackend` of this replica.
+    The backend of the edge calls (controller.servicer) and the
+    `controller.admin.AdminBackend` of this replica.
     """
 
     def __init__(
@@ -153,9 +98,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._metrics = metrics or ControllerMetrics()
-        self._calls = CallAuthentication(
-            auth, lambda key: self._registry.allowed_key(key), self._metrics
-        )
+        self._auth = auth
         self._presence = Presence(store, self._spawn)
 
     # --- the registry and its changes ---------------------------------------------------
@@ -171,6 +114,28 @@ class ControllerService(pb_grpc.ControllerServicer):
     @property
     def metrics(self) -> ControllerMetrics:
         return self._metrics
+
+    @property
+    def auth(self) -> Authenticator:
+        """What the edge calls are authenticated with (controller.authentication)."""
+        return self._auth
+
+    @property
+    def presence(self) -> Presence:
+        """This replica's watch streams and liveness records."""
+        return self._presence
+
+    def now(self) -> float:
+        """The controller's clock (unix seconds)."""
+        return self._clock()
+
+    def watch_maps(self) -> AsyncGenerator[RouteMap, None]:
+        """The current map, then every newer one this replica publishes."""
+        return self._publisher.watch()
+
+    def map_update(self, base: int, target: RouteMap) -> bytes:
+        """The encoded update from version `base` to `target` (controller.history)."""
+        return self._history.update(base, target)
 
     @property
     def watch_streams(self) -> int:
@@ -318,101 +283,6 @@ class ControllerService(pb_grpc.ControllerServicer):
             except StoreError as e:
                 log.error(kv("lease_renewal_failed", reason=str(e), retry_in=interval))
             await asyncio.sleep(interval)
-
-    # --- the Controller service ---------------------------------------------------------
-
-    async def Challenge(
-        self, request: pb.ChallengeRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ChallengeResponse:
-        return pb.ChallengeResponse(challenge=self._calls.challenge())
-
-    async def Register(
-        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.RegisterResponse:
-        name, _ = await self._calls.authenticate(context, REGISTER, request)
-        try:
-            decisions = await self.register(request)
-        except ControllerError as e:
-            status = to_status(e)
-            self._metrics.count_refused_call(status.code.name)
-            log.log(
-                logging.ERROR if isinstance(e, StoreError) else logging.WARNING,
-                kv(
-                    "registration_refused",
-                    edge=name,
-                    peer=context.peer(),
-                    code=status.code.name,
-                    reason=str(e),
-                ),
-            )
-            await context.abort(status.code, status.message)
-        version = self._registry.version
-        log.info(
-            kv(
-                "registered",
-                edge=name,
-                peer=context.peer(),
-                version=version,
-                endpoints=tuple(request.endpoints),
-                serving=tuple(str(d.route) for d in decisions if d.state == RouteState.SERVING),
-                pending=tuple(str(d.route) for d in decisions if d.state == RouteState.PENDING),
-                refused=tuple(str(d.route) for d in decisions if d.state == RouteState.REFUSED),
-            )
-        )
-        return pb.RegisterResponse(version=version, routes=[route_status(d) for d in decisions])
-
-    async def Watch(
-        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[bytes]:
-        name, key = await self._calls.authenticate(context, WATCH, request)
-        peer = context.peer()
-        log.info(kv("watch_started", edge=name, peer=peer, known_version=request.known_version))
-        self._presence.watch_started(name)
-        sent: int | None = None
-        try:
-            # Not awaited: the map goes out first even when the store is slow.
-            self._spawn(self._presence.put(await self._presence.record(name)), "liveness")
-            async with aclosing(self._publisher.watch()) as maps:
-                async for m in maps:
-                    allowed = self._registry.allowed_key(key)
-                    if allowed is None or allowed.name != name:
-                        ended = to_status(
-                            KeyMismatch(f"edge {name!r} is no longer configured with this key")
-                        )
-                        log.warning(kv("watch_ended_by_config", edge=name, reason=ended.message))
-                        await context.abort(ended.code, ended.message)
-                    base = request.known_version if sent is None else sent
-                    yield self._history.update(base, m)
-                    sent = m.version
-        finally:
-            self._presence.watch_ended(name)
-            log.info(kv("watch_ended", edge=name, peer=peer, version=sent))
-
-    async def Report(
-        self, request: pb.ReportRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ReportResponse:
-        name, _ = await self._calls.authenticate(context, REPORT, request)
-        error = request.error[:MAX_REPORT_ERROR]
-        info = await self._presence.record(
-            name,
-            applied_version=request.applied_version,
-            last_error=error,
-            reported_at=self._clock(),
-        )
-        await self._presence.put(info)
-        if error:
-            log.warning(
-                kv(
-                    "map_refused_by_edge",
-                    edge=name,
-                    refused_version=request.refused_version,
-                    applied_version=request.applied_version,
-                    reason=error,
-                )
-            )
-        else:
-            log.info(kv("map_applied", edge=name, version=request.applied_version))
-        return pb.ReportResponse()
 
     # --- the Admin backend (controller.admin.AdminBackend) ------------------------------
 
