@@ -19,7 +19,9 @@ registration succeeds and admission (controller.admission) gives each route a de
 
 The message of every error names the edge, route or field and the reason; it is sent to
 the caller as the status details, so it never holds anything but public data. An error
-outside this table (a bare `ControllerError`) is INTERNAL.
+outside this table (a bare `ControllerError`) is INTERNAL. A Watch stream whose edge's key
+is no longer configured ends as a `KeyMismatch`. Only `grpc.StatusCode` is used from grpc:
+this module stays below every shell (the registry raises these errors).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The etcd v3 JSON gateway's wire form (etcd 3.4), for controller.etcd and controller.etcd_watch.
+"""The etcd v3 JSON gateway's wire form (etcd 3.4): encoding, records and errors.
 
 Owns the gateway's JSON encoding: keys and values in base64, 64-bit integers as strings,
 fields at their default value left out; an error body is {"error": ..., "code": N} (a

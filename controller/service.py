@@ -116,28 +116,6 @@ class ControllerService:
         return self._metrics
 
     @property
-    def auth(self) -> Authenticator:
-        """What the edge calls are authenticated with (controller.authentication)."""
-        return self._auth
-
-    @property
-    def presence(self) -> Presence:
-        """This replica's watch streams and liveness records."""
-        return self._presence
-
-    def now(self) -> float:
-        """The controller's clock (unix seconds)."""
-        return self._clock()
-
-    def watch_maps(self) -> AsyncGenerator[RouteMap, None]:
-        """The current map, then every newer one this replica publishes."""
-        return self._publisher.watch()
-
-    def map_update(self, base: int, target: RouteMap) -> bytes:
-        """The encoded update from version `base` to `target` (controller.history)."""
-        return self._history.update(base, target)
-
-    @property
     def watch_streams(self) -> int:
         """Watch streams open at this replica."""
         return self._presence.streams
@@ -283,6 +261,30 @@ class ControllerService:
             except StoreError as e:
                 log.error(kv("lease_renewal_failed", reason=str(e), retry_in=interval))
             await asyncio.sleep(interval)
+
+    # --- what the edge calls use (controller.servicer) --------------------------------
+
+    @property
+    def auth(self) -> Authenticator:
+        """What the edge calls are authenticated with (controller.authentication)."""
+        return self._auth
+
+    @property
+    def presence(self) -> Presence:
+        """This replica's watch streams and liveness records."""
+        return self._presence
+
+    def now(self) -> float:
+        """The controller's clock (unix seconds)."""
+        return self._clock()
+
+    def watch_maps(self) -> AsyncGenerator[RouteMap, None]:
+        """The current map, then every newer one this replica publishes."""
+        return self._publisher.watch()
+
+    def map_update(self, base: int, target: RouteMap) -> bytes:
+        """The encoded update from version `base` to `target` (controller.history)."""
+        return self._history.update(base, target)
 
     # --- the Admin backend (controller.admin.AdminBackend) ------------------------------
 

@@ -139,7 +139,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         self._service.presence.watch_started(name)
         sent: int | None = None
         try:
-            # Not awaited: the map goes out first even when the store is slow.
+            # The liveness write is not awaited (announce spawns it): the map goes out
+            # first even when the store is slow.
             await self._service.presence.announce(name)
             async with aclosing(self._service.watch_maps()) as maps:
                 async for m in maps:
