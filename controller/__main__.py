@@ -29,15 +29,19 @@ import grpc
 
 from controller import config as controller_config
 from controller.admin import start_admin_server, stop_admin_server
+from controller.change import Change
 from controller.config import ControllerConfig
 from controller.errors import StoreError
+from controller.etcd_store import EtcdStore
+from controller.file_store import FileStore
 from controller.health import SERVING, HealthService
 from controller.history import History
 from controller.metrics import ControllerMetrics
 from controller.publisher import Publisher
-from controller.registry import Change, Registry
-from controller.service import ControllerService, add_to_server
-from controller.store import EtcdStore, FileStore, Store, default_replica
+from controller.registry import Registry
+from controller.service import ControllerService
+from controller.servicer import add_to_server
+from controller.store import Store, default_replica
 from isthmus import logfmt
 from isthmus.auth import Authenticator, ChallengeBook
 from isthmus.configfile import ConfigError

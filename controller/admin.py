@@ -8,9 +8,9 @@ Owns three things:
   last `limit` entries, oldest first). It parses the request, calls the backend and
   converts; it decides nothing. A malformed request field is INVALID_ARGUMENT naming the
   field; a refused approval is the backend's `ControllerError`, reported through
-  `status_code`, its message sent unchanged (it names the route, the edge and what to do).
-- `route_status` and `status_code`: the wire form of a decision and the one mapping of
-  controller errors to gRPC status codes (see controller.errors).
+  `controller.errors.to_status` (the one mapping of controller errors to gRPC status
+  codes), its message sent unchanged (it names the route, the edge and what to do).
+- `route_status`: the wire form of a decision.
 - The socket's lifecycle: `start_admin_server` binds "unix:PATH" with umask 077 and
   chmods the socket 0600 right after (whoever can open it is the operator: the service
   has no other authentication), creates a missing parent directory 0700, and replaces a
@@ -35,18 +35,7 @@ import grpc
 
 from controller.admission import Decision, RouteState
 from controller.audit import DEFAULT_LIMIT, MAX_LIMIT, AuditEntry
-from controller.errors import (
-    AmbiguousRoute,
-    ControllerError,
-    InvalidRequest,
-    KeyMismatch,
-    NotPending,
-    StoreError,
-    Unauthenticated,
-    UnknownEdge,
-    UnknownRoute,
-    WrongEdge,
-)
+from controller.errors import ControllerError, InvalidRequest, StoreError, to_status
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
@@ -122,25 +111,6 @@ class AdminBackend(Protocol):
             StoreError: the audit log cannot be read.
         """
         ...
-
-
-def status_code(error: ControllerError) -> grpc.StatusCode:
-    """The gRPC status code a controller error is reported with (see controller.errors)."""
-    match error:
-        case Unauthenticated():
-            return grpc.StatusCode.UNAUTHENTICATED
-        case WrongEdge() | KeyMismatch():
-            return grpc.StatusCode.PERMISSION_DENIED
-        case UnknownEdge() | UnknownRoute():
-            return grpc.StatusCode.NOT_FOUND
-        case InvalidRequest() | AmbiguousRoute():
-            return grpc.StatusCode.INVALID_ARGUMENT
-        case NotPending():
-            return grpc.StatusCode.FAILED_PRECONDITION
-        case StoreError():
-            return grpc.StatusCode.UNAVAILABLE
-        case _:
-            return grpc.StatusCode.INTERNAL
 
 
 def route_status(d: Decision) -> pb.RouteStatus:
@@ -247,18 +217,18 @@ class AdminService(pb_grpc.AdminServicer):
             route, edge = parse_approval(request)
             decision = await self._backend.approve(route, edge)
         except ControllerError as e:
-            code = status_code(e)
+            status = to_status(e)
             log.log(
                 logging.ERROR if isinstance(e, StoreError) else logging.WARNING,
                 kv(
                     "approve_refused",
                     route=_quote(request.route),
                     edge=_quote(request.edge),
-                    code=code.name,
+                    code=status.code.name,
                     reason=str(e),
                 ),
             )
-            await context.abort(code, str(e))
+            await context.abort(status.code, status.message)
         version = self._backend.version
         log.info(
             kv(
@@ -284,12 +254,12 @@ class AdminService(pb_grpc.AdminServicer):
         try:
             entries = await self._backend.history(parse_limit(request))
         except ControllerError as e:
-            code = status_code(e)
+            status = to_status(e)
             log.log(
                 logging.ERROR if isinstance(e, StoreError) else logging.WARNING,
-                kv("history_refused", limit=request.limit, code=code.name, reason=str(e)),
+                kv("history_refused", limit=request.limit, code=status.code.name, reason=str(e)),
             )
-            await context.abort(code, str(e))
+            await context.abort(status.code, status.message)
         return pb.ListHistoryResponse(
             version=self._backend.version, entries=[history_entry(e) for e in entries]
         )

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from controller.registry import CHANGE_KINDS, Change
+from controller.change import CHANGE_KINDS, Change
 from isthmus.ids import EdgeName, parse_edge_name
 from isthmus.routemap import Network, parse_route
 
@@ -43,7 +43,7 @@ class AuditEntry:
     time: float  # unix seconds
     version: int  # the map version the change made
     actor: str
-    kind: str  # one of controller.registry.CHANGE_KINDS
+    kind: str  # one of controller.change.CHANGE_KINDS
     edge: EdgeName
     route: Network | None
     reason: str

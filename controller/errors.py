@@ -1,7 +1,7 @@
 """The controller's error contract: what an edge's call or an operator's command can fail with.
 
-Every error the gRPC shells report is a `ControllerError`; `controller.admin.status_code`
-is the one place that maps them to gRPC status codes:
+Every error the gRPC shells report is a `ControllerError`; `to_status` (here) is the one
+place that maps them to a gRPC status code and message (`status_code` is its code):
 
     Unauthenticated  UNAUTHENTICATED      the call's auth metadata failed a check (names which)
     UnknownEdge      NOT_FOUND            the name is not in the controller config
@@ -18,10 +18,17 @@ Routes outside an edge's allowed routes or overlapping another edge's are no err
 registration succeeds and admission (controller.admission) gives each route a decision.
 
 The message of every error names the edge, route or field and the reason; it is sent to
-the caller as the status details, so it never holds anything but public data.
+the caller as the status details, so it never holds anything but public data. An error
+outside this table (a bare `ControllerError`) is INTERNAL. A Watch stream whose edge's key
+is no longer configured ends as a `KeyMismatch`. Only `grpc.StatusCode` is used from grpc:
+this module stays below every shell (the registry raises these errors).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
 
 
 class ControllerError(Exception):
@@ -66,3 +73,35 @@ class StoreError(ControllerError):
 
 class StoreConflict(StoreError):
     """Another replica wrote the state first; adopt the newer state and decide again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What a gRPC shell aborts a call with: the code and the message sent as details."""
+
+    code: grpc.StatusCode
+    message: str
+
+
+def to_status(error: ControllerError) -> Status:
+    """The gRPC status a controller error is reported with (the table above)."""
+    return Status(status_code(error), str(error))
+
+
+def status_code(error: ControllerError) -> grpc.StatusCode:
+    """The gRPC status code of a controller error (the table above)."""
+    match error:
+        case Unauthenticated():
+            return grpc.StatusCode.UNAUTHENTICATED
+        case WrongEdge() | KeyMismatch():
+            return grpc.StatusCode.PERMISSION_DENIED
+        case UnknownEdge() | UnknownRoute():
+            return grpc.StatusCode.NOT_FOUND
+        case InvalidRequest() | AmbiguousRoute():
+            return grpc.StatusCode.INVALID_ARGUMENT
+        case NotPending():
+            return grpc.StatusCode.FAILED_PRECONDITION
+        case StoreError():
+            return grpc.StatusCode.UNAVAILABLE
+        case _:
+            return grpc.StatusCode.INTERNAL

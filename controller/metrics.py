@@ -17,7 +17,7 @@ from the store for every replica). Nothing here changes the controller.
                                                              overlap another edge's: exact,
                                                              more_specific, less_specific
     isthmus_controller_map_changes_total{kind}      counter  changes this replica made, by
-                                                             controller.registry.CHANGE_KINDS
+                                                             controller.change.CHANGE_KINDS
     isthmus_controller_store_conflicts_total        counter  saves lost to another replica
     isthmus_controller_audit_failures_total         counter  audit entries not stored
     isthmus_controller_calls_refused_total{code}    counter  edge calls refused, by gRPC code
@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 
 from controller.admin import EdgeView
 from controller.admission import Decision, Reason, RouteState
-from controller.registry import CHANGE_KINDS, Change
+from controller.change import CHANGE_KINDS, Change
 
 PREFIX: Final = "isthmus_controller_"
 LABELS: Final = frozenset({"state", "edge", "reason", "kind", "code"})

@@ -24,9 +24,10 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from controller.admission import Decision, RouteState, decide, serving_map
+from controller.change import Change
 from controller.config import AllowedEdge, ControllerConfig
 from controller.errors import AmbiguousRoute, KeyMismatch, NotPending, UnknownEdge, UnknownRoute
 from controller.state import Advertised, EdgeRecord, State, pair_order
@@ -40,34 +41,11 @@ from isthmus.routemap import Network, RouteMap
 
 Signer = Callable[[PublicKey, Network, int, int], Lease]  # (edge key, route, version, expires)
 
-CHANGE_KINDS = frozenset(
-    {
-        "edge_joined",
-        "edge_updated",
-        "edge_removed",
-        "route_serving",
-        "route_pending",
-        "route_refused",
-        "route_approved",
-        "route_withdrawn",
-        "leases_renewed",
-    }
-)
 _ROUTE_KINDS = {
     RouteState.SERVING: "route_serving",
     RouteState.PENDING: "route_pending",
     RouteState.REFUSED: "route_refused",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One thing a transition changed, for the log; `kind` is one of CHANGE_KINDS."""
-
-    kind: str
-    edge: EdgeName
-    route: Network | None
-    detail: str
 
 
 class Registry:

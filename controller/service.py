@@ -1,13 +1,8 @@
-"""The gRPC shell of the controller: Challenge, Register, Watch and Report over
-`isthmus.v1.Controller`, and the backend of the Admin service.
+"""One replica of the controller: the change path, its background work, and the backend
+of both gRPC shells (controller.servicer for the edges, controller.admin for the operator).
 
 Owns three things:
 
-- Authentication of every call but Challenge (docs/controller.md, "Authentication"):
-  `isthmus.auth.Authenticator.verify` over the call's `isthmus-auth-bin` metadata, the
-  full method name and the deterministic serialization of the request; then the request's
-  `name` must be the edge the authenticated key belongs to. Auth values, shared secrets
-  and seeds are never logged: log lines name the edge, the peer and the reason only.
 - The order of a change: decide (registry, on a copy) -> persist (store) -> commit ->
   publish -> reply, so a reply or a published version is always stored first and a
   failed write leaves nothing changed. A write that loses to another replica
@@ -23,10 +18,13 @@ Owns three things:
   (`Store.changes` -> `Registry.adopt` -> publish) and re-signing leases every
   RENEW_INTERVAL seconds through the same change path.
 
-Protobuf stays here: requests go through `isthmus.convert`, maps are encoded by
-`controller.history`, decisions by `controller.admin.route_status`, and errors go through
-`controller.admin.status_code`, the one mapping of controller errors to gRPC status
-codes (auth failures become `Unauthenticated`).
+- What the shells read: the registry's decisions and version, this replica's liveness
+  view (controller.presence, whose writes run as this service's background tasks), the
+  maps to watch and their encoded updates, and the audit log.
+
+Protobuf stays at the seam: a RegisterRequest goes through `isthmus.convert` (a malformed
+one is `InvalidRequest`); every failure is a `ControllerError` the shells report through
+`controller.errors.to_status`.
 """
 
 from __future__ import annotations
@@ -34,105 +32,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import aclosing
-from dataclasses import replace
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
-import grpc
-
-from controller.admin import EdgeView, route_status, status_code
-from controller.admission import Decision, RouteState
+from controller.admin import EdgeView
+from controller.admission import Decision
 from controller.audit import CONFIG, CONTROLLER, OPERATOR, AuditEntry
 from controller.audit import entries as audit_entries
+from controller.change import Change
 from controller.config import ControllerConfig
-from controller.errors import (
-    ControllerError,
-    InvalidRequest,
-    StoreConflict,
-    StoreError,
-    Unauthenticated,
-    WrongEdge,
-)
+from controller.errors import InvalidRequest, StoreConflict, StoreError
 from controller.history import History
 from controller.metrics import ControllerMetrics
+from controller.presence import Presence
 from controller.publisher import Publisher
-from controller.registry import Change, Registry
+from controller.registry import Registry
 from controller.state import State
-from controller.store import Liveness, Store
-from isthmus.auth import AUTH_METADATA, Authenticator, AuthError
+from controller.store import Store
+from isthmus.auth import Authenticator
 from isthmus.convert import WireError, registration_from_pb
 from isthmus.ids import EdgeName
-from isthmus.keys import PublicKey
 from isthmus.logfmt import kv
-from isthmus.routemap import Network
+from isthmus.routemap import Network, RouteMap
 from isthmus.v1 import isthmus_pb2 as pb
-from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 
 log = logging.getLogger("controller.service")
 
-__all__ = ["ControllerService", "add_to_server", "status_code"]
+__all__ = ["ControllerService"]
 
 T = TypeVar("T")
 Step = Callable[[Registry, float], tuple[T, tuple[Change, ...]]]
 Clock = Callable[[], float]
 
-SERVICE: Final = "isthmus.v1.Controller"
-REGISTER: Final = f"/{SERVICE}/Register"
-WATCH: Final = f"/{SERVICE}/Watch"
-REPORT: Final = f"/{SERVICE}/Report"
-
 SAVE_ATTEMPTS: Final = 3
 RENEW_INTERVAL: Final = 60.0
 FOLLOW_RETRY: Final = 1.0
-# What an edge may say about a refused map: kept (for `isthmus edges`) and logged, bounded.
-MAX_REPORT_ERROR: Final = 1024
-# Names from requests are quoted in logs and errors only up to this length.
-MAX_NAME: Final = 63
-
 # Changes worth an operator's attention.
 _WARN_CHANGES: Final = frozenset({"route_refused", "route_pending", "edge_removed"})
 
 
-def add_to_server(service: ControllerService, server: grpc.aio.Server) -> None:
-    """Serve `service` on `server`.
-
-    Like the generated `add_ControllerServicer_to_server`, except that Watch yields maps
-    already encoded (`controller.history` encodes each update once for all watchers).
-    """
-    handlers = {
-        "Challenge": grpc.unary_unary_rpc_method_handler(
-            service.Challenge,
-            request_deserializer=pb.ChallengeRequest.FromString,
-            response_serializer=pb.ChallengeResponse.SerializeToString,
-        ),
-        "Register": grpc.unary_unary_rpc_method_handler(
-            service.Register,
-            request_deserializer=pb.RegisterRequest.FromString,
-            response_serializer=pb.RegisterResponse.SerializeToString,
-        ),
-        "Watch": grpc.unary_stream_rpc_method_handler(
-            service.Watch,
-            request_deserializer=pb.WatchRequest.FromString,
-            response_serializer=_encoded,
-        ),
-        "Report": grpc.unary_unary_rpc_method_handler(
-            service.Report,
-            request_deserializer=pb.ReportRequest.FromString,
-            response_serializer=pb.ReportResponse.SerializeToString,
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-
-
-def _encoded(message: bytes | pb.MapUpdate) -> bytes:
-    return message if isinstance(message, bytes) else message.SerializeToString()
-
-
-class ControllerService(pb_grpc.ControllerServicer):
+class ControllerService:
     """Owns the registry; shares the store, history and publisher given by the root.
 
-    Also the `controller.admin.AdminBackend` of this replica.
+    The backend of the edge calls (controller.servicer) and the
+    `controller.admin.AdminBackend` of this replica.
     """
 
     def __init__(
@@ -149,16 +92,14 @@ class ControllerService(pb_grpc.ControllerServicer):
         self._registry = registry
         self._config = config
         self._store = store
-        self._auth = auth
         self._history = history
         self._publisher = publisher
         self._clock = clock
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._watching: dict[EdgeName, int] = {}
-        self._live: dict[EdgeName, Liveness] = {}
-        self._liveness_lock = asyncio.Lock()
         self._metrics = metrics or ControllerMetrics()
+        self._auth = auth
+        self._presence = Presence(store, self._spawn)
 
     # --- the registry and its changes ---------------------------------------------------
 
@@ -177,7 +118,7 @@ class ControllerService(pb_grpc.ControllerServicer):
     @property
     def watch_streams(self) -> int:
         """Watch streams open at this replica."""
-        return sum(self._watching.values())
+        return self._presence.streams
 
     async def register(self, request: pb.RegisterRequest) -> tuple[Decision, ...]:
         """Decide, persist and publish a registration; the decisions in route order.
@@ -321,187 +262,29 @@ class ControllerService(pb_grpc.ControllerServicer):
                 log.error(kv("lease_renewal_failed", reason=str(e), retry_in=interval))
             await asyncio.sleep(interval)
 
-    # --- authentication -----------------------------------------------------------------
+    # --- what the edge calls use (controller.servicer) --------------------------------
 
-    def _key_known(self, key: PublicKey) -> bool:
-        return self._registry.allowed_key(key) is not None
+    @property
+    def auth(self) -> Authenticator:
+        """What the edge calls are authenticated with (controller.authentication)."""
+        return self._auth
 
-    async def _authenticate(
-        self,
-        context: grpc.aio.ServicerContext[Any, Any],
-        method: str,
-        request: pb.RegisterRequest | pb.WatchRequest | pb.ReportRequest,
-    ) -> tuple[EdgeName, PublicKey]:
-        """The authenticated edge named by `request`, or the call is aborted."""
-        try:
-            try:
-                key = self._auth.verify(
-                    _auth_value(context),
-                    method,
-                    request.SerializeToString(deterministic=True),
-                    self._key_known,
-                )
-            except AuthError as e:
-                raise Unauthenticated(str(e)) from None
-            allowed = self._registry.allowed_key(key)
-            if allowed is None:  # the config changed under the call
-                raise Unauthenticated(f"unknown edge key {key}: not in the controller config")
-            if allowed.name != request.name:
-                raise WrongEdge(
-                    f"the authenticated key is the key of edge {allowed.name!r}, "
-                    f"not of {request.name[:MAX_NAME]!r}; an edge may only act as itself"
-                )
-        except ControllerError as e:
-            code = status_code(e)
-            self._metrics.count_refused_call(code.name)
-            log.warning(
-                kv(
-                    "call_refused",
-                    method=method,
-                    edge=request.name[:MAX_NAME],
-                    peer=context.peer(),
-                    code=code.name,
-                    reason=str(e),
-                )
-            )
-            await context.abort(code, str(e))
-        return allowed.name, key
+    @property
+    def presence(self) -> Presence:
+        """This replica's watch streams and liveness records."""
+        return self._presence
 
-    # --- the Controller service ---------------------------------------------------------
+    def now(self) -> float:
+        """The controller's clock (unix seconds)."""
+        return self._clock()
 
-    async def Challenge(
-        self, request: pb.ChallengeRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ChallengeResponse:
-        return pb.ChallengeResponse(challenge=self._auth.challenge())
+    def watch_maps(self) -> AsyncGenerator[RouteMap, None]:
+        """The current map, then every newer one this replica publishes."""
+        return self._publisher.watch()
 
-    async def Register(
-        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.RegisterResponse:
-        name, _ = await self._authenticate(context, REGISTER, request)
-        try:
-            decisions = await self.register(request)
-        except ControllerError as e:
-            code = status_code(e)
-            self._metrics.count_refused_call(code.name)
-            log.log(
-                logging.ERROR if isinstance(e, StoreError) else logging.WARNING,
-                kv(
-                    "registration_refused",
-                    edge=name,
-                    peer=context.peer(),
-                    code=code.name,
-                    reason=str(e),
-                ),
-            )
-            await context.abort(code, str(e))
-        version = self._registry.version
-        log.info(
-            kv(
-                "registered",
-                edge=name,
-                peer=context.peer(),
-                version=version,
-                endpoints=tuple(request.endpoints),
-                serving=tuple(str(d.route) for d in decisions if d.state == RouteState.SERVING),
-                pending=tuple(str(d.route) for d in decisions if d.state == RouteState.PENDING),
-                refused=tuple(str(d.route) for d in decisions if d.state == RouteState.REFUSED),
-            )
-        )
-        return pb.RegisterResponse(version=version, routes=[route_status(d) for d in decisions])
-
-    async def Watch(
-        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[bytes]:
-        name, key = await self._authenticate(context, WATCH, request)
-        peer = context.peer()
-        log.info(kv("watch_started", edge=name, peer=peer, known_version=request.known_version))
-        self._watching[name] = self._watching.get(name, 0) + 1
-        sent: int | None = None
-        try:
-            # Not awaited: the map goes out first even when the store is slow.
-            self._spawn(self._put_liveness(await self._liveness(name)), "liveness")
-            async with aclosing(self._publisher.watch()) as maps:
-                async for m in maps:
-                    allowed = self._registry.allowed_key(key)
-                    if allowed is None or allowed.name != name:
-                        reason = f"edge {name!r} is no longer configured with this key"
-                        log.warning(kv("watch_ended_by_config", edge=name, reason=reason))
-                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
-                    base = request.known_version if sent is None else sent
-                    yield self._history.update(base, m)
-                    sent = m.version
-        finally:
-            self._watch_ended(name)
-            log.info(kv("watch_ended", edge=name, peer=peer, version=sent))
-
-    async def Report(
-        self, request: pb.ReportRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ReportResponse:
-        name, _ = await self._authenticate(context, REPORT, request)
-        error = request.error[:MAX_REPORT_ERROR]
-        info = await self._liveness(
-            name,
-            applied_version=request.applied_version,
-            last_error=error,
-            reported_at=self._clock(),
-        )
-        await self._put_liveness(info)
-        if error:
-            log.warning(
-                kv(
-                    "map_refused_by_edge",
-                    edge=name,
-                    refused_version=request.refused_version,
-                    applied_version=request.applied_version,
-                    reason=error,
-                )
-            )
-        else:
-            log.info(kv("map_applied", edge=name, version=request.applied_version))
-        return pb.ReportResponse()
-
-    # --- liveness -----------------------------------------------------------------------
-
-    def _watch_ended(self, name: EdgeName) -> None:
-        left = self._watching.get(name, 0) - 1
-        if left > 0:
-            self._watching[name] = left
-            return
-        self._watching.pop(name, None)
-        info = self._live.get(name)
-        if info is not None:
-            info = self._live[name] = replace(info, connected=False)
-            # Not awaited: the stream may be ending by cancellation.
-            self._spawn(self._put_liveness(info), "liveness")
-
-    async def _liveness(self, name: EdgeName, **report: Any) -> Liveness:
-        """This replica's view of `name`, with the `report` fields replaced; kept for later."""
-        old = self._live.get(name)
-        if old is None:  # another replica may have seen it (etcd store)
-            old = (await self._shared_liveness()).get(name)
-        if old is None:
-            old = Liveness(name, self._store.replica, False, 0, "", 0.0)
-        connected = self._watching.get(name, 0) > 0
-        if connected or not old.connected:
-            info = replace(old, replica=self._store.replica, connected=connected, **report)
-        else:  # its watch is open at another replica
-            info = replace(old, **report)
-        self._live[name] = info
-        return info
-
-    async def _put_liveness(self, info: Liveness) -> None:
-        # One writer at a time, in call order (asyncio.Lock is FIFO), so a watch that ends
-        # right after it started never leaves "connected" behind.
-        async with self._liveness_lock:
-            await self._store.set_liveness(info)
-
-    async def _shared_liveness(self) -> dict[EdgeName, Liveness]:
-        """Every replica's records from the store, or this replica's when it fails."""
-        try:
-            return await self._store.liveness()
-        except StoreError as e:
-            log.warning(kv("liveness_unavailable", reason=str(e), using="this replica's view"))
-            return dict(self._live)
+    def map_update(self, base: int, target: RouteMap) -> bytes:
+        """The encoded update from version `base` to `target` (controller.history)."""
+        return self._history.update(base, target)
 
     # --- the Admin backend (controller.admin.AdminBackend) ------------------------------
 
@@ -531,7 +314,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         return await self._store.audit(limit)
 
     async def edge_statuses(self) -> tuple[EdgeView, ...]:
-        live = await self._shared_liveness()
+        live = await self._presence.shared()
         records = {e.name: e for e in self._registry.state.edges}
         views = []
         for allowed in self._config.edges:
@@ -551,13 +334,6 @@ class ControllerService(pb_grpc.ControllerServicer):
                 )
             )
         return tuple(sorted(views, key=lambda v: v.name))
-
-
-def _auth_value(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == AUTH_METADATA:
-            return value
-    return None
 
 
 def _log_changes(changes: tuple[Change, ...], version: int, actor: str) -> None:

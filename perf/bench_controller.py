@@ -34,6 +34,9 @@ sends every stream one prebuilt one-edge delta. The fan-out figures are also giv
 ratios to the baseline's (a noisy machine moves both), so the ratio is the cost the
 controller adds over bare gRPC fan-out to the same client.
 
+The simulated edges are perf.fleet, the baseline server perf.fanout, and the child
+processes perf.process; this module runs the controller, the two measurements and prints.
+
 Run: .venv/bin/python -m perf.bench_controller [--edges N] [--changes K] [--report] [--json]
 """
 
@@ -41,97 +44,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
-import ipaddress
 import json
-import math
-import os
-import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import grpc
-from nacl.bindings import crypto_box_seed_keypair
-
-from isthmus.auth import AUTH_METADATA, auth_value
-from isthmus.convert import update_from_pb
-from isthmus.keys import PublicKey
-from isthmus.signing import ControllerKey, ControllerPublicKey
+from isthmus.signing import ControllerKey
 from isthmus.v1 import isthmus_pb2 as pb
-from isthmus.v1.isthmus_pb2_grpc import ControllerStub
+from perf.fanout import bench_baseline
+from perf.fleet import (
+    EDGES_PER_CHANNEL,
+    SETUP_CONCURRENCY,
+    Fleet,
+    SimEdge,
+    Watchers,
+    channels,
+    make_edges,
+    percentiles,
+)
 from isthmus_io.keyfiles import write_controller_key
+from perf.process import child, free_port, memory, raise_nofile, wait_ready
 
 DEFAULT_EDGES: Final = 1_000
 DEFAULT_CHANGES: Final = 5
 MAX_EDGES: Final = 10_000  # isthmus.convert.MAX_EDGES: a bigger map is refused on the wire
-EDGES_PER_CHANNEL: Final = 50
-SETUP_CONCURRENCY: Final = 64  # calls in flight at once while edges register and watch
 TARGET_P99: Final = 2.0  # seconds, on the development machine (2 cores)
-START_TIMEOUT: Final = 30.0
-CALL_TIMEOUT: Final = 30.0
-MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
-CHANNEL_OPTIONS: Final = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    # Keep one TCP connection per channel object: without this, channels with equal
-    # arguments share a subchannel, and so one connection.
-    ("grpc.use_local_subchannel_pool", 1),
-)
-
-REPO: Final = Path(__file__).resolve().parents[1]
-REGISTER: Final = "/isthmus.v1.Controller/Register"
-WATCH: Final = "/isthmus.v1.Controller/Watch"
-REPORT: Final = "/isthmus.v1.Controller/Report"
-FANOUT_SERVICE: Final = "bench.Fanout"
-FANOUT_WATCH: Final = f"/{FANOUT_SERVICE}/Watch"
-FANOUT_PUSH: Final = f"/{FANOUT_SERVICE}/Push"
-
-
-# --- simulated edges ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SimEdge:
-    """One simulated edge: its key pair, endpoint and its /24 (advertised as /25s)."""
-
-    name: str
-    private: bytes
-    public: PublicKey
-    endpoint: str
-    block: ipaddress.IPv4Network
-
-    def routes(self, extra: bool) -> list[str]:
-        """The low /25 of its /24, plus the high /25 when `extra`."""
-        low, high = self.block.subnets(new_prefix=25)
-        return [str(low), str(high)] if extra else [str(low)]
-
-
-def make_edges(n: int) -> tuple[SimEdge, ...]:
-    """`n` edges with deterministic keys, endpoints in 198.18.0.0/15, routes 10.X.Y.0/24."""
-    edges = []
-    for i in range(n):
-        seed = hashlib.blake2b(i.to_bytes(4, "big"), digest_size=32, person=b"bench-edge").digest()
-        public, private = crypto_box_seed_keypair(seed)
-        edges.append(
-            SimEdge(
-                name=f"edge-{i:05d}",
-                private=bytes(private),
-                public=PublicKey(bytes(public)),
-                endpoint=f"{ipaddress.IPv4Address('198.18.0.1') + i}:51820",
-                block=ipaddress.IPv4Network((0x0A000000 + (i << 8), 24)),
-            )
-        )
-    return tuple(edges)
 
 
 def controller_config(edges: tuple[SimEdge, ...], workdir: Path, port: int) -> str:
@@ -153,229 +94,7 @@ def controller_config(edges: tuple[SimEdge, ...], workdir: Path, port: int) -> s
     return "\n".join(lines) + "\n"
 
 
-# --- the client side: N watches and their arrival times ----------------------------------
-
-
-Opener = Callable[[int], Awaitable[AsyncIterator[pb.MapUpdate]]]
-
-
-@dataclass(slots=True)
-class Watchers:
-    """N watch streams; records when each edge first holds each version."""
-
-    n: int
-    report: Callable[[int, int], Awaitable[None]] | None = None
-    versions: list[int] = field(init=False)
-    arrivals: list[list[tuple[int, float]]] = field(init=False)
-    failure: BaseException | None = None
-    _target: int = 0
-    _reached: set[int] = field(default_factory=set)
-    _done: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.versions = [-1] * self.n
-        self.arrivals = [[] for _ in range(self.n)]
-
-    async def open_all(self, opener: Opener) -> None:
-        """Open every stream, SETUP_CONCURRENCY at a time, each then read in a task."""
-        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-
-        async def one(i: int) -> None:
-            async with gate:
-                stream = await opener(i)
-            self._tasks.append(asyncio.create_task(self._read(i, stream)))
-
-        await asyncio.gather(*(one(i) for i in range(self.n)))
-
-    async def _read(self, i: int, stream: AsyncIterator[pb.MapUpdate]) -> None:
-        try:
-            async for msg in stream:
-                now = time.monotonic()
-                # Decode every update, as an edge does, but hold nothing: N edges in one
-                # process holding N maps would make the next update free the old map,
-                # which a real edge pays in its own process, not in the fan-out.
-                version = update_from_pb(msg).version
-                del msg
-                self.arrivals[i].append((version, now))
-                self.versions[i] = version
-                if self._target and version >= self._target and i not in self._reached:
-                    self._reached.add(i)
-                    if len(self._reached) == self.n:
-                        self._done.set()
-                if self.report is not None:
-                    await self.report(i, version)
-            raise RuntimeError(f"watch stream {i} ended")
-        except asyncio.CancelledError:
-            raise
-        except BaseException as e:
-            self.failure = e
-            self._done.set()
-
-    async def wait_all(self, version: int, timeout: float) -> None:
-        """Return when every edge holds `version` or newer."""
-        self._target = version
-        self._reached = {i for i, v in enumerate(self.versions) if v >= version}
-        self._done = asyncio.Event()
-        if len(self._reached) < self.n and self.failure is None:
-            try:
-                await asyncio.wait_for(self._done.wait(), timeout)
-            except TimeoutError:
-                raise RuntimeError(
-                    f"{self.n - len(self._reached)} of {self.n} edges did not get version "
-                    f"{version} within {timeout:g} s"
-                ) from None
-        self._target = 0
-        if self.failure is not None:
-            raise RuntimeError(f"a watch failed: {self.failure!r}") from self.failure
-
-    def latencies(self, version: int, since: float) -> list[float]:
-        """Per edge: first arrival at `version` or newer, minus `since`."""
-        return [next(t for v, t in a if v >= version) - since for a in self.arrivals]
-
-    async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-
-
-def channels(target: str, n: int) -> list[grpc.aio.Channel]:
-    count = max(1, math.ceil(n / EDGES_PER_CHANNEL))
-    return [grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(count)]
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    """First (min), p50, p99 (nearest rank) and max, in seconds."""
-    s = sorted(values)
-
-    def rank(p: float) -> float:
-        return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
-
-    return {"min_s": s[0], "p50_s": rank(50), "p99_s": rank(99), "max_s": s[-1]}
-
-
-# --- the controller process --------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of `pid` in KiB."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            found[key] = int(value.split()[0])
-    return found
-
-
-def _env() -> dict[str, str]:
-    paths = [str(REPO), str(REPO / "proto"), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-
-
-@contextlib.contextmanager
-def child(args: list[str], log: Path, **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process (stderr to `log`), stopped with SIGTERM, then SIGKILL, on exit."""
-    with log.open("wb") as err:
-        proc = subprocess.Popen(args, stderr=err, env=_env(), **kw)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-
-async def wait_ready(
-    proc: subprocess.Popen[bytes], call: Callable[[], Awaitable[object]], log: Path
-) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode}:\n{tail}")
-        try:
-            await asyncio.wait_for(call(), 1.0)
-            return
-        except (grpc.aio.AioRpcError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"process {proc.pid} not serving in {START_TIMEOUT:g} s"
-                ) from None
-            await asyncio.sleep(0.1)
-
-
-@dataclass(slots=True)
-class Fleet:
-    """The simulated edges' calls to one controller."""
-
-    edges: tuple[SimEdge, ...]
-    controller: ControllerPublicKey
-    chans: list[grpc.aio.Channel]
-    stubs: list[ControllerStub] = field(init=False)
-    extra: list[bool] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.stubs = [ControllerStub(c) for c in self.chans]  # type: ignore[no-untyped-call]
-        self.extra = [False] * len(self.edges)
-
-    def stub(self, i: int) -> ControllerStub:
-        return self.stubs[i // EDGES_PER_CHANNEL]
-
-    async def auth(self, i: int, method: str, request: Any) -> tuple[tuple[str, bytes], ...]:
-        challenge = await self.stub(i).Challenge(pb.ChallengeRequest(), timeout=CALL_TIMEOUT)
-        e = self.edges[i]
-        value = auth_value(
-            e.private,
-            e.public,
-            self.controller,
-            method,
-            challenge.challenge,
-            request.SerializeToString(deterministic=True),
-        )
-        return ((AUTH_METADATA, value),)
-
-    async def register(self, i: int) -> tuple[int, float, float]:
-        """(version, sent at, replied at) of edge `i` registering its current routes."""
-        e = self.edges[i]
-        request = pb.RegisterRequest(
-            name=e.name,
-            public_key=e.public.raw,
-            endpoints=[e.endpoint],
-            routes=e.routes(self.extra[i]),
-        )
-        metadata = await self.auth(i, REGISTER, request)
-        sent = time.monotonic()
-        reply = await self.stub(i).Register(request, metadata=metadata, timeout=CALL_TIMEOUT)
-        replied = time.monotonic()
-        bad = [r.route for r in reply.routes if r.state != pb.ROUTE_STATE_SERVING]
-        if bad:
-            raise RuntimeError(f"edge {e.name}: routes not serving: {bad}")
-        return int(reply.version), sent, replied
-
-    async def watch(self, i: int) -> AsyncIterator[pb.MapUpdate]:
-        request = pb.WatchRequest(name=self.edges[i].name, known_version=0)
-        call = self.stub(i).Watch(request, metadata=await self.auth(i, WATCH, request))
-        it: AsyncIterator[pb.MapUpdate] = call.__aiter__()
-        return it
-
-    async def report(self, i: int, version: int) -> None:
-        request = pb.ReportRequest(name=self.edges[i].name, applied_version=version)
-        metadata = await self.auth(i, REPORT, request)
-        await self.stub(i).Report(request, metadata=metadata, timeout=CALL_TIMEOUT)
+# --- the controller process -------------------------------------------------------------
 
 
 async def bench_controller(
@@ -454,121 +173,7 @@ async def bench_controller(
     }
 
 
-# --- the baseline: a trivial fan-out server ----------------------------------------------
-
-
-def sample_delta(version: int) -> bytes:
-    """A one-edge delta shaped like the controller's (two routes with 64-byte leases)."""
-    edge = make_edges(1)[0]
-    routes = [
-        pb.Route(cidr=r, lease=pb.Lease(version=version, expires=2**32, signature=bytes(64)))
-        for r in edge.routes(True)
-    ]
-    return pb.MapUpdate(
-        version=version,
-        full=False,
-        base_version=version - 1,
-        edges=[
-            pb.Edge(
-                name=edge.name,
-                public_key=edge.public.raw,
-                endpoints=[edge.endpoint],
-                routes=routes,
-            )
-        ],
-    ).SerializeToString(deterministic=True)
-
-
-async def _serve_baseline() -> None:
-    version = 1
-    data = pb.MapUpdate(version=1, base_version=1).SerializeToString()
-    changed = asyncio.Condition()
-
-    async def watch(request: bytes, context: Any) -> AsyncIterator[bytes]:
-        sent = 0
-        while True:
-            async with changed:
-                while version <= sent:
-                    await changed.wait()
-                sent = version
-                message = data
-            yield message
-
-    async def push(request: bytes, context: Any) -> bytes:
-        nonlocal version, data
-        async with changed:
-            version += 1
-            data = sample_delta(version)
-            changed.notify_all()
-        return version.to_bytes(8, "big")
-
-    server = grpc.aio.server(options=list(CHANNEL_OPTIONS[:2]))
-    handlers = {
-        "Watch": grpc.unary_stream_rpc_method_handler(watch),
-        "Push": grpc.unary_unary_rpc_method_handler(push),
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(FANOUT_SERVICE, handlers),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(port, flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await server.stop(1)
-
-
-def serve_baseline() -> None:
-    """Entry point of the baseline server process: prints its port, serves until SIGTERM."""
-    asyncio.run(_serve_baseline())
-
-
-async def bench_baseline(n: int, changes: int, workdir: Path) -> dict[str, Any]:
-    code = "from perf.bench_controller import serve_baseline; serve_baseline()"
-    log = workdir / "baseline.log"
-    with child([sys.executable, "-c", code], log, stdout=subprocess.PIPE) as proc:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), START_TIMEOUT)
-        if not line.strip():
-            raise RuntimeError(f"baseline server gave no port:\n{log.read_text()[-2000:]}")
-        chans = channels(f"127.0.0.1:{int(line)}", n)
-        decode = pb.MapUpdate.FromString
-        watch = [c.unary_stream(FANOUT_WATCH, None, decode) for c in chans]
-        push = chans[0].unary_unary(FANOUT_PUSH, None, None)
-        watchers = Watchers(n)
-
-        async def opener(i: int) -> AsyncIterator[pb.MapUpdate]:
-            call = watch[i // EDGES_PER_CHANNEL](b"")
-            it: AsyncIterator[pb.MapUpdate] = call.__aiter__()
-            return it
-
-        try:
-            await watchers.open_all(opener)
-            await watchers.wait_all(1, timeout=120)
-            pushes = []
-            pooled: list[float] = []
-            for _ in range(changes):
-                sent = time.monotonic()
-                version = int.from_bytes(await push(b"", timeout=CALL_TIMEOUT), "big")
-                await watchers.wait_all(version, timeout=120)
-                lat = watchers.latencies(version, sent)
-                pooled += lat
-                pushes.append({"version": version, **percentiles(lat)})
-        finally:
-            await watchers.close()
-            for c in chans:
-                await c.close(None)
-    return {"per_push": pushes, "latency": percentiles(pooled)}
-
-
 # --- the run -----------------------------------------------------------------------------
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run(

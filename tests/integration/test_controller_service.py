@@ -40,8 +40,9 @@ from controller.errors import (
     UnknownEdge,
     UnknownRoute,
     WrongEdge,
+    status_code,
+    to_status,
 )
-from controller.service import status_code
 from isthmus.configfile import ConfigError
 from isthmus.convert import update_from_pb
 from isthmus.endpoint import Endpoint
@@ -641,6 +642,10 @@ def test_a_bad_signing_key_file_is_a_startup_error_naming_it(tmp_path: Path) -> 
 )
 def test_status_code_mapping(error: ControllerError, code: grpc.StatusCode) -> None:
     assert status_code(error) == code
+    # The status a shell aborts with: that code, and the error's message unchanged.
+    status = to_status(type(error)(f"{type(error).__name__}: route 10.0.0.0/8 of edge a"))
+    assert status.code == code
+    assert status.message == f"{type(error).__name__}: route 10.0.0.0/8 of edge a"
 
 
 def test_main_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

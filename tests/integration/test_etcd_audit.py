@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from controller.audit import AuditEntry, decode
-from controller.etcd import EtcdClient, prefix_end
-from controller.store import EtcdStore
+from controller.etcd import EtcdClient
+from controller.etcd_store import EtcdStore
+from controller.etcd_wire import prefix_end
 from isthmus.ids import EdgeName
 from isthmus.routemap import parse_route
 from isthmus_lab.etcd import EtcdCluster

@@ -1,4 +1,4 @@
-"""controller.store.EtcdStore (and controller.etcd under it) against a real etcd cluster.
+"""controller.etcd_store.EtcdStore (and controller.etcd under it) against a real etcd cluster.
 
     EtcdCluster (module fixture): 3 etcd members on 127.0.0.1, free client and peer ports
         etcd0 <-> etcd1 <-> etcd2        every test uses its own key prefix
@@ -29,9 +29,12 @@ import nacl.bindings
 import pytest
 
 from controller.errors import StoreConflict, StoreError
-from controller.etcd import EtcdClient, EtcdError, parse_endpoint, prefix_end
+from controller.etcd import EtcdClient
+from controller.etcd_store import EtcdStore
+from controller.etcd_wire import EtcdError, parse_endpoint, prefix_end
+from controller.liveness import Liveness
 from controller.state import Advertised, EdgeRecord, State, dumps
-from controller.store import EtcdStore, Liveness, Store
+from controller.store import Store
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
@@ -361,7 +364,8 @@ def test_liveness_of_a_killed_replica_expires_after_its_ttl(
     script = textwrap.dedent(
         """
         import asyncio, sys
-        from controller.store import EtcdStore, Liveness
+        from controller.etcd_store import EtcdStore
+        from controller.liveness import Liveness
         from isthmus.ids import EdgeName
 
         async def main() -> None:

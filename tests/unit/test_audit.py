@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.audit import AuditEntry, decode, encode, entries
-from controller.registry import CHANGE_KINDS, Change
-from controller.store import AUDIT_FILE, FileStore
+from controller.change import CHANGE_KINDS, Change
+from controller.file_store import AUDIT_FILE, FileStore
 from isthmus.ids import EdgeName
 from isthmus.routemap import parse_route
 

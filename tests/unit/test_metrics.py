@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller import metrics as controller_metrics
 from controller.admin import EdgeView
 from controller.admission import Decision, Reason, RouteState
+from controller.change import CHANGE_KINDS, Change
 from controller.metrics import ControllerMetrics
-from controller.registry import CHANGE_KINDS, Change
 from edge import metrics as edge_metrics
 from edge.control import ControllerView
 from edge.droplog import DropLog

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from nacl.bindings import crypto_box_seed_keypair
 
 from controller.admission import Policy, Reason, RouteState
+from controller.change import CHANGE_KINDS, Change
 from controller.config import AllowedEdge, ControllerConfig
 from controller.errors import AmbiguousRoute, KeyMismatch, NotPending, UnknownEdge, UnknownRoute
-from controller.registry import CHANGE_KINDS, Change, Registry
+from controller.registry import Registry
 from controller.state import State, dumps, loads
 from isthmus.convert import Registration
 from isthmus.endpoint import Endpoint

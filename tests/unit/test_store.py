@@ -1,4 +1,4 @@
-"""controller.store.FileStore: round trip, compare-and-set, atomic writes, clear errors for a
+"""controller.file_store.FileStore: round trip, compare-and-set, atomic writes, clear errors for a
 bad state file, in-memory liveness, health, and a change feed that only ends.
 
 Each test runs its own event loop (asyncio.run) on a fresh state_dir.
@@ -19,15 +19,10 @@ import nacl.bindings
 import pytest
 
 from controller.errors import StoreConflict, StoreError
+from controller.file_store import STATE_FILE, FileStore
+from controller.liveness import Liveness, liveness_from_json, liveness_to_json
 from controller.state import Advertised, EdgeRecord, State, dumps, loads
-from controller.store import (
-    STATE_FILE,
-    FileStore,
-    Liveness,
-    Store,
-    liveness_from_json,
-    liveness_to_json,
-)
+from controller.store import Store
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
