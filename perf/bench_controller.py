@@ -55,6 +55,7 @@ from typing import Any, Final
 
 from isthmus.signing import ControllerKey
 from isthmus.v1 import isthmus_pb2 as pb
+from isthmus_io.keyfiles import write_controller_key
 from perf.fanout import bench_baseline
 from perf.fleet import (
     EDGES_PER_CHANNEL,
@@ -66,7 +67,6 @@ from perf.fleet import (
     make_edges,
     percentiles,
 )
-from isthmus_io.keyfiles import write_controller_key
 from perf.process import child, free_port, memory, raise_nofile, wait_ready
 
 DEFAULT_EDGES: Final = 1_000
