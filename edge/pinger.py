@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from edge.tunnel import ProbeAnswered, ProbeError, Tunnel, TunnelEvent
-from edge.tunnel.peer import format_sockaddr
+from isthmus.endpoint import format_sockaddr
 from isthmus.lpm import LpmTable
 from isthmus.routemap import Network, RouteMap
 
@@ -89,7 +89,7 @@ class Pinger:
             self._waiting.pop(probe_id, None)
         return {
             **reply,
-            "endpoint": format_sockaddr(answer.endpoint),
+            "endpoint": format_sockaddr(*answer.endpoint),
             "rtt_ms": round(answer.rtt * 1000, 3),
             "session": "new" if answer.new_session else "existing",
         }

@@ -34,10 +34,10 @@ from typing import Any
 import nacl.bindings as sodium
 from nacl.exceptions import CryptoError
 
+from edge.tunnel import wire
 from edge.tunnel.wire import BOX_TAG_LEN, MAX_COUNTER, NONCE_LEN, data_nonce
 
-KEY_LEN = 32
-_NONCE = struct.Struct("<Q16x")  # wire.data_nonce's layout, packed in place
+KEY_LEN = wire.KEY_LEN  # a session key is as long as an X25519 key
 Box = bytes | bytearray | memoryview
 
 
@@ -139,7 +139,7 @@ def _fast() -> tuple[
         result: bytes = buffer(out, size)[:]
         return result
 
-    nonce_struct = _NONCE
+    nonce_struct = wire.DATA_NONCE
     nonce = bytearray(NONCE_LEN)
     c_nonce = from_buffer(nonce)
     pack_nonce = nonce_struct.pack_into

@@ -20,7 +20,6 @@ Rules:
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -39,13 +38,13 @@ _MAX_PLAINTEXT: Final = wire.MAX_PLAINTEXT
 _OVERHEAD: Final = wire.OVERHEAD
 _HEADER: Final = wire.DATA_HEADER_LEN
 _TYPE_DATA: Final = wire.TYPE_DATA
-_pack_header: Final = struct.Struct("<IIQ").pack_into  # wire's data header, in place
+_pack_header: Final = wire.DATA_HEADER.pack_into
 _NOT_IP: Final = DropReason.NOT_IP
 _NO_ROUTE: Final = DropReason.NO_ROUTE
 _NO_SESSION: Final = DropReason.NO_SESSION
-_EPHEMERAL_LEN: Final = 32
+_EPHEMERAL_LEN: Final = wire.KEY_LEN
 _JITTER_BYTES: Final = 2
-_TAI64N: Final = struct.Struct(">QI")
+_TAI64N: Final = handshake.TAI64N
 
 Datagram = tuple[bytes, Sockaddr]
 Buffer = bytes | bytearray | memoryview

@@ -27,7 +27,6 @@ Rules:
 from __future__ import annotations
 
 import ipaddress
-import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -50,7 +49,7 @@ from edge.tunnel.timers import Timers
 MIN_INITIATION_INTERVAL: Final = 0.02
 # The source-address cache (host string -> packed address) is cleared when this full.
 _SOURCE_CACHE_LIMIT: Final = 4096
-_EPHEMERAL_LEN: Final = 32
+_EPHEMERAL_LEN: Final = wire.KEY_LEN
 
 _OK: Final = Verdict.OK
 _REPLAY_VERDICT: Final = Verdict.REPLAY
@@ -68,7 +67,7 @@ _DATA_MIN_LEN: Final = wire.DATA_MIN_LEN
 _OVERHEAD: Final = wire.OVERHEAD
 _HEADER: Final = wire.DATA_HEADER_LEN
 _TYPE_DATA: Final = wire.TYPE_DATA
-_unpack_header: Final = struct.Struct("<IIQ").unpack_from  # wire's data header
+_unpack_header: Final = wire.DATA_HEADER.unpack_from
 _open_in_place: Final = crypto.open_in_place
 _PROBE_FIRST_BYTE: Final = FIRST_BYTE_LIMIT
 
