@@ -91,20 +91,23 @@ class Session:
             f"created={self.created}, sent={self.send_counter}, confirmed={self.confirmed})"
         )
 
-    def can_send(self, now: float) -> bool:
-        """True while younger than REJECT_AFTER_TIME and below REJECT_AFTER_MESSAGES."""
-        return now < self.reject_at and self.send_counter < self.reject_messages
+    def can_send(self, now: float, count: int = 1) -> bool:
+        """True while younger than REJECT_AFTER_TIME and `count` more messages stay below
+        REJECT_AFTER_MESSAGES. The data path seals exactly when this says so."""
+        return now < self.reject_at and self.send_counter + count <= self.reject_messages
 
     def expired(self, now: float) -> bool:
         """True from REJECT_AFTER_TIME on: nothing may be sent or received on it."""
         return now >= self.reject_at
 
-    def needs_rekey(self, now: float) -> bool:
-        """True when sending on it should start a new handshake (see the module rules)."""
-        return now >= self.rekey_at or self.send_counter >= self.rekey_messages
+    def needs_rekey(self, now: float, count: int = 1) -> bool:
+        """True when sending `count` more messages on it should start a new handshake (see
+        the module rules): asked before they are sent, as the data path does."""
+        return now >= self.rekey_at or self.send_counter + count > self.rekey_messages
 
-    def next_counter(self) -> int:
-        """The counter for the next sealed message; the caller checked `can_send`."""
+    def next_counter(self, count: int = 1) -> int:
+        """The counter for the next of `count` sealed messages (they take it and the
+        `count - 1` after it); the caller checked `can_send(now, count)`."""
         counter = self.send_counter
-        self.send_counter = counter + 1
+        self.send_counter = counter + count
         return counter
