@@ -84,8 +84,8 @@ class Sender:
         if parsed is None or size > _MAX_PLAINTEXT:
             self._drops.add(_NOT_IP)
             return None
-        peer = self._context.table.routes.lookup(parsed[2])
-        if peer is None:
+        route = self._context.table.owner(parsed[2])
+        if route is None or (peer := route.peer) is None:
             self._drops.add(_NO_ROUTE)
             return None
         endpoint = peer.endpoint
@@ -125,8 +125,8 @@ class Sender:
         if parsed is None or max(sizes) > _MAX_PLAINTEXT or stride < _OVERHEAD + max(sizes):
             self._drops.add(_NOT_IP, count)
             return None
-        peer = self._context.table.routes.lookup(parsed[2])
-        if peer is None or peer.endpoint is None:
+        route = self._context.table.owner(parsed[2])
+        if route is None or (peer := route.peer) is None or peer.endpoint is None:
             self._drops.add(_NO_ROUTE, count)
             return None
         session = peer.current

@@ -163,7 +163,8 @@ class Receiver:
                 return -1
             self._drops.add(_NOT_IP)
             return -1
-        if self._context.table.routes.lookup(parsed[1]) is not peer:
+        route = self._context.table.owner(parsed[1])
+        if route is None or route.peer is not peer:
             self._drops.add(_BAD_INNER_SOURCE)
             return -1
         _data_received(peer, now, n, self._keepalive_timeout)

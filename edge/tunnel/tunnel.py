@@ -104,6 +104,12 @@ class Tunnel:
         return self._context.timers
 
     @property
+    def forwarding(self) -> ForwardingTable[PeerState]:
+        """The forwarding table of the map in use (read-only): `owner` is the rule this
+        tunnel forwards by, for `isthmus ping` and `isthmus explain` to ask."""
+        return self._context.table
+
+    @property
     def map_version(self) -> int:
         """The version of the map in use; 0 before any map."""
         return self._context.table.version
