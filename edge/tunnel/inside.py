@@ -5,7 +5,8 @@ the queue of packets waiting for a session, keepalives, and our initiations (fir
 retry with a new ephemeral, re-send after a cookie reply, give-up).
 
 Rules:
-- A packet goes out only on `current`, and only while the session `can_send`; otherwise it
+- A packet goes out only on `current`, and only while the session `can_send` (the hot path
+  asks `Session.sending`, which can_send and needs_rekey read); otherwise it
   is queued (at most QUEUE_LIMIT per peer, the oldest dropped as no_session) and a
   handshake starts unless one is in flight.
 - Sending on a session that `needs_rekey` starts a handshake but still sends on it: the
@@ -28,7 +29,7 @@ from edge.tunnel.context import Context, Datagram
 from edge.tunnel.drops import DropReason
 from edge.tunnel.events import HandshakeFailed
 from edge.tunnel.peer import HandshakeInput, PeerState, Pending, Sockaddr
-from edge.tunnel.session import Session
+from edge.tunnel.session import REFUSED, REKEY, Session
 
 _MAX_PLAINTEXT: Final = wire.MAX_PLAINTEXT
 _OVERHEAD: Final = wire.OVERHEAD
@@ -36,6 +37,8 @@ _HEADER: Final = wire.DATA_HEADER_LEN
 _TYPE_DATA: Final = wire.TYPE_DATA
 _pack_header: Final = wire.DATA_HEADER.pack_into
 _data_sent: Final = timers.data_sent
+_REFUSED: Final = REFUSED
+_REKEY: Final = REKEY
 _NOT_IP: Final = DropReason.NOT_IP
 _NO_ROUTE: Final = DropReason.NO_ROUTE
 _NO_SESSION: Final = DropReason.NO_SESSION
@@ -93,15 +96,17 @@ class Sender:
             self._drops.add(_NO_ROUTE)
             return None
         session = peer.current
-        if session is not None and session.can_send(now):
-            rekey = session.needs_rekey(now)
-            counter = session.next_counter()
-            crypto.seal_in_place(session.send_key, counter, buf, at + _HEADER, size)
-            _pack_header(buf, at, _TYPE_DATA, session.remote_index, counter)
-            _data_sent(peer, now, 1, size, True)
-            if rekey and peer.pending is None:
-                self.start(peer, now)
-            return endpoint
+        if session is not None:
+            verdict = session.sending(now)  # not REFUSED: can_send; REKEY: needs_rekey
+            if verdict:
+                counter = session.send_counter  # next_counter, inline
+                session.send_counter = counter + 1
+                crypto.seal_in_place(session.send_key, counter, buf, at + _HEADER, size)
+                _pack_header(buf, at, _TYPE_DATA, session.remote_index, counter)
+                _data_sent(peer, now, 1, size, True)
+                if verdict == _REKEY and peer.pending is None:
+                    self.start(peer, now)
+                return endpoint
         if peer.enqueue(bytes(packet)):
             self._drops.add(_NO_SESSION)
         self.start(peer, now)
@@ -130,8 +135,8 @@ class Sender:
             self._drops.add(_NO_ROUTE, count)
             return None
         session = peer.current
-        if session is not None and session.can_send(now, count):
-            rekey = session.needs_rekey(now, count)
+        verdict = session.sending(now, count) if session is not None else _REFUSED
+        if session is not None and verdict:
             counter = session.next_counter(count)
             crypto.seal_run_in_place(session.send_key, counter, buf, at + _HEADER, stride, sizes)
             index = session.remote_index
@@ -140,7 +145,7 @@ class Sender:
                 _pack_header(buf, pos, _TYPE_DATA, index, counter + i)
                 pos += stride
             _data_sent(peer, now, count, sum(sizes), True)
-            if rekey and peer.pending is None:
+            if verdict == _REKEY and peer.pending is None:
                 self.start(peer, now)
             return peer.endpoint
         for i, size in enumerate(sizes):
