@@ -195,7 +195,7 @@ class Receiver:
                 self._response(message, addr, now)
             elif kind == wire.TYPE_COOKIE_REPLY:
                 self._cookie_reply(message, now)
-            else:  # pragma: no cover - unpack_data takes every well-formed data packet
+            else:  # pragma: no cover - the data fast check takes every well-formed data packet
                 self._drops.add(_MALFORMED)
         except wire.MalformedPacket:
             self._drops.add(_MALFORMED)
