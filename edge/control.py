@@ -2,11 +2,10 @@
 
 Owns the edge's side of the wire contract (proto/isthmus/v1/isthmus.proto,
 docs/controller.md) and the connection state `isthmus status` shows. Rules:
-- Every call but Challenge is authenticated: a fresh Challenge, then the call with
-  `isthmus-auth-bin` = auth_value(edge key, controller key, method, challenge, request).
+- Every call but Challenge is authenticated (edge.controlcalls).
 - Controllers are tried in the configured order: after any session ends (error, stream
   closed, a delta that does not fit) the next one is tried, after the backoff delay; the
-  backoff resets once a stream delivers.
+  backoff resets once a stream delivers (edge.dialer).
 - Watch asks for what changed since the version applied (`known_version`). A full map
   replaces the map; a delta is patched onto the map in use and only when its
   base_version is that map's version, else the loop reconnects with known_version.
@@ -30,17 +29,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
-from google.protobuf.message import Message
 
+from edge.controlcalls import (
+    CALL_TIMEOUT,
+    CHANNEL_OPTIONS,
+    METHOD_REGISTER,
+    METHOD_WATCH,
+    REFUSALS,
+    ControllerCalls,
+    rpc_error,
+)
+from edge.dialer import Backoff, Dialer
 from edge.leases import Dropped, LeaseError, drop_expired, earliest_expiry, verify_leases
-from isthmus.auth import AUTH_METADATA, auth_value
 from isthmus.convert import Registration, WireError, registration_to_pb, update_from_pb
 from isthmus.logfmt import kv
 from isthmus.mapdelta import MapDelta, patch
@@ -49,34 +55,8 @@ from isthmus.signing import ControllerPublicKey
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1.isthmus_pb2_grpc import ControllerStub
 
-MAX_MESSAGE = 16 * 1024 * 1024
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-)
-CALL_TIMEOUT = 5.0  # Challenge, Register, Report
 LEASE_CHECK_INTERVAL = 30.0
 MIN_LEASE_CHECK = 0.05
-
-METHOD_REGISTER = "/isthmus.v1.Controller/Register"
-METHOD_WATCH = "/isthmus.v1.Controller/Watch"
-METHOD_REPORT = "/isthmus.v1.Controller/Report"
-
-# Codes with which the controller refuses a registration (design.md); any other code
-# means the controller could not be reached, could not authenticate us, or failed, and
-# the loop reconnects.
-REFUSALS = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    }
-)
 
 _log = logging.getLogger(__name__)
 
@@ -99,27 +79,6 @@ class MapSink(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class Backoff:
-    """Jittered exponential backoff: 0.5 s, x1.6 per failure, +-20%, at most 15 s."""
-
-    initial: float = 0.5
-    factor: float = 1.6
-    maximum: float = 15.0
-    jitter: float = 0.2
-    rng: random.Random = field(default_factory=random.Random)
-    _next: float = 0.0
-
-    def reset(self) -> None:
-        self._next = 0.0
-
-    def delay(self) -> float:
-        """The next delay to wait, growing until `reset`."""
-        base = self.initial if self._next == 0.0 else min(self._next * self.factor, self.maximum)
-        self._next = base
-        return base * (1.0 + self.rng.uniform(-self.jitter, self.jitter))
-
-
 @dataclass(frozen=True, slots=True)
 class ControllerView:
     """The connection state for `isthmus status`."""
@@ -133,10 +92,6 @@ class ControllerView:
 
 class _Resync(Exception):
     """The stream sent a delta that does not fit the map in use: reconnect."""
-
-
-def _rpc_error(e: grpc.aio.AioRpcError) -> str:
-    return f"{e.code().name}: {e.details() or ''}".rstrip(": ")
 
 
 def _dropped_text(dropped: Dropped) -> str:
@@ -161,16 +116,13 @@ class ControlLoop:
         clock: Callable[[], float] = time.time,
         lease_check_interval: float = LEASE_CHECK_INTERVAL,
     ) -> None:
-        if not controllers:
-            raise ValueError("at least one controller address is needed")
-        self._targets = tuple(controllers)
-        self._index = 0
+        self._dialer = Dialer(controllers, backoff=backoff, sleep=sleep)
         self._registration = registration
         self._sink = sink
-        self._private_key = private_key
         self._controller_key = controller_key
-        self._backoff = backoff or Backoff()
-        self._sleep = sleep
+        self._calls = ControllerCalls(
+            registration, private_key=private_key, controller_key=controller_key
+        )
         self._clock = clock
         self._lease_check_interval = lease_check_interval
         self._map_changed = asyncio.Event()
@@ -182,11 +134,11 @@ class ControlLoop:
     @property
     def address(self) -> str:
         """The controller in use, or the one tried last while waiting to try the next."""
-        return self._targets[self._index]
+        return self._dialer.address
 
     def view(self) -> ControllerView:
         return ControllerView(
-            controllers=self._targets,
+            controllers=self._dialer.targets,
             address=self.address,
             connected=self.connected,
             last_error=self.last_error,
@@ -253,17 +205,13 @@ class ControlLoop:
             except _Resync as e:
                 self._fail(target, str(e))
             except grpc.aio.AioRpcError as e:
-                self._fail(target, _rpc_error(e))
+                self._fail(target, rpc_error(e))
             except (grpc.aio.UsageError, grpc.RpcError, OSError) as e:
                 self._fail(target, str(e) or type(e).__name__)
             except Exception as e:  # a bug must not end the loop: keep reconnecting
                 _log.exception(kv("control_loop_error", error=repr(e)))
                 self._fail(target, repr(e))
-            delay = self._backoff.delay()
-            following = self._targets[(self._index + 1) % len(self._targets)]
-            _log.debug(kv("controller_retry", controller=following, after_seconds=round(delay, 2)))
-            await self._sleep(delay)
-            self._index = (self._index + 1) % len(self._targets)
+            await self._dialer.failed()
 
     def _fail(self, target: str, error: str) -> None:
         was, previous = self.connected, self.last_error
@@ -280,21 +228,6 @@ class ControlLoop:
             )
         )
 
-    async def _auth(
-        self, stub: ControllerStub, method: str, request: Message
-    ) -> tuple[tuple[str, bytes], ...]:
-        """Metadata authenticating one call of `method` with `request`."""
-        challenge = await stub.Challenge(pb.ChallengeRequest(), timeout=CALL_TIMEOUT)
-        value = auth_value(
-            self._private_key,
-            self._registration.public_key,
-            self._controller_key,
-            method,
-            challenge.challenge,
-            request.SerializeToString(deterministic=True),
-        )
-        return ((AUTH_METADATA, value),)
-
     async def _session(self, target: str) -> None:
         async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
             stub = ControllerStub(channel)  # type: ignore[no-untyped-call]  # generated code
@@ -302,7 +235,7 @@ class ControlLoop:
             request = pb.WatchRequest(
                 name=self._registration.name, known_version=self._sink.version
             )
-            call = stub.Watch(request, metadata=await self._auth(stub, METHOD_WATCH, request))
+            call = stub.Watch(request, metadata=await self._calls.auth(stub, METHOD_WATCH, request))
             first = True
             async for msg in call:
                 if first:
@@ -318,7 +251,7 @@ class ControlLoop:
                     )
                 await self._on_update(stub, msg, first=first)
                 if first:
-                    self._backoff.reset()  # delivered: a later failure starts over at 0.5 s
+                    self._dialer.delivered()
                 first = False
 
     async def _register(self, stub: ControllerStub, target: str) -> None:
@@ -327,13 +260,13 @@ class ControlLoop:
         try:
             resp = await stub.Register(
                 request,
-                metadata=await self._auth(stub, METHOD_REGISTER, request),
+                metadata=await self._calls.auth(stub, METHOD_REGISTER, request),
                 timeout=CALL_TIMEOUT,
             )
         except grpc.aio.AioRpcError as e:
             if e.code() not in REFUSALS:
                 raise
-            self._register_error = self.last_error = f"register refused: {_rpc_error(e)}"
+            self._register_error = self.last_error = f"register refused: {rpc_error(e)}"
             _log.error(
                 kv(
                     "register_refused",
@@ -422,7 +355,7 @@ class ControlLoop:
             await self._report_error(stub, route_map.version, self.last_error)
             return
         self.last_error = self._register_error
-        await self._report(stub, pb.ReportRequest(applied_version=self._sink.version))
+        await self._calls.report(stub, pb.ReportRequest(applied_version=self._sink.version))
 
     async def _refused(self, stub: ControllerStub, version: int, error: str) -> None:
         """The map of `version` was not applied: log, record and report why."""
@@ -431,27 +364,9 @@ class ControlLoop:
         await self._report_error(stub, version, error)
 
     async def _report_error(self, stub: ControllerStub, version: int, error: str) -> None:
-        await self._report(
+        await self._calls.report(
             stub,
             pb.ReportRequest(
                 applied_version=self._sink.version, error=error, refused_version=version
             ),
         )
-
-    async def _report(self, stub: ControllerStub, request: pb.ReportRequest) -> None:
-        """Best effort: a failure is logged, never raised."""
-        request.name = self._registration.name
-        try:
-            await stub.Report(
-                request,
-                metadata=await self._auth(stub, METHOD_REPORT, request),
-                timeout=CALL_TIMEOUT,
-            )
-        except grpc.aio.AioRpcError as e:
-            _log.warning(
-                kv(
-                    "report_failed",
-                    applied_version=request.applied_version,
-                    error=_rpc_error(e),
-                )
-            )

@@ -14,13 +14,13 @@ The fast path (docs/design.md, "Data plane"):
   tunnel header, and sealed in place (`Tunnel.inside_in_place`), so the datagrams of a
   batch lie back to back; a run of equal-sized datagrams to one endpoint leaves in one
   `send_segments` call (UDP GSO). A TCP super-packet from a TUN with TSO is first cut into
-  segments of at most the TUN MTU (`offload.segment_tcp`), which are sealed as a run
+  segments of at most the TUN MTU (`edge.segment`), which are sealed as a run
   (`Tunnel.inside_run_in_place`: one route and session decision, a counter each): no
   datagram is ever larger than the TUN MTU plus the tunnel overhead. A NEEDS_CSUM packet
   has its checksum completed before it is sealed.
 - UDP -> TUN: a GRO read holds a run of datagrams from one sender; each is opened in place
   (`Tunnel.outside_in_place`) with every check. With a virtio-net header, TCP packets go
-  through the `offload.Coalescer` and in-order segments of one flow reach the kernel as one
+  through the `edge.coalesce.Coalescer` and in-order segments of one flow reach the kernel as one
   super-packet; everything else is written in place behind a plain virtio-net header.
   The coalescer is flushed at the end of every batch.
 """
@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Final
 
-from edge import offload
+from edge import coalesce, offload, segment, vnet
 from edge.ports import DatagramSocket, SockAddr, TunDevice
 from edge.tunnel import (
     DropReason,
@@ -45,11 +45,12 @@ from edge.tunnel import (
     Tunnel,
     TunnelEvent,
 )
+from edge.tunnel.wire import OVERHEAD
+from edge.vnet import OffloadError
+from isthmus.endpoint import format_sockaddr
 from isthmus.logfmt import kv
 
 BATCH = 64
-BUFFER_BYTES = 65535
-OVERHEAD = 32  # wire.OVERHEAD: the data header and the box's tag
 READ_BYTES = 65536  # room for one TUN read (a super-packet with its virtio-net header)
 # The TUN -> UDP buffer: a batch of reads, or one super-packet cut into segments (each with
 # its header room); it is flushed and reused from the start when less than this is left.
@@ -57,11 +58,12 @@ TX_BYTES = 8 * READ_BYTES
 TX_RESERVE = 4 * READ_BYTES
 RX_BYTES = 2 * READ_BYTES  # one GRO read: up to 64 KB of datagrams
 
-_U16 = struct.Struct("<H")  # virtio-net header fields: gso_size at 4
-_CSUM = struct.Struct("<HH")  # csum_start, csum_offset at 6
-_VNET_LEN = offload.VNET_HDR_LEN
-_PLAIN_VNET = offload.plain_vnet()
-_NEEDS_CSUM = offload.F_NEEDS_CSUM
+_VNET_LEN: Final = vnet.VNET_HDR_LEN
+_FLAGS: Final = vnet.FLAGS_OFFSET
+_GSO_TYPE: Final = vnet.GSO_TYPE_OFFSET
+_unpack_vnet: Final = vnet.VNET.unpack_from
+_PLAIN_VNET: Final = vnet.PLAIN
+_NEEDS_CSUM: Final = vnet.F_NEEDS_CSUM
 _SEND_FAILED = DropReason.SEND_FAILED
 _NOT_IP = DropReason.NOT_IP
 _TCP = offload.PROTO_TCP
@@ -116,7 +118,7 @@ class Dataplane:
         self._udp = udp
         self._clock = clock
         self._vnet = tun.vnet_hdr
-        # No segment longer than the TUN MTU is ever sealed (see offload.segment_tcp).
+        # No segment longer than the TUN MTU is ever sealed (see edge.segment).
         self._mtu = min(tun.mtu, offload.MAX_IP_PACKET)
         self.stats = DataplaneStats()
         # Where a TUN read lands in its slot: the packet itself always starts OVERHEAD
@@ -130,7 +132,7 @@ class Dataplane:
         # UDP when the kernel takes UDP super-packets (and `merge_udp`) unless too small to
         # merge (offload.UDP_MIN_MERGE_PAYLOAD). The rest is written at once.
         self._merge_udp = merge_udp and tun.udp_gso
-        self._coalescer = offload.Coalescer(udp=self._merge_udp)
+        self._coalescer = coalesce.Coalescer(udp=self._merge_udp)
         # Called with every core event after it is logged (edge.pinger waits on probes).
         self.on_event: Callable[[TunnelEvent], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -187,18 +189,18 @@ class Dataplane:
                 size = n - _VNET_LEN
                 if size <= 0:
                     continue
-                if tx[pos + lead + 1]:  # gso_type: a super-packet
-                    gso_type, gso_size = tx[pos + lead + 1], _U16.unpack_from(tx, pos + lead + 4)[0]
+                if tx[pos + lead + _GSO_TYPE]:  # a super-packet
+                    _, gso_type, _, gso_size, _, _ = _unpack_vnet(tx, pos + lead)
                     pos = self._super_packet(pos, size, gso_type, gso_size, now)
                     continue
-                if tx[pos + lead] & _NEEDS_CSUM:
-                    csum_start, csum_offset = _CSUM.unpack_from(tx, pos + lead + 6)
+                if tx[pos + lead + _FLAGS] & _NEEDS_CSUM:
+                    _, _, _, _, csum_start, csum_offset = _unpack_vnet(tx, pos + lead)
                     start = pos + OVERHEAD
                     try:
                         offload.complete_checksum(
                             view[start : start + size], csum_start, csum_offset
                         )
-                    except offload.OffloadError:
+                    except OffloadError:
                         tunnel.count_drop(_NOT_IP)
                         continue
             else:
@@ -216,10 +218,10 @@ class Dataplane:
         start = pos + OVERHEAD
         packet = bytes(self._tx_view[start : start + size])
         try:
-            stride, lengths = offload.segment_tcp(
+            stride, lengths = segment.segment_tcp(
                 packet, gso_type, gso_size, self._tx, pos, OVERHEAD, self._mtu
             )
-        except offload.OffloadError:
+        except OffloadError:
             self._tunnel.count_drop(_NOT_IP)
             return pos
         stats = self.stats
@@ -363,7 +365,6 @@ def log_event(event: TunnelEvent) -> None:
         case SessionExpired(peer=peer):
             _log.info(kv("session_expired", peer=peer))
         case EndpointChanged(peer=peer, endpoint=(host, port)):
-            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            _log.info(kv("endpoint_changed", peer=peer, endpoint=shown))
+            _log.info(kv("endpoint_changed", peer=peer, endpoint=format_sockaddr(host, port)))
         case HandshakeFailed(peer=peer):
             _log.warning(kv("handshake_failed", peer=peer, detail="no answer; packets dropped"))

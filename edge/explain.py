@@ -1,11 +1,12 @@
 """`isthmus explain IP`, the edge's side: which route, edge, lease, MTU and health apply.
 
 Owns the explanation document (docs/design.md, "Edge explain JSON") and its rules:
-- The verdict follows the tunnel's own forwarding rule, longest prefix match over every
-  route of the map this edge uses: "local" (the match is one of this edge's own routes:
-  packets to the address leave here, not through the tunnel), "remote" (the match
-  belongs to another edge: the tunnel forwards to it) or "no_route" (the map holds no
-  route with the address: the kernel's other routes apply). Every other map route that
+- The verdict is the tunnel's own forwarding decision (`ForwardingTable.owner`, longest
+  prefix match over every route of the map the tunnel uses): "local" (the match is one
+  of this edge's own routes: packets to the address leave here, not through the
+  tunnel), "remote" (the match belongs to another edge: the tunnel forwards to it) or
+  "no_route" (the map holds no route with the address: the kernel's other routes
+  apply). Every other map route that
   contains the address is listed too, most specific first, so overlaps are visible.
 - `installed` is read from the kernel at request time: the matching route is present on
   the TUN (remote only; null where no TUN route applies, or the routes were unreadable).
@@ -35,7 +36,7 @@ from typing import Any, Final
 
 from edge.control import ControllerView
 from edge.ports import RouteError, RouteTable
-from edge.tunnel import OVERHEAD, PeerView, Tunnel
+from edge.tunnel import OVERHEAD, ForwardingTable, PeerView, Tunnel
 from isthmus.lease import verify_lease
 from isthmus.logfmt import kv
 from isthmus.routemap import EdgeEntry, Network, RouteMap
@@ -84,6 +85,7 @@ class Tables:
     self_name: str
     route_map: RouteMap
     advertised: tuple[Network, ...]  # the routes this edge's config advertises
+    forwarding: ForwardingTable[Any]  # the tunnel's: who owns an address
     peers: Sequence[PeerView]
     installed: frozenset[Network] | None  # the kernel's routes on the TUN; None: unreadable
     tun_mtu: int
@@ -95,10 +97,11 @@ class Tables:
 
 def explain(address: IPAddress, t: Tables) -> dict[str, Any]:
     """The explanation document for `address` (docs/design.md, "Edge explain JSON")."""
-    containing = sorted(
-        ((net, e) for net, e in t.route_map.routes() if address in net),
-        key=lambda pair: -pair[0].prefixlen,
-    )
+    owner = t.forwarding.owner(address.packed)
+    match = None if owner is None else (owner.network, owner.edge)
+    others = [
+        (r.network, r.edge) for r in t.forwarding.containing(address.packed) if r is not owner
+    ]
     problems: list[str] = []
     ctl = t.controller
     if not ctl.connected:
@@ -109,7 +112,6 @@ def explain(address: IPAddress, t: Tables) -> dict[str, Any]:
         )
     if t.route_map.version == 0:
         problems.append("this edge has no map yet (version 0): no tunnel route applies")
-    match = containing[0] if containing else None
     verdict = _verdict(match, t.self_name)
     peer = None
     if match is not None and verdict == "remote":
@@ -137,7 +139,7 @@ def explain(address: IPAddress, t: Tables) -> dict[str, Any]:
         if match is None
         else {
             "match": _route(*match),
-            "containing": [_route(net, e) for net, e in containing[1:]],
+            "containing": [_route(net, e) for net, e in others],
         },
         "edge": None if match is None else _edge(match[1], peer),
         "lease": lease,
@@ -316,6 +318,7 @@ class EdgeExplain:
             self_name=self._tunnel.identity.name,
             route_map=self._route_map(),
             advertised=self._advertised,
+            forwarding=self._tunnel.forwarding,
             peers=self._tunnel.peers(now),
             installed=installed,
             tun_mtu=self._tun_mtu,

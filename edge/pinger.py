@@ -24,9 +24,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from edge.tunnel import ProbeAnswered, ProbeError, Tunnel, TunnelEvent
-from edge.tunnel.peer import format_sockaddr
-from isthmus.lpm import LpmTable
-from isthmus.routemap import Network, RouteMap
+from isthmus.endpoint import format_sockaddr
+from isthmus.routemap import RouteMap
 
 TIMEOUT: Final = 2.0
 MAX_TARGET_LEN: Final = 255
@@ -53,7 +52,6 @@ class Pinger:
         self._clock = clock
         self._timeout = timeout
         self._waiting: dict[bytes, asyncio.Future[ProbeAnswered]] = {}
-        self._routes: tuple[RouteMap, LpmTable[tuple[Network, str]]] | None = None
 
     def on_event(self, event: TunnelEvent) -> None:
         """Hand a core event over; an answer to a probe someone waits for wakes them."""
@@ -89,7 +87,7 @@ class Pinger:
             self._waiting.pop(probe_id, None)
         return {
             **reply,
-            "endpoint": format_sockaddr(answer.endpoint),
+            "endpoint": format_sockaddr(*answer.endpoint),
             "rtt_ms": round(answer.rtt * 1000, 3),
             "session": "new" if answer.new_session else "existing",
         }
@@ -112,21 +110,10 @@ class Pinger:
                     f"edges: {known or '(none)'}; or give {TARGET_RULE}"
                 )
             return target, None
-        match = self._table(route_map).lookup_ip(address)
-        if match is None:
+        route = self._tunnel.forwarding.owner(address.packed)  # the tunnel's own rule
+        if route is None:
             return f"no route for {address}: no edge's route in the map holds it"
-        net, owner = match
+        net, owner = route.network, route.edge.name
         if owner == self_name:
             return f"{address} is local: it is in {net}, a route of this edge ({self_name})"
         return owner, str(net)
-
-    def _table(self, route_map: RouteMap) -> LpmTable[tuple[Network, str]]:
-        """Every route of `route_map` -> (route, owning edge), built once per map (not per
-        version: a lease running out changes the map under the same version)."""
-        cached = self._routes
-        if cached is None or cached[0] is not route_map:
-            table: LpmTable[tuple[Network, str]] = LpmTable(
-                (net, (net, str(entry.name))) for net, entry in route_map.routes()
-            )
-            cached = self._routes = (route_map, table)
-        return cached[1]

@@ -2,7 +2,7 @@
 
 Owns opening the device (IFF_TUN | IFF_NO_PI, nonblocking) and moving packets. With
 `offload` (the default) the device also has IFF_VNET_HDR: every read and write then starts
-with the 10-byte virtio-net header (`edge.offload`), and writes may be TCP (and UDP)
+with the 10-byte virtio-net header (`edge.vnet`), and writes may be TCP (and UDP)
 super-packets the kernel cuts; with `tso` too (TUNSETOFFLOAD CSUM, TSO4, TSO6) a read may
 return a TCP super-packet of up to 64 KB for the data plane to cut into MTU-sized segments.
 `udp_gso` says whether the kernel also takes UDP super-packets (GSO_UDP_L4) in writes. A
@@ -22,7 +22,7 @@ import struct
 
 from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN, IFF_VNET_HDR, TunTapDevice
 
-from edge.offload import VNET_HDR_LEN
+from edge.vnet import VNET_HDR_LEN
 from isthmus.logfmt import kv
 
 TUN_DEV = "/dev/net/tun"

@@ -22,7 +22,7 @@ import struct
 import sys
 
 from edge.ports import SockAddr
-from isthmus.endpoint import Endpoint
+from isthmus.endpoint import Endpoint, format_sockaddr
 from isthmus.logfmt import kv
 
 BUFFER_BYTES = 4 * 1024 * 1024
@@ -94,10 +94,26 @@ class UdpSocket:
     def local_address(self) -> str:
         """The bound "ip:port" (shows the port the kernel picked for port 0)."""
         host, port = self._sock.getsockname()[:2]
-        return f"[{host}]:{port}" if self._v6 else f"{host}:{port}"
+        return format_sockaddr(host, port)
 
     def fileno(self) -> int:
         return self._fd
+
+    def _from_socket(self, addr: tuple[str, int]) -> SockAddr:
+        """A peer address as the core sees it: an IPv4-mapped ::ffff:a.b.c.d is a.b.c.d."""
+        host: str = addr[0]
+        if self._v6 and host.startswith("::ffff:"):
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+            if mapped is not None:
+                host = str(mapped)
+        return host, int(addr[1])
+
+    def _to_socket(self, addr: SockAddr) -> tuple[str, int]:
+        """A core address as this socket takes it: on an IPv6 socket a.b.c.d is mapped."""
+        host = addr[0]
+        if self._v6 and ":" not in host:
+            host = "::ffff:" + host
+        return host, addr[1]
 
     def recv_into(self, buf: memoryview) -> tuple[int, SockAddr] | None:
         try:
@@ -106,12 +122,7 @@ class UdpSocket:
             # EAGAIN: drained. Anything else (a queued ICMP error) consumed one error;
             # the loop calls us again while data is pending.
             return None
-        host: str = addr[0]
-        if self._v6 and host.startswith("::ffff:"):
-            mapped = ipaddress.IPv6Address(host).ipv4_mapped
-            if mapped is not None:
-                host = str(mapped)
-        return n, (host, int(addr[1]))
+        return n, self._from_socket(addr)
 
     def recv_segments_into(self, buf: memoryview) -> tuple[int, SockAddr, int] | None:
         if not self.gro:
@@ -125,21 +136,13 @@ class UdpSocket:
         for level, kind, data in ancdata:
             if level == SOL_UDP and kind == UDP_GRO:
                 segment = int.from_bytes(data[:4], _ORDER) or n
-        host: str = addr[0]
-        if self._v6 and host.startswith("::ffff:"):
-            mapped = ipaddress.IPv6Address(host).ipv4_mapped
-            if mapped is not None:
-                host = str(mapped)
-        return n, (host, int(addr[1])), segment
+        return n, self._from_socket(addr), segment
 
     def send_segments(self, buf: memoryview, segment: int, addr: SockAddr) -> bool:
         total = len(buf)
         if total <= segment:
             return self.send(buf, addr)
-        host = addr[0]
-        if self._v6 and ":" not in host:
-            host = "::ffff:" + host
-        target = (host, addr[1])
+        target = self._to_socket(addr)
         if self.gso and segment <= MAX_GSO_BYTES:
             cmsg = self._cmsgs.get(segment)
             if cmsg is None:
@@ -188,11 +191,8 @@ class UdpSocket:
         return ok
 
     def send(self, datagram: bytes | memoryview, addr: SockAddr) -> bool:
-        host = addr[0]
-        if self._v6 and ":" not in host:
-            host = "::ffff:" + host
         try:
-            self._sock.sendto(datagram, (host, addr[1]))
+            self._sock.sendto(datagram, self._to_socket(addr))
         except OSError:
             return False
         return True

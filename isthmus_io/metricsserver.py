@@ -25,7 +25,7 @@ from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from isthmus.endpoint import ENDPOINT_RULE, Endpoint
+from isthmus.endpoint import ENDPOINT_RULE, Endpoint, format_sockaddr
 from isthmus.logfmt import kv
 
 CONTROLLER_DEFAULT: Final = "127.0.0.1:9586"
@@ -81,8 +81,7 @@ class MetricsServer:
 
     @property
     def address(self) -> str:
-        host = self._listen.ip
-        return f"[{host}]:{self._port}" if host.version == 6 else f"{host}:{self._port}"
+        return format_sockaddr(self._listen.ip, self._port)
 
     async def start(self) -> None:
         """Bind and serve.

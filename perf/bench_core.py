@@ -160,7 +160,7 @@ def measure(a: Tunnel, b: Tunnel, size: int, seconds: float) -> dict[str, float]
     assert len(wire) == BATCH and b.outside(wire[0], ("198.18.0.11", 51820), 0.0)
     boxes = [crypto_box_easy_afternm(p, nonce, key) for p in packets]
     dst = packets[0][16:20]
-    table = a._table.routes  # the lookup structure itself
+    table = a._context.table.routes  # the lookup structure itself (values: Route)
     addr = ("198.18.0.11", 51820)
 
     seal_base = rate(lambda: [crypto_box_easy_afternm(p, nonce, key) for p in packets], seconds)

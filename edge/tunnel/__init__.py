@@ -14,7 +14,7 @@ from edge.tunnel.events import (
     SessionExpired,
     TunnelEvent,
 )
-from edge.tunnel.forwarding import Identity
+from edge.tunnel.forwarding import ForwardingTable, Identity, Route
 from edge.tunnel.probe import ProbeError
 from edge.tunnel.session import Role
 from edge.tunnel.timers import Timers
@@ -25,6 +25,7 @@ __all__ = [
     "OVERHEAD",
     "DropReason",
     "EndpointChanged",
+    "ForwardingTable",
     "HandshakeCompleted",
     "HandshakeFailed",
     "Identity",
@@ -33,6 +34,7 @@ __all__ = [
     "ProbeAnswered",
     "ProbeError",
     "Role",
+    "Route",
     "SessionExpired",
     "Timers",
     "Tunnel",

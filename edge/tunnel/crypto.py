@@ -6,14 +6,16 @@ Owns the data packets' calls into libsodium. Keys are raw 32-byte session keys
 Rules:
 - The nonce is `wire.data_nonce(counter)`. A (key, counter) pair is never sealed twice:
   the caller (the session) counts up and stops at REJECT_AFTER_MESSAGES.
-- `open_` never raises for any box or counter: a box that does not authenticate is None.
+- Opening never raises for any box or counter: a box that does not authenticate is None
+  (`open_portable`) or -1 (`open_in_place`).
 
-Two implementations with one contract: `seal`/`open_` call libsodium through PyNaCl's
-private cffi handle (`nacl._sodium`), which saves the argument checks, a copy of a
-memoryview box and a copy of the result buffer; `seal_portable`/`open_portable` use only
-the public `nacl.bindings`. `FAST` says which one `seal`/`open_` are; when the private
-handle is missing (a future PyNaCl), they are the portable ones. A test checks that both
-agree byte for byte.
+Two implementations with one contract: `seal` and the in-place forms call libsodium
+through PyNaCl's private cffi handle (`nacl._sodium`), which saves the argument checks,
+a copy of a memoryview box and a copy of the result buffer; `seal_portable`,
+`open_portable` and the `*_in_place_portable` forms use only the public `nacl.bindings`.
+`FAST` says which ones are in use; when the private handle is missing (a future PyNaCl),
+they are the portable ones. Tests check that both agree byte for byte. (The data path
+opens only in place, so there is no allocating fast open.)
 
 In-place forms for the shell's preallocated buffers (no allocation per packet):
 `seal_in_place(key, counter, buf, at, size)` seals the `size` plaintext bytes at
@@ -34,10 +36,10 @@ from typing import Any
 import nacl.bindings as sodium
 from nacl.exceptions import CryptoError
 
+from edge.tunnel import wire
 from edge.tunnel.wire import BOX_TAG_LEN, MAX_COUNTER, NONCE_LEN, data_nonce
 
-KEY_LEN = 32
-_NONCE = struct.Struct("<Q16x")  # wire.data_nonce's layout, packed in place
+KEY_LEN = wire.KEY_LEN  # a session key is as long as an X25519 key
 Box = bytes | bytearray | memoryview
 
 
@@ -91,7 +93,6 @@ SealRunInPlace = Callable[[bytes, int, bytearray, int, int, Sequence[int]], None
 
 def _fast() -> tuple[
     Callable[[bytes, int, Box], bytes],
-    Callable[[bytes, int, Box], bytes | None],
     SealInPlace,
     OpenInPlace,
     SealRunInPlace,
@@ -121,25 +122,7 @@ def _fast() -> tuple[
         result: bytes = buffer(out, size)[:]
         return result
 
-    def open_(key: bytes, counter: int, box: Box) -> bytes | None:
-        """The plaintext of `box`, or None when it does not authenticate or anything is off."""
-        if len(key) != KEY_LEN or not 0 <= counter <= MAX_COUNTER:
-            return None
-        try:
-            if type(box) is not bytes:
-                box = from_buffer(box)  # no copy; its len() counts bytes
-            size = len(box) - BOX_TAG_LEN
-            if size < 0:
-                return None
-            out = new("unsigned char[]", size or 1)
-            if c_open(out, box, size + BOX_TAG_LEN, data_nonce(counter), key) != 0:
-                return None
-        except (TypeError, ValueError, BufferError):
-            return None
-        result: bytes = buffer(out, size)[:]
-        return result
-
-    nonce_struct = _NONCE
+    nonce_struct = wire.DATA_NONCE
     nonce = bytearray(NONCE_LEN)
     c_nonce = from_buffer(nonce)
     pack_nonce = nonce_struct.pack_into
@@ -211,17 +194,17 @@ def _fast() -> tuple[
             counter += 1
             base += stride
 
-    return seal, open_, seal_in_place, open_in_place, seal_run_in_place
+    return seal, seal_in_place, open_in_place, seal_run_in_place
 
 
 seal_in_place: SealInPlace
 open_in_place: OpenInPlace
 seal_run_in_place: SealRunInPlace
 try:
-    seal, open_, seal_in_place, open_in_place, seal_run_in_place = _fast()
+    seal, seal_in_place, open_in_place, seal_run_in_place = _fast()
     FAST = True
 except (ImportError, AttributeError):  # pragma: no cover - PyNaCl changed its internals
-    seal, open_ = seal_portable, open_portable
+    seal = seal_portable
     seal_in_place, open_in_place = seal_in_place_portable, open_in_place_portable
     seal_run_in_place = seal_run_in_place_portable
     FAST = False

@@ -1,7 +1,9 @@
-"""The forwarding table: which peer owns a destination, which peer holds a static key.
+"""The forwarding table: which edge owns an address, which peer holds a static key.
 
 Owns this edge's identity and the per-map lookups of the data path (cryptokey routing):
-destination -> peer by longest prefix, and public key -> peer for initiations. Built from
+address -> owning route by longest prefix (`ForwardingTable.owner`, the one "who owns this
+address" function: the tunnel's send path and inner-source check, `isthmus ping` and
+`isthmus explain` all ask it), and public key -> peer for initiations. Built from
 one `RouteMap` and immutable afterwards: every map version builds a new table and the
 tunnel swaps the reference. What a peer *is* (its mutable state) is the caller's: `build`
 asks `make_peer` for the value of each usable edge.
@@ -10,17 +12,19 @@ Rules:
 - Routes of different edges may overlap (an approved more specific route) but never
   repeat a prefix (a map rule, checked again here), so one longest-prefix table answers
   both "who gets this destination" and "who may send from this source".
-- Routes of this edge (the map entry with our name) map to None, as holes in the table:
+- Routes of this edge (the map entry with our name) own their addresses with no peer
+  (`Route.peer` is None), as holes in the table:
   a packet from the TUN to one of them would loop, so it finds no route, and no peer may
   send from them, even when a peer owns a covering, less specific route.
 - An edge that cannot be a peer is left out as if absent from the map (its handshakes
-  drop as unknown_peer), and its routes are holes too (packets to them drop as
+  drop as unknown_peer), and its routes are holes too (`Route.peer` None; packets to them drop as
   no_route rather than going to the owner of a covering route): an edge with our
   public key under another name, and an edge whose key gives no usable shared secret.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -81,31 +85,52 @@ class Identity:
         return cls(name, raw, PublicKey(public_key_of(raw)))
 
 
+@dataclass(frozen=True, slots=True)
+class Route(Generic[T]):
+    """A route of the map: its network, the edge owning it, and that edge's peer (None for
+    a route of this edge, and for an edge that cannot be a peer)."""
+
+    network: Network
+    edge: EdgeEntry
+    peer: T | None
+
+
 class ForwardingTable(Generic[T]):
     """Peers of one map version with the lookups the data path needs.
 
-    `routes` and `by_key` are read-only and public so the hot path can reach them without
-    a call: `routes.lookup(address)` -> owning peer, `by_key.get(raw public key)` -> peer.
+    `owner(packed address)` -> the owning Route or None (no route of the map holds it):
+    the longest-prefix rule, and the one place it is decided. It is the LPM's own lookup,
+    bound at construction, so the hot path pays one call for it. `by_key.get(raw public
+    key)` -> peer. Read-only after construction.
     """
 
-    __slots__ = ("by_key", "peers", "routes", "version")
+    __slots__ = ("_all", "by_key", "owner", "peers", "routes", "version")
 
     def __init__(
         self,
         version: int,
         peers: tuple[T, ...],
-        routes: LpmTable[T | None],
+        routes: LpmTable[Route[T]],
         by_key: Mapping[bytes, T],
+        all_routes: tuple[Route[T], ...] = (),
     ) -> None:
         self.version = version
         self.peers = peers  # by name
         self.routes = routes
         self.by_key = by_key
+        self.owner: Callable[[bytes], Route[T] | None] = routes.lookup
+        self._all = all_routes  # most specific first
 
     @classmethod
     def empty(cls) -> ForwardingTable[T]:
         """The table before any map: no peers, no routes."""
         return cls(0, (), LpmTable(), {})
+
+    def containing(self, address: bytes) -> list[Route[T]]:
+        """Every route of the map holding `address` (4 or 16 bytes), most specific first:
+        the first is `owner(address)`, the rest are the less specific routes it overlaps."""
+        ip = ipaddress.ip_address(address)
+        return [r for r in self._all if r.network.version == ip.version and ip in r.network]
 
     @classmethod
     def build(
@@ -120,7 +145,7 @@ class ForwardingTable(Generic[T]):
         route_map.validate()
         own_key = identity.public_key.raw
         edges: list[EdgeEntry] = []
-        entries: list[tuple[Network, T | None]] = []
+        routes: list[Route[T]] = []
         for edge in sorted(route_map.edges, key=lambda e: e.name):
             if (
                 edge.name != identity.name
@@ -129,12 +154,14 @@ class ForwardingTable(Generic[T]):
             ):
                 edges.append(edge)
             else:
-                entries.extend((route, None) for route in edge.routes)
+                routes.extend(Route(net, edge, None) for net in edge.routes)
         peers: list[T] = []
         by_key: dict[bytes, T] = {}
         for edge in edges:
             peer = make_peer(edge)
             peers.append(peer)
             by_key[edge.public_key.raw] = peer
-            entries.extend((route, peer) for route in edge.routes)
-        return cls(route_map.version, tuple(peers), LpmTable(entries), by_key)
+            routes.extend(Route(net, edge, peer) for net in edge.routes)
+        lpm = LpmTable((r.network, r) for r in routes)
+        ordered = tuple(sorted(routes, key=lambda r: -r.network.prefixlen))
+        return cls(route_map.version, tuple(peers), lpm, by_key, ordered)

@@ -29,6 +29,7 @@ import hmac
 import math
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 import nacl.bindings as sodium
 from nacl.exceptions import CryptoError
@@ -55,7 +56,7 @@ IDENTIFIER = b"isthmus v1"
 _ZERO_NONCE = bytes(NONCE_LEN)
 _ZERO_MAC = bytes(MAC_LEN)
 _TAI64_LABEL = 2**62
-_TAI64N = struct.Struct(">QI")
+TAI64N: Final = struct.Struct(">QI")  # TAI64N: seconds label (8, BE) || nanoseconds (4, BE)
 
 
 def _hash(data: bytes) -> bytes:
@@ -197,7 +198,7 @@ def tai64n(wall_seconds: float) -> bytes:
     label = _TAI64_LABEL + seconds
     if not 0 <= label < 2**63:
         raise ValueError(f"wall time {wall_seconds} is outside TAI64")
-    return _TAI64N.pack(label, nanoseconds)
+    return TAI64N.pack(label, nanoseconds)
 
 
 def _with_macs(

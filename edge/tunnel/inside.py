@@ -5,7 +5,8 @@ the queue of packets waiting for a session, keepalives, and our initiations (fir
 retry with a new ephemeral, re-send after a cookie reply, give-up).
 
 Rules:
-- A packet goes out only on `current`, and only while the session `can_send`; otherwise it
+- A packet goes out only on `current`, and only while the session `can_send` (the hot path
+  asks `Session.sending`, which can_send and needs_rekey read); otherwise it
   is queued (at most QUEUE_LIMIT per peer, the oldest dropped as no_session) and a
   handshake starts unless one is in flight.
 - Sending on a session that `needs_rekey` starts a handshake but still sends on it: the
@@ -20,76 +21,44 @@ Rules:
 
 from __future__ import annotations
 
-import struct
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
-from edge.tunnel import crypto, handshake, ippacket, wire
-from edge.tunnel.drops import DropCounters, DropReason
-from edge.tunnel.events import HandshakeFailed, TunnelEvent
-from edge.tunnel.forwarding import ForwardingTable
-from edge.tunnel.handshake import StaticKeys
-from edge.tunnel.index import IndexTable
+from edge.tunnel import crypto, handshake, ippacket, timers, wire
+from edge.tunnel.context import Context, Datagram
+from edge.tunnel.drops import DropReason
+from edge.tunnel.events import HandshakeFailed
 from edge.tunnel.peer import HandshakeInput, PeerState, Pending, Sockaddr
-from edge.tunnel.session import Session
-from edge.tunnel.timers import Timers
+from edge.tunnel.session import REFUSED, REKEY, Session
 
 _MAX_PLAINTEXT: Final = wire.MAX_PLAINTEXT
 _OVERHEAD: Final = wire.OVERHEAD
 _HEADER: Final = wire.DATA_HEADER_LEN
 _TYPE_DATA: Final = wire.TYPE_DATA
-_pack_header: Final = struct.Struct("<IIQ").pack_into  # wire's data header, in place
+_pack_header: Final = wire.DATA_HEADER.pack_into
+_data_sent: Final = timers.data_sent
+_REFUSED: Final = REFUSED
+_REKEY: Final = REKEY
 _NOT_IP: Final = DropReason.NOT_IP
 _NO_ROUTE: Final = DropReason.NO_ROUTE
 _NO_SESSION: Final = DropReason.NO_SESSION
-_EPHEMERAL_LEN: Final = 32
+_EPHEMERAL_LEN: Final = wire.KEY_LEN
 _JITTER_BYTES: Final = 2
-_TAI64N: Final = struct.Struct(">QI")
+_TAI64N: Final = handshake.TAI64N
 
-Datagram = tuple[bytes, Sockaddr]
 Buffer = bytes | bytearray | memoryview
 
 
 class Sender:
-    """The sending half of a Tunnel. `table` is swapped by the tunnel on every map."""
+    """The sending half of a Tunnel; the map in use is `context.table`."""
 
-    __slots__ = (
-        "_drops",
-        "_events",
-        "_index",
-        "_last_timestamp",
-        "_out",
-        "_random",
-        "_scratch",
-        "_static",
-        "_timers",
-        "_wall_clock",
-        "table",
-    )
+    __slots__ = ("_context", "_drops", "_last_timestamp", "_out", "_scratch")
 
-    def __init__(
-        self,
-        *,
-        static: StaticKeys,
-        index: IndexTable,
-        drops: DropCounters,
-        out: list[Datagram],
-        events: deque[TunnelEvent],
-        random: Callable[[int], bytes],
-        wall_clock: Callable[[], float],
-        timers: Timers,
-    ) -> None:
-        self.table: ForwardingTable[PeerState] = ForwardingTable.empty()
-        self._static = static
-        self._index = index
-        self._drops = drops
-        self._out = out
-        self._events = events
-        self._random = random
-        self._wall_clock = wall_clock
-        self._timers = timers
-        self._last_timestamp = bytes(12)
+    def __init__(self, context: Context) -> None:
+        self._context = context
+        self._drops = context.drops  # bound once: the hot path counts through it
+        self._out = context.out
+        self._last_timestamp = bytes(wire.TIMESTAMP_LEN)
         self._scratch = bytearray(wire.MAX_DATAGRAM)
 
     # -- data: the hot path ------------------------------------------------------------
@@ -118,8 +87,8 @@ class Sender:
         if parsed is None or size > _MAX_PLAINTEXT:
             self._drops.add(_NOT_IP)
             return None
-        peer = self.table.routes.lookup(parsed[2])
-        if peer is None:
+        route = self._context.table.owner(parsed[2])
+        if route is None or (peer := route.peer) is None:
             self._drops.add(_NO_ROUTE)
             return None
         endpoint = peer.endpoint
@@ -127,26 +96,17 @@ class Sender:
             self._drops.add(_NO_ROUTE)
             return None
         session = peer.current
-        if (
-            session is not None
-            and now < session.reject_at
-            and session.send_counter < session.reject_messages
-        ):
-            counter = session.send_counter
-            session.send_counter = counter + 1
-            crypto.seal_in_place(session.send_key, counter, buf, at + _HEADER, size)
-            _pack_header(buf, at, _TYPE_DATA, session.remote_index, counter)
-            peer.tx_packets += 1
-            peer.tx_bytes += size
-            peer.last_sent = now
-            peer.keepalive_at = None
-            if peer.unanswered_since is None:
-                peer.unanswered_since = now
-            if peer.pending is None and (
-                now >= session.rekey_at or counter >= session.rekey_messages
-            ):
-                self.start(peer, now)
-            return endpoint
+        if session is not None:
+            verdict = session.sending(now)  # not REFUSED: can_send; REKEY: needs_rekey
+            if verdict:
+                counter = session.send_counter  # next_counter, inline
+                session.send_counter = counter + 1
+                crypto.seal_in_place(session.send_key, counter, buf, at + _HEADER, size)
+                _pack_header(buf, at, _TYPE_DATA, session.remote_index, counter)
+                _data_sent(peer, now, 1, size, True)
+                if verdict == _REKEY and peer.pending is None:
+                    self.start(peer, now)
+                return endpoint
         if peer.enqueue(bytes(packet)):
             self._drops.add(_NO_SESSION)
         self.start(peer, now)
@@ -170,33 +130,22 @@ class Sender:
         if parsed is None or max(sizes) > _MAX_PLAINTEXT or stride < _OVERHEAD + max(sizes):
             self._drops.add(_NOT_IP, count)
             return None
-        peer = self.table.routes.lookup(parsed[2])
-        if peer is None or peer.endpoint is None:
+        route = self._context.table.owner(parsed[2])
+        if route is None or (peer := route.peer) is None or peer.endpoint is None:
             self._drops.add(_NO_ROUTE, count)
             return None
         session = peer.current
-        if (
-            session is not None
-            and now < session.reject_at
-            and session.send_counter + count <= session.reject_messages
-        ):
-            counter = session.send_counter
-            session.send_counter = counter + count
+        verdict = session.sending(now, count) if session is not None else _REFUSED
+        if session is not None and verdict:
+            counter = session.next_counter(count)
             crypto.seal_run_in_place(session.send_key, counter, buf, at + _HEADER, stride, sizes)
             index = session.remote_index
             pos = at
             for i in range(count):
                 _pack_header(buf, pos, _TYPE_DATA, index, counter + i)
                 pos += stride
-            peer.tx_packets += count
-            peer.tx_bytes += sum(sizes)
-            peer.last_sent = now
-            peer.keepalive_at = None
-            if peer.unanswered_since is None:
-                peer.unanswered_since = now
-            if peer.pending is None and (
-                now >= session.rekey_at or counter + count - 1 >= session.rekey_messages
-            ):
+            _data_sent(peer, now, count, sum(sizes), True)
+            if verdict == _REKEY and peer.pending is None:
                 self.start(peer, now)
             return peer.endpoint
         for i, size in enumerate(sizes):
@@ -213,11 +162,7 @@ class Sender:
         )
         if peer.endpoint is not None:
             self._out.append((datagram, peer.endpoint))
-        if packet:
-            peer.tx_packets += 1
-            peer.tx_bytes += len(packet)
-        peer.last_sent = now
-        peer.keepalive_at = None
+        _data_sent(peer, now, 1 if packet else 0, len(packet), False)
 
     def flush(self, peer: PeerState, now: float, *, keepalive: bool) -> None:
         """Send the peer's queue on its current session; when empty, a keepalive if asked."""
@@ -256,13 +201,14 @@ class Sender:
         old = peer.pending
         if old is None:
             return
-        self._index.remove_pending(old.initiator.sender_index)
-        if now >= old.attempt_start + self._timers.rekey_attempt_time:
+        context = self._context
+        context.index.remove_pending(old.initiator.sender_index)
+        if now >= old.attempt_start + context.timers.rekey_attempt_time:
             peer.step(HandshakeInput.GIVE_UP)
             if peer.queue:
                 self._drops.add(_NO_SESSION, len(peer.queue))
                 peer.queue.clear()
-            self._events.append(HandshakeFailed(peer.name))
+            context.events.append(HandshakeFailed(peer.name))
             return
         pending = self._initiate(peer, now, attempt_start=old.attempt_start, cookie=None)
         peer.step(HandshakeInput.RETRY, pending)
@@ -274,36 +220,37 @@ class Sender:
         old = peer.pending
         if old is None or old.cookie == cookie:
             return
-        self._index.remove_pending(old.initiator.sender_index)
+        self._context.index.remove_pending(old.initiator.sender_index)
         pending = self._initiate(peer, now, attempt_start=old.attempt_start, cookie=cookie)
         peer.step(HandshakeInput.COOKIE, pending)
 
     def _initiate(
         self, peer: PeerState, now: float, *, attempt_start: float, cookie: bytes | None
     ) -> Pending:
-        index = self._index.allocate()
+        context = self._context
+        index = context.index.allocate()
         if cookie is None:
             cookie = peer.fresh_cookie(now)
         message, state = handshake.create_initiation(
-            self._static,
+            context.static,
             peer.public_key.raw,
             index,
-            self._random(_EPHEMERAL_LEN),
+            context.random(_EPHEMERAL_LEN),
             self._timestamp(),
             cookie,
         )
-        self._index.add_pending(index, peer)
+        context.index.add_pending(index, peer)
         if peer.endpoint is not None:
             self._out.append((message, peer.endpoint))
-            peer.last_sent = now
-        timers = self._timers
-        jitter = int.from_bytes(self._random(_JITTER_BYTES), "little") / 2 ** (8 * _JITTER_BYTES)
-        retry_at = now + timers.rekey_timeout + jitter * timers.rekey_timeout_jitter
+            timers.handshake_sent(peer, now)
+        constants = context.timers
+        jitter = int.from_bytes(context.random(_JITTER_BYTES), "little") / 2 ** (8 * _JITTER_BYTES)
+        retry_at = now + constants.rekey_timeout + jitter * constants.rekey_timeout_jitter
         return Pending(state, now, retry_at, attempt_start, cookie)
 
     def _timestamp(self) -> bytes:
         """TAI64N of the wall clock, strictly newer than the last one this Tunnel sent."""
-        stamp = handshake.tai64n(self._wall_clock())
+        stamp = handshake.tai64n(self._context.wall_clock())
         if stamp <= self._last_timestamp:
             seconds, nanoseconds = _TAI64N.unpack(self._last_timestamp)
             nanoseconds += 1

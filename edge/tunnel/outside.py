@@ -27,30 +27,24 @@ Rules:
 from __future__ import annotations
 
 import ipaddress
-import struct
-from collections import deque
-from collections.abc import Callable
 from typing import Final
 
-from edge.tunnel import cookie, crypto, handshake, ippacket, wire
-from edge.tunnel.drops import DropCounters, DropReason
-from edge.tunnel.events import EndpointChanged, HandshakeCompleted, TunnelEvent
-from edge.tunnel.forwarding import ForwardingTable
-from edge.tunnel.handshake import StaticKeys
-from edge.tunnel.index import IndexTable
-from edge.tunnel.inside import Buffer, Datagram, Sender
+from edge.tunnel import cookie, crypto, handshake, ippacket, timers, wire
+from edge.tunnel.context import Context
+from edge.tunnel.drops import DropReason
+from edge.tunnel.events import EndpointChanged, HandshakeCompleted
+from edge.tunnel.inside import Buffer, Sender
 from edge.tunnel.peer import HandshakeInput, PeerState, Sockaddr
 from edge.tunnel.probe import FIRST_BYTE_LIMIT, Prober
 from edge.tunnel.ratelimit import LoadMeter, SourceRateLimiter
 from edge.tunnel.replay import Verdict
 from edge.tunnel.session import Role, Session
-from edge.tunnel.timers import Timers
 
 # Initiations closer together than this from one peer are refused (protocol.md step 4).
 MIN_INITIATION_INTERVAL: Final = 0.02
 # The source-address cache (host string -> packed address) is cleared when this full.
 _SOURCE_CACHE_LIMIT: Final = 4096
-_EPHEMERAL_LEN: Final = 32
+_EPHEMERAL_LEN: Final = wire.KEY_LEN
 
 _OK: Final = Verdict.OK
 _REPLAY_VERDICT: Final = Verdict.REPLAY
@@ -68,62 +62,43 @@ _DATA_MIN_LEN: Final = wire.DATA_MIN_LEN
 _OVERHEAD: Final = wire.OVERHEAD
 _HEADER: Final = wire.DATA_HEADER_LEN
 _TYPE_DATA: Final = wire.TYPE_DATA
-_unpack_header: Final = struct.Struct("<IIQ").unpack_from  # wire's data header
+_unpack_header: Final = wire.DATA_HEADER.unpack_from
 _open_in_place: Final = crypto.open_in_place
 _PROBE_FIRST_BYTE: Final = FIRST_BYTE_LIMIT
+_data_authenticated: Final = timers.data_authenticated
+_data_received: Final = timers.data_received
 
 
 class Receiver:
-    """The receiving half of a Tunnel. `table` is swapped by the tunnel on every map."""
+    """The receiving half of a Tunnel; the map in use is `context.table`."""
 
     __slots__ = (
+        "_context",
         "_cookies",
         "_drops",
-        "_events",
-        "_index",
         "_keepalive_timeout",
         "_limiter",
         "_load",
         "_mac1_key",
         "_out",
         "_probes",
-        "_random",
         "_scratch",
         "_sender",
         "_sessions",
         "_sources",
-        "_static",
-        "_timers",
-        "table",
     )
 
-    def __init__(
-        self,
-        *,
-        static: StaticKeys,
-        index: IndexTable,
-        sender: Sender,
-        probes: Prober,
-        drops: DropCounters,
-        out: list[Datagram],
-        events: deque[TunnelEvent],
-        random: Callable[[int], bytes],
-        timers: Timers,
-    ) -> None:
-        self.table: ForwardingTable[PeerState] = ForwardingTable.empty()
-        self._static = static
-        self._index = index
-        self._sessions = index.sessions
+    def __init__(self, context: Context, *, sender: Sender, probes: Prober) -> None:
+        self._context = context
+        # Bound once: the hot path reaches them without a hop through the context.
+        self._sessions = context.index.sessions
+        self._drops = context.drops
+        self._out = context.out
+        self._keepalive_timeout = context.timers.keepalive_timeout
         self._sender = sender
         self._probes = probes
-        self._drops = drops
-        self._out = out
-        self._events = events
-        self._random = random
-        self._timers = timers
-        self._keepalive_timeout = timers.keepalive_timeout
-        self._mac1_key = cookie.mac1_key(static.public)
-        self._cookies = cookie.CookieGenerator(static.public, random)
+        self._mac1_key = cookie.mac1_key(context.static.public)
+        self._cookies = cookie.CookieGenerator(context.static.public, context.random)
         self._limiter = SourceRateLimiter()
         self._load = LoadMeter()
         self._sources: dict[str, bytes] = {}
@@ -172,8 +147,7 @@ class Receiver:
             return -1
         window.accept(counter)
         peer = session.peer
-        peer.last_received = now
-        peer.unanswered_since = None
+        _data_authenticated(peer, now)
         if session is not peer.current and session is peer.next:
             self._confirm(peer, session, now)
         if addr != peer.endpoint:
@@ -189,28 +163,25 @@ class Receiver:
                 return -1
             self._drops.add(_NOT_IP)
             return -1
-        if self.table.routes.lookup(parsed[1]) is not peer:
+        route = self._context.table.owner(parsed[1])
+        if route is None or route.peer is not peer:
             self._drops.add(_BAD_INNER_SOURCE)
             return -1
-        peer.rx_packets += 1
-        peer.rx_bytes += n
-        if peer.keepalive_at is None:
-            peer.keepalive_at = now + self._keepalive_timeout
+        _data_received(peer, now, n, self._keepalive_timeout)
         return n
 
     def _confirm(self, peer: PeerState, session: Session, now: float) -> None:
         """The first data packet on the responder's next session: it becomes current."""
-        self._index.remove_sessions(peer.confirm(session))
-        peer.handshakes += 1
-        peer.last_handshake = now
-        self._events.append(HandshakeCompleted(peer.name, Role.RESPONDER))
+        self._context.index.remove_sessions(peer.confirm(session))
+        timers.handshake_complete(peer, now)
+        self._context.events.append(HandshakeCompleted(peer.name, Role.RESPONDER))
         self._sender.flush(peer, now, keepalive=False)
 
     def _roam(self, peer: PeerState, addr: Sockaddr) -> None:
         endpoint = (addr[0], addr[1])
         if endpoint != peer.endpoint:
             peer.endpoint = endpoint
-            self._events.append(EndpointChanged(peer.name, endpoint))
+            self._context.events.append(EndpointChanged(peer.name, endpoint))
 
     # -- handshake messages --------------------------------------------------------------
 
@@ -224,7 +195,7 @@ class Receiver:
                 self._response(message, addr, now)
             elif kind == wire.TYPE_COOKIE_REPLY:
                 self._cookie_reply(message, now)
-            else:  # pragma: no cover - unpack_data takes every well-formed data packet
+            else:  # pragma: no cover - the data fast check takes every well-formed data packet
                 self._drops.add(_MALFORMED)
         except wire.MalformedPacket:
             self._drops.add(_MALFORMED)
@@ -272,11 +243,12 @@ class Receiver:
                 self._drops.add(_RATELIMITED)
                 return
         # Step 4.
-        consumed = handshake.consume_initiation(self._static, initiation)
+        context = self._context
+        consumed = handshake.consume_initiation(context.static, initiation)
         if consumed is None:
             self._drops.add(_DECRYPT_FAILED)
             return
-        peer = self.table.by_key.get(consumed.peer_public)
+        peer = context.table.by_key.get(consumed.peer_public)
         if peer is None:
             self._drops.add(_UNKNOWN_PEER)
             return
@@ -289,10 +261,10 @@ class Receiver:
             return
         # Step 5: respond; the session waits as next until I's first data packet.
         peer.last_timestamp = consumed.timestamp
-        peer.last_initiation_at = now
-        index = self._index.allocate()
+        timers.initiation_accepted(peer, now)
+        index = context.index.allocate()
         response, keys = handshake.create_response(
-            self._static, consumed, index, self._random(_EPHEMERAL_LEN), peer.fresh_cookie(now)
+            context.static, consumed, index, context.random(_EPHEMERAL_LEN), peer.fresh_cookie(now)
         )
         session = Session(
             index=index,
@@ -302,18 +274,19 @@ class Receiver:
             recv_key=keys.recv,
             role=Role.RESPONDER,
             created=now,
-            timers=self._timers,
+            timers=context.timers,
         )
-        self._index.remove_sessions(peer.install_responded(session))
-        self._index.add_session(session)
-        peer.last_received = now
+        context.index.remove_sessions(peer.install_responded(session))
+        context.index.add_session(session)
+        timers.handshake_received(peer, now)
         self._roam(peer, addr)
         self._out.append((response, addr))
-        peer.last_sent = now
+        timers.handshake_sent(peer, now)
 
     def _response(self, message: bytes, addr: Sockaddr, now: float) -> None:
         response = wire.decode_response(message)
-        peer = self._index.pending.get(response.receiver_index)
+        context = self._context
+        peer = context.index.pending.get(response.receiver_index)
         pending = peer.pending if peer is not None else None
         if peer is None or pending is None:
             self._drops.add(_UNKNOWN_PEER)
@@ -322,7 +295,7 @@ class Receiver:
             self._drops.add(_MALFORMED)
             return
         self._load.record(now)
-        keys = handshake.consume_response(self._static, pending.initiator, response)
+        keys = handshake.consume_response(context.static, pending.initiator, response)
         if keys is None:
             self._drops.add(_DECRYPT_FAILED)
             return
@@ -334,22 +307,21 @@ class Receiver:
             recv_key=keys.recv,
             role=Role.INITIATOR,
             created=now,
-            timers=self._timers,
+            timers=context.timers,
         )
         peer.step(HandshakeInput.RESPONSE)
-        self._index.remove_sessions(peer.install_initiated(session))
-        self._index.add_session(session)  # takes the index over from the pending handshake
-        peer.handshakes += 1
-        peer.last_handshake = now
-        peer.last_received = now
-        self._events.append(HandshakeCompleted(peer.name, Role.INITIATOR))
+        context.index.remove_sessions(peer.install_initiated(session))
+        context.index.add_session(session)  # takes the index over from the pending handshake
+        timers.handshake_complete(peer, now)
+        timers.handshake_received(peer, now)
+        context.events.append(HandshakeCompleted(peer.name, Role.INITIATOR))
         self._roam(peer, addr)
         # Queued packets, or a keepalive, so the responder can confirm the session.
         self._sender.flush(peer, now, keepalive=True)
 
     def _cookie_reply(self, message: bytes, now: float) -> None:
         reply = wire.decode_cookie_reply(message)
-        peer = self._index.pending.get(reply.receiver_index)
+        peer = self._context.index.pending.get(reply.receiver_index)
         pending = peer.pending if peer is not None else None
         if peer is None or pending is None:
             self._drops.add(_UNKNOWN_PEER)

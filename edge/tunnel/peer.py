@@ -36,6 +36,7 @@ from typing import Final
 from edge.tunnel.cookie import COOKIE_LIFETIME
 from edge.tunnel.handshake import InitiatorState
 from edge.tunnel.session import Session
+from isthmus.endpoint import format_sockaddr
 from isthmus.keys import PublicKey
 from isthmus.routemap import EdgeEntry
 
@@ -71,11 +72,6 @@ TRANSITIONS: Final[dict[tuple[HandshakeState, HandshakeInput], HandshakeState]] 
     (_INITIATED, HandshakeInput.GIVE_UP): _IDLE,
     (_INITIATED, HandshakeInput.RESET): _IDLE,
 }
-
-
-def next_state(state: HandshakeState, event: HandshakeInput) -> HandshakeState | None:
-    """The state after `event` in `state`, or None when the machine refuses it."""
-    return TRANSITIONS.get((state, event))
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,15 +251,9 @@ class PeerState:
         return None
 
     def endpoint_text(self) -> str | None:
-        return format_sockaddr(self.endpoint) if self.endpoint is not None else None
+        return format_sockaddr(*self.endpoint) if self.endpoint is not None else None
 
 
 def advertised_endpoint(entry: EdgeEntry) -> Sockaddr | None:
     """The map's first endpoint of `entry` as (host, port), or None."""
     return entry.endpoints[0].sockaddr() if entry.endpoints else None
-
-
-def format_sockaddr(addr: Sockaddr) -> str:
-    """ "ip:port", or "[ipv6]:port"."""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

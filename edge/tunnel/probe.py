@@ -32,13 +32,14 @@ Rules:
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
-from edge.tunnel.drops import DropCounters, DropReason
-from edge.tunnel.events import ProbeAnswered, TunnelEvent
+from edge.tunnel import timers
+from edge.tunnel.context import Context
+from edge.tunnel.drops import DropReason
+from edge.tunnel.events import ProbeAnswered
 from edge.tunnel.inside import Sender
 from edge.tunnel.peer import PeerState
 
@@ -147,22 +148,11 @@ class PendingProbes:
 class Prober:
     """The probe half of a Tunnel: sends requests, answers them, matches replies."""
 
-    __slots__ = ("_drops", "_events", "_pending", "_random", "_self_name", "_sender")
+    __slots__ = ("_context", "_pending", "_sender")
 
-    def __init__(
-        self,
-        *,
-        self_name: str,
-        sender: Sender,
-        drops: DropCounters,
-        events: deque[TunnelEvent],
-        random: Callable[[int], bytes],
-    ) -> None:
-        self._self_name = self_name
+    def __init__(self, context: Context, *, sender: Sender) -> None:
+        self._context = context
         self._sender = sender
-        self._drops = drops
-        self._events = events
-        self._random = random
         self._pending = PendingProbes()
 
     def request(self, name: str, peer: PeerState | None, now: float) -> bytes:
@@ -173,15 +163,15 @@ class Prober:
             ProbeError: `name` is this edge, not a peer, or has no endpoint.
         """
         if peer is None:
-            if name == self._self_name:
+            if name == self._context.self_name:
                 raise ProbeError(f"{name!r} is this edge")
             raise ProbeError(f"no peer named {name!r}: not in the map, or its key is unusable")
         if peer.endpoint is None:
             raise ProbeError(f"edge {name!r} has no endpoint: none advertised, none learned")
-        probe_id = self._random(ID_LEN)
+        probe_id = self._context.random(ID_LEN)
         queued = self._send(peer, encode(Probe(ProbeKind.REQUEST, probe_id)), now)
-        if not queued and peer.unanswered_since is None:
-            peer.unanswered_since = now  # like data: no answer at all finds a dead session
+        if not queued:
+            timers.probe_sent(peer, now)
         self._pending.add(probe_id, InFlight(peer.name, now, queued))
         return probe_id
 
@@ -189,7 +179,7 @@ class Prober:
         """Seal `plaintext` in the peer's current session, or queue it and start a
         handshake (as data); True when queued."""
         if peer.enqueue(plaintext):
-            self._drops.add(_NO_SESSION)
+            self._context.drops.add(_NO_SESSION)
         session = peer.current
         if session is not None and peer.endpoint is not None and session.can_send(now):
             self._sender.flush(peer, now, keepalive=False)
@@ -204,7 +194,7 @@ class Prober:
         try:
             probe = decode(plaintext)
         except MalformedProbe:
-            self._drops.add(_BAD_PROBE)
+            self._context.drops.add(_BAD_PROBE)
             return
         if probe.kind is ProbeKind.REQUEST:
             peer.rx_packets += 1
@@ -213,11 +203,11 @@ class Prober:
             return
         sent = self._pending.take(probe.probe_id, peer.name, now)
         if sent is None or peer.endpoint is None:
-            self._drops.add(_BAD_PROBE)
+            self._context.drops.add(_BAD_PROBE)
             return
         peer.rx_packets += 1
         peer.rx_bytes += PROBE_LEN
-        self._events.append(
+        self._context.events.append(
             ProbeAnswered(
                 peer=peer.name,
                 probe_id=probe.probe_id,

@@ -20,13 +20,19 @@ Rules:
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from edge.tunnel.replay import ReplayWindow
 from edge.tunnel.timers import Timers
 
 if TYPE_CHECKING:
     from edge.tunnel.peer import PeerState
+
+
+# `Session.sending` verdicts (ints: the hot path compares them once per packet).
+REFUSED: Final = 0
+SEND: Final = 1
+REKEY: Final = 2
 
 
 class Role(enum.Enum):
@@ -91,20 +97,36 @@ class Session:
             f"created={self.created}, sent={self.send_counter}, confirmed={self.confirmed})"
         )
 
-    def can_send(self, now: float) -> bool:
-        """True while younger than REJECT_AFTER_TIME and below REJECT_AFTER_MESSAGES."""
-        return now < self.reject_at and self.send_counter < self.reject_messages
+    def sending(self, now: float, count: int = 1) -> int:
+        """What sending `count` more messages now is: REFUSED (at or past REJECT_AFTER_TIME,
+        or past REJECT_AFTER_MESSAGES), REKEY (allowed, and the rekey rules of the module
+        want a new handshake) or SEND. The one statement of both rules: the data path asks
+        it once per packet (or run); `can_send` and `needs_rekey` read it."""
+        counter = self.send_counter + count
+        if now >= self.reject_at or counter > self.reject_messages:
+            return REFUSED
+        if now >= self.rekey_at or counter > self.rekey_messages:
+            return REKEY
+        return SEND
+
+    def can_send(self, now: float, count: int = 1) -> bool:
+        """True while younger than REJECT_AFTER_TIME and `count` more messages stay below
+        REJECT_AFTER_MESSAGES. The data path seals exactly when this says so."""
+        return self.sending(now, count) != REFUSED
 
     def expired(self, now: float) -> bool:
         """True from REJECT_AFTER_TIME on: nothing may be sent or received on it."""
         return now >= self.reject_at
 
-    def needs_rekey(self, now: float) -> bool:
-        """True when sending on it should start a new handshake (see the module rules)."""
-        return now >= self.rekey_at or self.send_counter >= self.rekey_messages
+    def needs_rekey(self, now: float, count: int = 1) -> bool:
+        """True when `count` more messages may be sent on it and sending them should start a
+        new handshake (see the module rules): asked before they are sent, as the data path
+        does."""
+        return self.sending(now, count) == REKEY
 
-    def next_counter(self) -> int:
-        """The counter for the next sealed message; the caller checked `can_send`."""
+    def next_counter(self, count: int = 1) -> int:
+        """The counter for the next of `count` sealed messages (they take it and the
+        `count - 1` after it); the caller checked `can_send(now, count)`."""
         counter = self.send_counter
-        self.send_counter = counter + 1
+        self.send_counter = counter + count
         return counter

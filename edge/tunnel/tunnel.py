@@ -22,16 +22,16 @@ Map rules (docs/protocol.md "Roaming, revocation"):
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from edge.tunnel.drops import DropCounters, DropReason
+from edge.tunnel import timers as timers_
+from edge.tunnel.context import Context
+from edge.tunnel.drops import DropReason
 from edge.tunnel.events import SessionExpired, TunnelEvent
 from edge.tunnel.forwarding import ForwardingTable, Identity
 from edge.tunnel.handshake import StaticKeys
-from edge.tunnel.index import IndexTable
-from edge.tunnel.inside import Buffer, Datagram, Sender
+from edge.tunnel.inside import Buffer, Sender
 from edge.tunnel.outside import Receiver
 from edge.tunnel.peer import HandshakeInput, PeerState, Sockaddr, advertised_endpoint
 from edge.tunnel.probe import Prober
@@ -55,25 +55,16 @@ class PeerView:
     last_handshake: float | None
 
 
-def _last_sent(peer: PeerState) -> float:
-    return peer.last_sent if peer.last_sent is not None else peer.created
-
-
 class Tunnel:
     """The core of one edge. Not thread-safe: one caller drives it."""
 
     __slots__ = (
-        "_drops",
-        "_events",
+        "_context",
         "_greeted",
         "_identity",
-        "_index",
-        "_out",
         "_prober",
         "_receiver",
         "_sender",
-        "_table",
-        "_timers",
         "_unanswered_timeout",
     )
 
@@ -91,43 +82,18 @@ class Tunnel:
         clock in seconds. `greet`: on the first map with peers, handshake with all of them
         at once (a process start: peers move off our previous process's sessions now)."""
         self._identity = identity
-        self._timers = timers
-        self._unanswered_timeout = timers.keepalive_timeout + timers.rekey_timeout
+        self._unanswered_timeout = timers_.unanswered_timeout(timers)
         self._greeted = not greet
-        self._table: ForwardingTable[PeerState] = ForwardingTable.empty()
-        self._index = IndexTable(random)
-        self._drops = DropCounters()
-        self._out: list[Datagram] = []
-        self._events: deque[TunnelEvent] = deque()
-        static = StaticKeys(identity.private_key, identity.public_key.raw)
-        self._sender = Sender(
-            static=static,
-            index=self._index,
-            drops=self._drops,
-            out=self._out,
-            events=self._events,
+        self._context = Context(
+            self_name=identity.name,
+            static=StaticKeys(identity.private_key, identity.public_key.raw),
             random=random,
             wall_clock=wall_clock,
             timers=timers,
         )
-        self._prober = Prober(
-            self_name=identity.name,
-            sender=self._sender,
-            drops=self._drops,
-            events=self._events,
-            random=random,
-        )
-        self._receiver = Receiver(
-            static=static,
-            index=self._index,
-            sender=self._sender,
-            probes=self._prober,
-            drops=self._drops,
-            out=self._out,
-            events=self._events,
-            random=random,
-            timers=timers,
-        )
+        self._sender = Sender(self._context)
+        self._prober = Prober(self._context, sender=self._sender)
+        self._receiver = Receiver(self._context, sender=self._sender, probes=self._prober)
 
     @property
     def identity(self) -> Identity:
@@ -135,12 +101,18 @@ class Tunnel:
 
     @property
     def timers(self) -> Timers:
-        return self._timers
+        return self._context.timers
+
+    @property
+    def forwarding(self) -> ForwardingTable[PeerState]:
+        """The forwarding table of the map in use (read-only): `owner` is the rule this
+        tunnel forwards by, for `isthmus ping` and `isthmus explain` to ask."""
+        return self._context.table
 
     @property
     def map_version(self) -> int:
         """The version of the map in use; 0 before any map."""
-        return self._table.version
+        return self._context.table.version
 
     # -- the map -------------------------------------------------------------------------
 
@@ -150,7 +122,7 @@ class Tunnel:
         Raises:
             MapError: the map breaks a map rule; the previous map stays in use.
         """
-        old = {(p.name, p.public_key.raw): p for p in self._table.peers}
+        old = {(p.name, p.public_key.raw): p for p in self._context.table.peers}
         kept: dict[PeerState, EdgeEntry] = {}
 
         def make_peer(entry: EdgeEntry) -> PeerState:
@@ -162,7 +134,7 @@ class Tunnel:
 
         table = ForwardingTable.build(self._identity, route_map, make_peer)
         rekey: set[str] = set()
-        for peer in self._table.peers:
+        for peer in self._context.table.peers:
             if peer not in kept:
                 if peer.sessions():
                     rekey.add(peer.name)
@@ -172,7 +144,7 @@ class Tunnel:
             if advertised != peer.advertised:
                 peer.advertised = peer.endpoint = advertised
             peer.entry = entry
-        self._table = self._sender.table = self._receiver.table = table
+        self._context.table = table
         for peer in table.peers:
             if peer.name in rekey and peer not in kept:
                 self._sender.start(peer, now)
@@ -186,12 +158,13 @@ class Tunnel:
                     self._sender.start(peer, now)
 
     def _forget(self, peer: PeerState) -> None:
-        self._index.remove_sessions(peer.drop_sessions())
+        index = self._context.index
+        index.remove_sessions(peer.drop_sessions())
         if peer.pending is not None:
-            self._index.remove_pending(peer.pending.initiator.sender_index)
+            index.remove_pending(peer.pending.initiator.sender_index)
         peer.step(HandshakeInput.RESET)
         if peer.queue:
-            self._drops.add(DropReason.NO_SESSION, len(peer.queue))
+            self._context.drops.add(DropReason.NO_SESSION, len(peer.queue))
             peer.queue.clear()
 
     # -- the data path -------------------------------------------------------------------
@@ -236,13 +209,13 @@ class Tunnel:
         current session, or waits for a handshake started now; the answer is a
         ProbeAnswered event. Raises ProbeError: `edge` is us, not a peer, or has no
         endpoint."""
-        peer = next((p for p in self._table.peers if p.name == edge), None)
+        peer = next((p for p in self._context.table.peers if p.name == edge), None)
         return self._prober.request(edge, peer, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
         """Drain the side output: handshake messages, cookie replies, keepalives, flushed
         queues, in the order they were made."""
-        out = self._out
+        out = self._context.out
         if not out:
             return []
         result = list(out)
@@ -254,65 +227,57 @@ class Tunnel:
     def get_timer(self) -> float | None:
         """The earliest deadline (handshake retry, keepalive, session expiry), or None."""
         deadline: float | None = None
-        for peer in self._table.peers:
-            for due in self._deadlines(peer):
+        constants = self._context.timers
+        for peer in self._context.table.peers:
+            for due in timers_.deadlines(peer, constants):
                 if deadline is None or due < deadline:
                     deadline = due
         return deadline
 
-    def _deadlines(self, peer: PeerState) -> list[float]:
-        due = [s.reject_at for s in peer.sessions()]
-        if peer.pending is not None:
-            due.append(peer.pending.retry_at)
-        if peer.keepalive_at is not None:
-            due.append(peer.keepalive_at)
-        if peer.unanswered_since is not None:
-            due.append(peer.unanswered_since + self._unanswered_timeout)
-        persistent = self._timers.persistent_keepalive
-        if persistent and peer.endpoint is not None:
-            due.append(_last_sent(peer) + persistent)
-        return due
-
     def handle_timer(self, now: float) -> None:
         """Fire everything due at `now`; nothing happens for a deadline not yet reached."""
+        context = self._context
         sender = self._sender
-        persistent = self._timers.persistent_keepalive
-        for peer in self._table.peers:
+        persistent = context.timers.persistent_keepalive
+        for peer in context.table.peers:
             pending = peer.pending
             if pending is not None and now >= pending.retry_at:
                 sender.retry(peer, now)
             erased, current_expired = peer.expire(now)
             if erased:
-                self._index.remove_sessions(erased)
+                context.index.remove_sessions(erased)
                 if current_expired:
-                    self._events.append(SessionExpired(peer.name))
+                    context.events.append(SessionExpired(peer.name))
             unanswered = peer.unanswered_since
             if unanswered is not None and now >= unanswered + self._unanswered_timeout:
-                peer.unanswered_since = None
+                timers_.unanswered_fired(peer)
                 sender.start(peer, now)
             if peer.keepalive_at is not None and now >= peer.keepalive_at:
-                peer.keepalive_at = None
+                timers_.keepalive_fired(peer)
                 sender.keepalive(peer, now)
-            if persistent and peer.endpoint is not None and now >= _last_sent(peer) + persistent:
+            if (
+                persistent
+                and peer.endpoint is not None
+                and now >= timers_.last_sent(peer) + persistent
+            ):
                 if not sender.keepalive(peer, now):
                     sender.start(peer, now)
-                # Also when nothing could be sent (a handshake in flight): the next
-                # persistent keepalive is a full period away either way.
-                peer.last_sent = now
+                timers_.persistent_keepalive_fired(peer, now)
 
     # -- events, counters, views ----------------------------------------------------------
 
     def next_event(self) -> TunnelEvent | None:
         """The oldest event not yet taken, or None."""
-        return self._events.popleft() if self._events else None
+        events = self._context.events
+        return events.popleft() if events else None
 
     def count_drop(self, reason: DropReason) -> None:
         """Count a drop the shell saw (send_failed)."""
-        self._drops.add(reason)
+        self._context.drops.add(reason)
 
     def drops(self) -> dict[str, int]:
         """Every DropReason value -> count; all keys always present."""
-        return self._drops.snapshot()
+        return self._context.drops.snapshot()
 
     def peers(self, now: float) -> list[PeerView]:
         """Every peer of the current map, by name."""
@@ -329,5 +294,5 @@ class Tunnel:
                 handshakes=p.handshakes,
                 last_handshake=p.last_handshake,
             )
-            for p in self._table.peers
+            for p in self._context.table.peers
         ]

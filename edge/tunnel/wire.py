@@ -26,14 +26,18 @@ input as hostile and raises exactly one exception type, `MalformedPacket`, for e
 datagram that does not fit the layout. Encoding a field of the wrong size or an integer
 out of range is a caller bug and raises `ValueError`.
 
-`pack_data`/`unpack_data` are the hot-path forms (no dataclass); `encode_data` and
-`decode_data` wrap them, so the layout is defined once.
+The layout is defined here once: `DATA_HEADER` and `DATA_NONCE` are the Structs the hot
+path (edge.tunnel.inside/outside/crypto) packs and unpacks in place, and `OVERHEAD` is the
+one statement of what a data datagram adds to its packet; no other module re-declares them.
+`pack_data`/`unpack_data` are the allocating forms of the same Struct; `encode_data` and
+`decode_data` wrap them.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 TYPE_INITIATION = 1
 TYPE_RESPONSE = 2
@@ -102,13 +106,16 @@ _PREFIX = struct.Struct("<I")  # type || reserved: equals the type when reserved
 _INITIATION = struct.Struct(f"<II{KEY_LEN}s{ENC_STATIC_LEN}s{ENC_TIMESTAMP_LEN}s16s16s")
 _RESPONSE = struct.Struct(f"<III{KEY_LEN}s{ENC_EMPTY_LEN}s16s16s")
 _COOKIE_REPLY = struct.Struct(f"<II{NONCE_LEN}s{ENC_COOKIE_LEN}s")
-_DATA_HEADER = struct.Struct("<IIQ")
-_NONCE = struct.Struct("<Q16x")  # the data nonce: counter (8, LE) || 16 zero bytes
+# The data header (type || reserved as one uint32, receiver index, counter): the hot path
+# packs and unpacks it in place through this Struct.
+DATA_HEADER: Final = struct.Struct("<IIQ")
+# The data nonce: counter (8, LE) || 16 zero bytes; crypto packs it in place.
+DATA_NONCE: Final = struct.Struct("<Q16x")
 assert _INITIATION.size == INITIATION_LEN
 assert _RESPONSE.size == RESPONSE_LEN
 assert _COOKIE_REPLY.size == COOKIE_REPLY_LEN
-assert _DATA_HEADER.size == DATA_HEADER_LEN
-assert _NONCE.size == NONCE_LEN
+assert DATA_HEADER.size == DATA_HEADER_LEN
+assert DATA_NONCE.size == NONCE_LEN
 
 # type -> (smallest, largest) datagram size.
 _SIZES = {
@@ -307,7 +314,7 @@ def pack_data(receiver_index: int, counter: int, box: bytes) -> bytes:
     if not BOX_TAG_LEN <= len(box) <= MAX_PLAINTEXT + BOX_TAG_LEN:
         raise ValueError(f"a box is {BOX_TAG_LEN}-{MAX_PLAINTEXT + BOX_TAG_LEN} bytes")
     try:
-        return _DATA_HEADER.pack(TYPE_DATA, receiver_index, counter) + box
+        return DATA_HEADER.pack(TYPE_DATA, receiver_index, counter) + box
     except struct.error:
         raise ValueError(
             f"receiver index {receiver_index} or counter {counter} is out of range"
@@ -326,7 +333,7 @@ def unpack_data(datagram: Buffer) -> tuple[int, int, memoryview]:
     view = _flat(datagram)
     if not DATA_MIN_LEN <= len(view) <= MAX_DATAGRAM or view[:PREFIX_LEN] != _DATA_PREFIX:
         _expect(view, TYPE_DATA)  # raises, with the reason
-    _, receiver, counter = _DATA_HEADER.unpack_from(view)
+    _, receiver, counter = DATA_HEADER.unpack_from(view)
     return receiver, counter, view[DATA_BOX_OFFSET:]
 
 
@@ -347,6 +354,6 @@ def data_nonce(counter: int) -> bytes:
         ValueError: the counter is not a uint64 (a caller bug).
     """
     try:
-        return _NONCE.pack(counter)
+        return DATA_NONCE.pack(counter)
     except struct.error:
         raise ValueError(f"counter {counter} is not a uint64") from None

@@ -50,9 +50,14 @@ class Endpoint:
         return (str(self.ip), self.port)
 
     def __str__(self) -> str:
-        if self.ip.version == 6:
-            return f"[{self.ip}]:{self.port}"
-        return f"{self.ip}:{self.port}"
+        return format_sockaddr(self.ip, self.port)
+
+
+def format_sockaddr(host: str | IPAddress, port: int) -> str:
+    """The one text form of an endpoint: "ip:port", or "[ipv6]:port" (an IPv6 host is the
+    one with a colon)."""
+    text = str(host)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
 
 
 def _zero_port(ip: IPAddress) -> Endpoint:

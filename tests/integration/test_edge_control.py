@@ -29,7 +29,8 @@ from nacl.bindings import crypto_box_seed_keypair
 from controller.__main__ import ControllerServer
 from controller.config import ControllerConfig, parse
 from edge.applier import MapApplier
-from edge.control import Backoff, ControlLoop
+from edge.control import ControlLoop
+from edge.dialer import Backoff
 from edge.testing import FakeForwarding, FakeRouteTable, MemoryMapStore
 from edge.tunnel import Identity, Tunnel
 from isthmus.convert import Registration

@@ -20,8 +20,9 @@ import pytest
 from nacl.bindings import crypto_box_seed_keypair
 
 from edge.admin import AdminError, AdminServer, EdgeStatus
-from edge.control import Backoff, ControllerView
+from edge.control import ControllerView
 from edge.dataplane import Dataplane
+from edge.dialer import Backoff
 from edge.mapcache import MapCache
 from edge.status import fetch, render
 from edge.testing import FakeDatagramSocket, FakeRouteTable, FakeTun

@@ -27,7 +27,8 @@ import grpc
 from nacl.bindings import crypto_box_seed_keypair
 
 from edge.applier import MapApplier
-from edge.control import Backoff, ControlLoop
+from edge.control import ControlLoop
+from edge.dialer import Backoff
 from edge.testing import FakeForwarding, FakeRouteTable, MemoryMapStore
 from edge.tunnel import Identity, Tunnel
 from isthmus.auth import AUTH_METADATA, Authenticator, AuthError, ChallengeBook

@@ -18,8 +18,18 @@ counters = st.integers(0, 2**64 - 1)
 
 Seal = Callable[[bytes, int, bytes], bytes]
 Open = Callable[[bytes, int, bytes | bytearray | memoryview], bytes | None]
+
+
+def open_in_place(key: bytes, counter: int, box: bytes | bytearray | memoryview) -> bytes | None:
+    """The data path's open (`crypto.open_in_place`, what `Receiver` runs) on a copy of
+    `box`: its plaintext, or None."""
+    buf = bytearray(box)
+    n = crypto.open_in_place(key, counter, buf, 0, len(buf))
+    return None if n < 0 else bytes(buf[wire.BOX_TAG_LEN : wire.BOX_TAG_LEN + n])
+
+
 IMPLEMENTATIONS: list[tuple[Seal, Open]] = [
-    (crypto.seal, crypto.open_),
+    (crypto.seal, open_in_place),
     (crypto.seal_portable, crypto.open_portable),
 ]
 IDS = ["default", "portable"]
@@ -43,7 +53,7 @@ def test_round_trip(seal: Seal, open_: Open, size: int) -> None:
 def test_implementations_agree(plaintext: bytes, counter: int) -> None:
     box = crypto.seal(KEY, counter, plaintext)
     assert box == crypto.seal_portable(KEY, counter, plaintext)
-    assert crypto.open_(KEY, counter, box) == crypto.open_portable(KEY, counter, box) == plaintext
+    assert open_in_place(KEY, counter, box) == crypto.open_portable(KEY, counter, box) == plaintext
 
 
 @given(st.binary(max_size=2000), counters)
@@ -95,3 +105,31 @@ def test_seal_takes_any_byte_buffer() -> None:
     box = crypto.seal(KEY, 9, b"payload")
     assert crypto.seal(KEY, 9, memoryview(b"--payload")[2:]) == box
     assert crypto.seal_portable(KEY, 9, bytearray(b"payload")) == box
+
+
+@pytest.mark.parametrize("sizes", [[0], [1], [64], [1400], [1400, 1400, 700], [0, 1, 1400, 5]])
+@pytest.mark.parametrize("counter", [0, 7, 2**64 - 8])
+def test_in_place_portable_forms_agree_with_the_fast_path(sizes: list[int], counter: int) -> None:
+    # The portable in-place forms are what seal_in_place & co. are when PyNaCl's private
+    # handle is missing: byte for byte the same datagrams, in the same buffer positions.
+    stride = wire.BOX_TAG_LEN + max(sizes) + 3
+    at = 5
+    plain = bytearray(random.Random(len(sizes)).randbytes(at + stride * len(sizes)))
+    fast, portable = bytearray(plain), bytearray(plain)
+    crypto.seal_run_in_place(KEY, counter, fast, at, stride, sizes)
+    crypto.seal_run_in_place_portable(KEY, counter, portable, at, stride, sizes)
+    assert fast == portable
+    fast, portable = bytearray(plain), bytearray(plain)
+    crypto.seal_in_place(KEY, counter, fast, at, sizes[0])
+    crypto.seal_in_place_portable(KEY, counter, portable, at, sizes[0])
+    assert fast == portable
+    box = bytes(fast[at : at + wire.BOX_TAG_LEN + sizes[0]])
+    assert box == crypto.seal_portable(KEY, counter, plain[at + 16 : at + 16 + sizes[0]])
+    for open_at in (crypto.open_in_place, crypto.open_in_place_portable):
+        buf = bytearray(b"..." + box + b"..")
+        assert open_at(KEY, counter, buf, 3, len(box)) == sizes[0]
+        assert buf[3 + wire.BOX_TAG_LEN : 3 + len(box)] == plain[at + 16 : at + 16 + sizes[0]]
+        assert open_at(OTHER, counter, bytearray(buf), 3, len(box)) == -1
+        tampered = bytearray(b"..." + box + b"..")
+        tampered[3] ^= 1
+        assert open_at(KEY, counter, tampered, 3, len(box)) == -1

@@ -17,11 +17,13 @@ import struct
 import pytest
 from nacl.bindings import crypto_box_seed_keypair
 
-from edge import offload
+from edge import offload, segment
+from edge import vnet as vnet_header
 from edge.dataplane import Dataplane, DataplaneStats
-from edge.offload import F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, TCP_ACK, VNET_HDR_LEN
+from edge.offload import TCP_ACK
 from edge.testing import FakeDatagramSocket, FakeTun
 from edge.tunnel import Identity, Tunnel
+from edge.vnet import F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
@@ -106,12 +108,12 @@ def handshake(a: Edge, b: Edge) -> tuple[Edge, Edge]:
     return a, b
 
 
-def wrap(packet: bytes, header: offload.VnetHeader = offload.NO_OFFLOAD) -> bytes:
-    return offload.encode_vnet(header) + packet
+def wrap(packet: bytes, header: vnet_header.VnetHeader = vnet_header.NO_OFFLOAD) -> bytes:
+    return vnet_header.encode_vnet(header) + packet
 
 
 def unwrap(write: bytes) -> bytes:
-    assert offload.decode_vnet(write) == offload.NO_OFFLOAD
+    assert vnet_header.decode_vnet(write) == vnet_header.NO_OFFLOAD
     return write[VNET_HDR_LEN:]
 
 
@@ -140,7 +142,7 @@ def test_a_super_packet_leaves_as_mtu_sized_segments_each_sealed(version: int) -
     hlen = (20 if version == 4 else 40) + 32
     gso_type = GSO_TCPV4 if version == 4 else GSO_TCPV6
     # What the kernel hands over: the checksum is left partial (NEEDS_CSUM).
-    header = offload.VnetHeader(F_NEEDS_CSUM, gso_type, hlen, 1420 - hlen, hlen - 32, 16)
+    header = vnet_header.VnetHeader(F_NEEDS_CSUM, gso_type, hlen, 1420 - hlen, hlen - 32, 16)
     a.tun.inbound.append(wrap(big, header))
     a.dp.on_tun_readable()
     sent = [d for d, addr in a.udp.sent]
@@ -158,7 +160,7 @@ def test_a_super_packet_leaves_as_mtu_sized_segments_each_sealed(version: int) -
 def test_segments_never_exceed_the_tun_mtu_whatever_gso_size_says() -> None:
     a, b = connected(True, True, mtu=1000)
     payload = os.urandom(9000)
-    header = offload.VnetHeader(F_NEEDS_CSUM, GSO_TCPV4, 52, 1400, 20, 16)
+    header = vnet_header.VnetHeader(F_NEEDS_CSUM, GSO_TCPV4, 52, 1400, 20, 16)
     a.tun.inbound.append(wrap(super_packet(payload), header))
     a.dp.on_tun_readable()
     segments = opened(b.core, [d for d, _ in a.udp.sent], A_ADDR)
@@ -173,7 +175,7 @@ def test_needs_csum_is_completed_before_sealing() -> None:
     broken = bytearray(packet)
     broken[36:38] = struct.pack("!H", offload.pseudo_sum(packet, 4, 6, len(packet) - 20))
     assert not tcp_ok(bytes(broken))
-    header = offload.VnetHeader(F_NEEDS_CSUM, GSO_NONE, 0, 0, 20, 16)
+    header = vnet_header.VnetHeader(F_NEEDS_CSUM, GSO_NONE, 0, 0, 20, 16)
     a.tun.inbound.append(wrap(bytes(broken), header))
     a.dp.on_tun_readable()
     [segment] = opened(b.core, [d for d, _ in a.udp.sent], A_ADDR)
@@ -182,9 +184,9 @@ def test_needs_csum_is_completed_before_sealing() -> None:
 
 def test_malformed_offload_requests_are_dropped_and_counted() -> None:
     a, _ = connected(True, True)
-    udp_gso = offload.VnetHeader(0, offload.GSO_UDP_L4, 28, 1000, 0, 0)
-    bad_csum = offload.VnetHeader(F_NEEDS_CSUM, GSO_NONE, 0, 0, 3050, 16)  # field cut off
-    v6_on_v4 = offload.VnetHeader(0, GSO_TCPV6, 52, 1000, 0, 0)
+    udp_gso = vnet_header.VnetHeader(0, vnet_header.GSO_UDP_L4, 28, 1000, 0, 0)
+    bad_csum = vnet_header.VnetHeader(F_NEEDS_CSUM, GSO_NONE, 0, 0, 3050, 16)  # field cut off
+    v6_on_v4 = vnet_header.VnetHeader(0, GSO_TCPV6, 52, 1000, 0, 0)
     packet = super_packet(b"y" * 3000)
     for header in (udp_gso, bad_csum, v6_on_v4):
         a.tun.inbound.append(wrap(packet, header))
@@ -233,7 +235,7 @@ def test_send_failures_of_a_run_count_every_datagram() -> None:
 def test_a_full_batch_of_super_packets_fits_the_tx_buffer() -> None:
     a, b = connected(True, True)
     payload = os.urandom(60000)
-    header = offload.VnetHeader(F_NEEDS_CSUM, GSO_TCPV4, 52, 1368, 20, 16)
+    header = vnet_header.VnetHeader(F_NEEDS_CSUM, GSO_TCPV4, 52, 1368, 20, 16)
     count = 12
     for i in range(count):
         a.tun.inbound.append(wrap(super_packet(payload, seq=1 + i * len(payload)), header))
@@ -274,14 +276,14 @@ def test_a_gro_run_is_split_and_every_datagram_checked(vnet: bool) -> None:
         return
     # in-order, equal-sized segments of one flow: one super-packet for the kernel
     [write] = b.tun.written
-    header = offload.decode_vnet(write)
+    header = vnet_header.decode_vnet(write)
     assert (header.flags, header.gso_type, header.gso_size) == (F_NEEDS_CSUM, GSO_TCPV4, 900)
     assert (header.hdr_len, header.csum_start, header.csum_offset) == (52, 20, 16)
     merged = bytearray(write[VNET_HDR_LEN:])
     offload.complete_checksum(merged, header.csum_start, header.csum_offset)
     assert tcp_ok(bytes(merged))
     out = bytearray(1 << 16)
-    stride, lengths = offload.segment_tcp(bytes(merged), GSO_TCPV4, 900, out, 0)
+    stride, lengths = segment.segment_tcp(bytes(merged), GSO_TCPV4, 900, out, 0)
     cut = [bytes(out[i * stride : i * stride + n]) for i, n in enumerate(lengths)]
     assert [c[52:] for c in cut] == [p[52:] for p in delivered]
     assert [c[24:28] for c in cut] == [p[24:28] for p in delivered]  # sequence numbers
@@ -304,7 +306,7 @@ def test_coalescing_keeps_flows_and_other_packets_apart() -> None:
         b.udp.inbound.append((out[0], A_ADDR))
     b.dp.on_udp_readable()
     writes = b.tun.written
-    kinds = [offload.decode_vnet(w).gso_type for w in writes]
+    kinds = [vnet_header.decode_vnet(w).gso_type for w in writes]
     # the ICMP packet is written at once; each TCP flow becomes one super-packet
     assert kinds == [GSO_NONE, GSO_TCPV4, GSO_TCPV4]
     assert writes[0][VNET_HDR_LEN:] == bytes(icmp)
@@ -335,10 +337,10 @@ def test_large_udp_merges_where_the_kernel_takes_it_small_udp_goes_at_once() -> 
         b.udp.inbound.append((out[0], A_ADDR))
     b.dp.on_udp_readable()
     writes = b.tun.written
-    assert [offload.decode_vnet(w).gso_type for w in writes] == [
+    assert [vnet_header.decode_vnet(w).gso_type for w in writes] == [
         GSO_NONE,
         GSO_NONE,
-        offload.GSO_UDP_L4,
+        vnet_header.GSO_UDP_L4,
     ]
     assert [w[VNET_HDR_LEN:] for w in writes[:2]] == small
     assert cut_udp(writes[2]) == big
@@ -356,4 +358,4 @@ def test_udp_is_written_as_it_came_by_default() -> None:
         assert out is not None
         b.udp.inbound.append((out[0], A_ADDR))
     b.dp.on_udp_readable()
-    assert b.tun.written == [offload.plain_vnet() + p for p in big]
+    assert b.tun.written == [vnet_header.plain_vnet() + p for p in big]

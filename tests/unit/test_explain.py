@@ -24,7 +24,7 @@ from edge.explain import (
 )
 from edge.status import render_explain
 from edge.testing import FakeRouteTable
-from edge.tunnel import Identity, PeerView, Tunnel
+from edge.tunnel import ForwardingTable, Identity, PeerView, Tunnel
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
@@ -84,6 +84,7 @@ def peer(name: str, **kw: Any) -> PeerView:
     return PeerView(**fields)
 
 
+SELF = Identity.from_private_key(EdgeName("vpc-a"), keys(1)[1])
 CONNECTED = ControllerView(("198.18.0.100:7000",), "198.18.0.100:7000", True, None, 3)
 
 
@@ -101,6 +102,8 @@ def tables(**kw: Any) -> Tables:
         "wall": WALL,
     }
     fields.update(kw)
+    if "forwarding" not in kw:  # the tunnel's table for the map asked about, as vpc-a
+        fields["forwarding"] = ForwardingTable.build(SELF, fields["route_map"], lambda e: e.name)
     return Tables(**fields)
 
 

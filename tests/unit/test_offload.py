@@ -13,19 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge import offload
-from edge.offload import (
+from edge import offload, segment, vnet
+from edge.coalesce import Coalescer
+from edge.offload import TCP_ACK, TCP_CWR, TCP_FIN, TCP_PSH, TCP_SYN
+from edge.vnet import (
     F_NEEDS_CSUM,
     GSO_NONE,
     GSO_TCPV4,
     GSO_TCPV6,
-    TCP_ACK,
-    TCP_CWR,
-    TCP_FIN,
-    TCP_PSH,
-    TCP_SYN,
     VNET_HDR_LEN,
-    Coalescer,
     OffloadError,
     VnetHeader,
 )
@@ -123,7 +119,7 @@ def tcp_packet(
 
 def segments_of(super_packet: bytes, gso_type: int, gso_size: int, gap: int = 32) -> list[bytes]:
     out = bytearray(2 * 65536)
-    stride, lengths = offload.segment_tcp(super_packet, gso_type, gso_size, out, 5, gap)
+    stride, lengths = segment.segment_tcp(super_packet, gso_type, gso_size, out, 5, gap)
     return [
         bytes(out[5 + gap + i * stride : 5 + gap + i * stride + n]) for i, n in enumerate(lengths)
     ]
@@ -134,11 +130,11 @@ def segments_of(super_packet: bytes, gso_type: int, gso_size: int, gap: int = 32
 
 def test_vnet_header_round_trip_and_short_input() -> None:
     header = VnetHeader(F_NEEDS_CSUM, GSO_TCPV4, 52, 1368, 20, 16)
-    data = offload.encode_vnet(header)
-    assert len(data) == VNET_HDR_LEN and offload.decode_vnet(data) == header
-    assert offload.decode_vnet(offload.plain_vnet()) == VnetHeader()
+    data = vnet.encode_vnet(header)
+    assert len(data) == VNET_HDR_LEN and vnet.decode_vnet(data) == header
+    assert vnet.decode_vnet(vnet.plain_vnet()) == VnetHeader()
     with pytest.raises(OffloadError, match="10 bytes"):
-        offload.decode_vnet(bytes(9))
+        vnet.decode_vnet(bytes(9))
 
 
 @given(st.binary(max_size=3000))
@@ -205,7 +201,7 @@ def test_segmentation_refuses_what_it_cannot_cut() -> None:
     with pytest.raises(OffloadError, match="gso_size"):
         segments_of(v4, GSO_TCPV4, 0)
     with pytest.raises(OffloadError, match="fit"):
-        offload.segment_tcp(v4, GSO_TCPV4, 1000, bytearray(2000), 0, 32)
+        segment.segment_tcp(v4, GSO_TCPV4, 1000, bytearray(2000), 0, 32)
     udp = bytearray(v4)
     udp[9] = 17
     with pytest.raises(OffloadError):
@@ -235,7 +231,7 @@ def test_in_order_segments_become_one_super_packet_that_cuts_back_to_them(versio
     segs = segments_of(big, gso_type, 1000)
     writes = coalesce(segs)
     assert len(writes) == 1
-    header = offload.decode_vnet(writes[0])
+    header = vnet.decode_vnet(writes[0])
     merged = bytearray(writes[0][VNET_HDR_LEN:])
     assert header.flags == F_NEEDS_CSUM and header.gso_type == gso_type
     assert header.gso_size == 1000 and header.hdr_len == len(merged) - len(payload)
@@ -253,8 +249,8 @@ def test_what_cannot_merge_passes_as_it_came_in_flow_order() -> None:
     other = bytes(tcp_packet(b"b" * 100, seq=1, ports=(40001, 5201)))
     bigger = bytes(tcp_packet(b"a" * 200, seq=600))  # larger than the flow's segments
     writes = coalesce([a[0], other, a[1], gap, syn, bigger])
-    plain = offload.plain_vnet()
-    first = offload.decode_vnet(writes[0])
+    plain = vnet.plain_vnet()
+    first = vnet.decode_vnet(writes[0])
     assert first.gso_type == GSO_TCPV4 and len(writes[0]) == VNET_HDR_LEN + 52 + 200
     assert writes[1:] == [plain + other, plain + gap, plain + syn, plain + bigger]
     # A short segment or a PSH ends a super-packet; the next one starts a new one.
@@ -263,7 +259,7 @@ def test_what_cannot_merge_passes_as_it_came_in_flow_order() -> None:
         for n, q in ((100, 1), (50, 101), (100, 151))
     ]
     writes = coalesce(s)
-    assert len(writes) == 2 and offload.decode_vnet(writes[1]).gso_type == GSO_NONE
+    assert len(writes) == 2 and vnet.decode_vnet(writes[1]).gso_type == GSO_NONE
     udp = bytearray(tcp_packet(b"d" * 10))
     udp[9] = 17
     assert coalesce([bytes(udp)]) == [plain + bytes(udp)]
@@ -287,8 +283,8 @@ def test_a_segment_with_a_wrong_checksum_is_never_merged(version: int, damage: s
         bad[10] ^= 0x01
     after = bytes(tcp_packet(b"a" * 100, seq=301, flags=TCP_ACK, version=version))
     writes = coalesce([*good, bytes(bad), after])
-    plain = offload.plain_vnet()
-    assert offload.decode_vnet(writes[0]).gso_type in (GSO_TCPV4, GSO_TCPV6)  # the good pair
+    plain = vnet.plain_vnet()
+    assert vnet.decode_vnet(writes[0]).gso_type in (GSO_TCPV4, GSO_TCPV6)  # the good pair
     assert writes[1] == plain + bytes(bad)  # untouched, so the kernel sees the damage
     assert writes[2] == plain + after  # nothing merges across the damaged segment
 
@@ -299,7 +295,7 @@ def test_a_segment_with_a_wrong_checksum_is_never_merged(version: int, damage: s
 def cut(write: bytes) -> list[bytes]:
     """A TUN write as the kernel takes it: a super-packet is finished and cut into its
     segments (as the kernel's GSO does), a plain packet passes."""
-    header = offload.decode_vnet(write)
+    header = vnet.decode_vnet(write)
     packet = bytearray(write[VNET_HDR_LEN:])
     if header.gso_type == GSO_NONE:
         assert header.flags == 0
@@ -311,7 +307,7 @@ def cut(write: bytes) -> list[bytes]:
     offload.complete_checksum(packet, header.csum_start, header.csum_offset)
     assert tcp_ok(bytes(packet))
     out = bytearray(2 * 65536)
-    stride, lengths = offload.segment_tcp(bytes(packet), header.gso_type, header.gso_size, out, 0)
+    stride, lengths = segment.segment_tcp(bytes(packet), header.gso_type, header.gso_size, out, 0)
     assert header.hdr_len == lengths[0] - min(header.gso_size, len(packet) - header.hdr_len)
     assert 2 <= len(lengths) <= offload.MAX_COALESCED_SEGMENTS
     return [bytes(out[i * stride : i * stride + n]) for i, n in enumerate(lengths)]
@@ -389,12 +385,12 @@ def test_any_bytes_either_work_or_raise_offload_error(
     data: bytes, gso_type: int, gso_size: int, csum_start: int, csum_offset: int
 ) -> None:
     try:
-        offload.decode_vnet(data)
+        vnet.decode_vnet(data)
     except OffloadError:
         assert len(data) < VNET_HDR_LEN
     out = bytearray(4096)
     try:
-        stride, lengths = offload.segment_tcp(data, gso_type, gso_size, out, 7, 32, 1420)
+        stride, lengths = segment.segment_tcp(data, gso_type, gso_size, out, 7, 32, 1420)
     except OffloadError:
         pass
     else:
@@ -464,7 +460,7 @@ def udp_ok(packet: bytes) -> bool:
 
 def cut_udp(write: bytes) -> list[bytes]:
     """A GSO_UDP_L4 write as the kernel segments it (a plain reference implementation)."""
-    header = offload.decode_vnet(write)
+    header = vnet.decode_vnet(write)
     packet = write[VNET_HDR_LEN:]
     assert header.flags == F_NEEDS_CSUM and header.csum_offset == 6
     iph = header.csum_start
@@ -513,14 +509,14 @@ def test_udp_datagrams_merge_into_super_packets_that_cut_back_to_them(
         c.add(memoryview(p))
     got = []
     for w in c.flush():
-        header = offload.decode_vnet(w)
-        if header.gso_type == offload.GSO_UDP_L4:
+        header = vnet.decode_vnet(w)
+        if header.gso_type == vnet.GSO_UDP_L4:
             assert len(w) - VNET_HDR_LEN <= offload.MAX_IP_PACKET
             segments = cut_udp(bytes(w))
             assert 2 <= len(segments) <= offload.MAX_COALESCED_SEGMENTS
             got += segments
         else:
-            assert header == offload.NO_OFFLOAD
+            assert header == vnet.NO_OFFLOAD
             got.append(bytes(w[VNET_HDR_LEN:]))
     assert all(udp_ok(p) for p in got)
     # per flow (source port), the same payloads in the same order
@@ -540,5 +536,5 @@ def test_small_udp_and_udp_without_the_flag_pass_as_they_came() -> None:
     c = Coalescer(udp=True)
     for p in small:
         c.add(p)
-    assert [bytes(w) for w in c.flush()] == [offload.plain_vnet() + p for p in small]
-    assert coalesce(big) == [offload.plain_vnet() + p for p in big]  # udp off
+    assert [bytes(w) for w in c.flush()] == [vnet.plain_vnet() + p for p in small]
+    assert coalesce(big) == [vnet.plain_vnet() + p for p in big]  # udp off

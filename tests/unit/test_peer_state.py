@@ -16,12 +16,10 @@ from edge.tunnel.peer import (
     HandshakeState,
     PeerState,
     Pending,
-    format_sockaddr,
-    next_state,
 )
 from edge.tunnel.session import Role, Session
 from edge.tunnel.timers import Timers
-from isthmus.endpoint import Endpoint
+from isthmus.endpoint import Endpoint, format_sockaddr
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.routemap import EdgeEntry
@@ -96,7 +94,6 @@ def test_every_input_moves_or_is_refused(state: HandshakeState, event: Handshake
     before = peer.pending
     new = pending(2)
     expected = EXPECTED[state][event]
-    assert next_state(state, event) is expected
     moved = peer.step(event, new)
     if expected is None:
         assert moved is False
@@ -194,5 +191,5 @@ def test_endpoints() -> None:
     peer = PeerState(ENTRY, 0.0)
     assert peer.endpoint == peer.advertised == ("192.0.2.2", 51820)
     assert peer.endpoint_text() == "192.0.2.2:51820"
-    assert format_sockaddr(("2001:db8::1", 7)) == "[2001:db8::1]:7"
+    assert format_sockaddr("2001:db8::1", 7) == "[2001:db8::1]:7"
     assert PeerState(EdgeEntry(EdgeName("d"), ENTRY.public_key, (), ()), 0.0).endpoint is None

@@ -259,7 +259,7 @@ def peer_view(tunnel: Tunnel, name: str, now: float = START) -> PeerView:
 
 def state_size(tunnel: Tunnel) -> int:
     """How many indices (sessions and pending handshakes) the tunnel holds."""
-    return len(tunnel._receiver._index)
+    return len(tunnel._context.index)
 
 
 def kind(datagram: bytes) -> int:
@@ -312,7 +312,7 @@ def test_keepalive_confirms_the_responder_when_nothing_is_queued() -> None:
     assert net.events["b"] == [HandshakeCompleted("a", Role.RESPONDER)]
     assert net.tun["b"] == []
     assert peer_view(net["b"], "a", net.now).rx_packets == 1
-    b_sessions = net["b"]._receiver._index.sessions.values()
+    b_sessions = net["b"]._context.index.sessions.values()
     assert [s.confirmed for s in b_sessions] == [True]
     net.run(25.0)
     assert peer_view(net["b"], "a", net.now).rx_packets == 2
@@ -403,7 +403,7 @@ def test_inner_source_must_be_the_senders(src: str) -> None:
 def test_authenticated_packet_that_is_not_ip() -> None:
     net = Net()
     net.connect()
-    session = net["a"]._sender.table.by_key[B.public_key.raw].current
+    session = net["a"]._context.table.by_key[B.public_key.raw].current
     assert session is not None
     counter = session.next_counter()
     datagram = wire.pack_data(
@@ -512,13 +512,13 @@ def test_replayed_initiation_does_not_reset_the_live_session() -> None:
     net.send("a", A_TO_B)
     (initiation,) = net.collect()
     net.pump()
-    b_sessions = dict(net["b"]._receiver._index.sessions)
+    b_sessions = dict(net["b"]._context.index.sessions)
     keys = {i: (s.send_key, s.recv_key) for i, s in b_sessions.items()}
     net.now += 30
     net.deliver(*initiation)
     assert nonzero(net["b"]) == {"replay": 1}
     assert net["b"].datagrams_to_send() == []
-    after = net["b"]._receiver._index.sessions
+    after = net["b"]._context.index.sessions
     assert {i: (s.send_key, s.recv_key) for i, s in after.items()} == keys
     assert net.send("b", B_TO_A) is not None
     net.pump()
@@ -657,7 +657,7 @@ def test_handshake_messages_with_a_bad_mac1_are_malformed() -> None:
 
 
 def b_session_of(net: Net, x: str, y: str) -> object:
-    return net[x]._sender.table.by_key[identity(y).public_key.raw].current
+    return net[x]._context.table.by_key[identity(y).public_key.raw].current
 
 
 def test_initiator_rekeys_at_rekey_after_time_and_keeps_the_old_session() -> None:
