@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import replace
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from controller.config import ControllerConfig
 from isthmus.endpoint import IPAddress
@@ -21,14 +22,20 @@ def host_addresses() -> tuple[IPAddress, ...]:
     """Every address of the host's interfaces (this network namespace), sorted, each once.
 
     Raises:
-        OSError: netlink cannot be read.
+        OSError: netlink cannot be read; the message says to set `addresses` instead.
     """
     found: set[IPAddress] = set()
-    with IPRoute() as ipr:
-        for msg in ipr.get_addr():
-            text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-            if isinstance(text, str):
-                found.add(ipaddress.ip_address(text.split("%", 1)[0]))
+    try:
+        with IPRoute() as ipr:
+            for msg in ipr.get_addr():
+                text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+                if isinstance(text, str):
+                    found.add(ipaddress.ip_address(text.split("%", 1)[0]))
+    except (OSError, NetlinkError) as e:
+        raise OSError(
+            f"cannot read the host's addresses ({e}); with a wildcard listen, admission needs "
+            "them: set `addresses` in the controller config"
+        ) from None
     return tuple(sorted(found, key=lambda ip: (ip.version, int(ip))))
 
 

@@ -62,7 +62,7 @@ from controller.state import (
     route_order,
 )
 from isthmus.convert import Registration
-from isthmus.endpoint import IPAddress
+from isthmus.endpoint import IPAddress, unicast_problem
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.lease import Lease
@@ -229,7 +229,8 @@ class Registry:
         their approvals and leases; the admitted routes of an edge whose key changed are
         held for its name (the claim is the name's, not the key's), the holds of an edge
         no longer configured end. The routes of configured edges stay advertised; a route
-        now outside the edge's allowed routes becomes refused (not_allowed).
+        now outside the edge's allowed routes becomes refused (not_allowed). Stored
+        endpoints that are not unicast (a state from before that rule) are dropped.
         """
         configured = {e.name: e for e in config.edges}
         removed: list[Change] = []
@@ -243,7 +244,9 @@ class Registry:
                 why = "its configured public key changed"
                 holds += self._holds(e.name, set(e.routes), now, config.admission.hold_time)
             else:
-                edges.append(e)
+                # A state stored before the unicast rule may hold endpoints it now refuses.
+                eps = tuple(ep for ep in e.endpoints if unicast_problem(ep.ip) is None)
+                edges.append(e if eps == e.endpoints else replace(e, endpoints=eps))
                 continue
             removed.append(Change("edge_removed", e.name, None, f"edge {e.name!r} {why}"))
         kept = {e.name for e in edges}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from controller.admission import Policy, Reason, RouteState
 from controller.errors import InvalidRequest
 from controller.registry import CHANGE_KINDS, Change, Registry
-from controller.state import Hold, State
+from controller.state import Advertised, EdgeRecord, Hold, State
 from isthmus.convert import Registration
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
@@ -243,6 +243,31 @@ def test_an_endpoint_inside_its_own_or_a_refused_route_is_no_conflict() -> None:
     r.register(at(r, "10.97.0.1", "vpc-a", 1, "10.97.0.0/16"), T0)
     assert decision(r, "vpc-a", "10.97.0.0/16")[:2] == (REFUSED, Reason.OVERLAY)
     check_places(r)
+
+
+def test_a_stored_endpoint_that_is_not_unicast_is_dropped_at_apply_config() -> None:
+    # a state written before the unicast rule: the rogue pointed every edge at loopback
+    stored = State(
+        version=1,
+        edges=(
+            EdgeRecord(
+                EdgeName("rogue"),
+                R.public_key,
+                (Endpoint.parse("127.0.0.1:51820"), Endpoint.parse("198.18.0.3:51820")),
+                (Advertised(net("10.98.0.0/16"), 1),),
+            ),
+        ),
+    )
+    r = Registry(stored, config(A, B, R, C, policy=Policy(hold_time=HOLD)), sign)
+    changes = r.apply_config(r.config, T0)
+    assert r.state.edges[0].endpoints == (Endpoint.parse("198.18.0.3:51820"),)
+    assert (
+        Change(
+            "edge_updated", EdgeName("rogue"), None, "edge 'rogue' endpoints now 198.18.0.3:51820"
+        )
+        in changes
+    )
+    check_invariants(r)
 
 
 # --- a random walk: places, holds and re-decisions stay consistent --------------------------
