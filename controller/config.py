@@ -16,10 +16,10 @@ Keys (the example file deploy/examples/controller.toml shows each):
                                 free port); default "127.0.0.1:9586"; "" or "off" serves none
     log_format        optional  "kv" (key=value lines, the default) or "json" (one object a line)
     addresses         optional  the controller's IP addresses edges dial, which no route may
-                                contain (admission's overlay check); 1-64 distinct literal IPs,
-                                none unspecified; default: the listen IP, or when listen is a
-                                wildcard (0.0.0.0 or ::) every address of the host's interfaces,
-                                read at start and reload (controller.__main__)
+                                contain (admission's overlay check, with the listen IP); 1-64
+                                distinct literal IPs, none unspecified; default: none, or when
+                                listen is a wildcard (0.0.0.0 or ::) every address of the
+                                host's interfaces, read at start and reload (controller.__main__)
     [store]           optional  where the state lives
       kind              optional  "file" (default) or "etcd"
       endpoints         etcd: required, others: refused; 1-16 distinct "http://host:port"
@@ -160,11 +160,11 @@ class ControllerConfig:
 
 
 def overlay_addresses(config: ControllerConfig) -> tuple[IPAddress, ...]:
-    """The controller's addresses no route may contain: `addresses`, else the listen IP
-    unless it is a wildcard (the process root fills `addresses` from the host then)."""
-    if config.addresses:
-        return config.addresses
-    return () if config.listen.ip.is_unspecified else (config.listen.ip,)
+    """The controller's addresses no route may contain: the listen IP unless it is a
+    wildcard, and `addresses` (which the process root fills from the host's interfaces
+    for a wildcard listen when the config names none)."""
+    listen = () if config.listen.ip.is_unspecified else (config.listen.ip,)
+    return tuple(dict.fromkeys((*listen, *config.addresses)))
 
 
 def load(path: Path) -> ControllerConfig:

@@ -68,3 +68,9 @@ def test_overlay_addresses() -> None:
     assert overlay_addresses(parse(t)) == ()  # the process root reads the host's
     t["addresses"] = ["198.18.0.1"]
     assert overlay_addresses(parse(t)) == (ipaddress.ip_address("198.18.0.1"),)
+    t["listen"] = "198.18.0.1:7000"  # the listen IP counts too, once
+    t["addresses"] = ["203.0.113.7", "198.18.0.1"]
+    assert overlay_addresses(parse(t)) == (
+        ipaddress.ip_address("198.18.0.1"),
+        ipaddress.ip_address("203.0.113.7"),
+    )
