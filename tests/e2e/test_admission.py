@@ -217,6 +217,23 @@ def _since(mesh: Mesh, edge: str, route: str) -> int:
     )
 
 
+def _withdrawn_everywhere(mesh: Mesh) -> None:
+    """Wait until vpc-a and office forward EXACT nowhere (the map without it applied)."""
+
+    def gone() -> bool:
+        return all(
+            EXACT not in {r["route"] for r in mesh.status(site)["routes"]}
+            for site in ("vpc-a", "office")
+        )
+
+    wait_until(
+        gone,
+        10.0,
+        f"{EXACT} forwarded by no edge",
+        lambda: "\n".join(f"{s}: {mesh.status(s)['routes']}" for s in ("vpc-a", "office")),
+    )
+
+
 def _never_toward_the_rogue(mesh: Mesh) -> None:
     for site in ("vpc-a", "office"):
         assert _routes_toward(mesh, site, ROGUE_NAME) == {OWNED}, site
@@ -269,6 +286,7 @@ def test_s28_the_owners_flap_never_moves_its_route(rogue_mesh: Mesh) -> None:
     )
     assert _exact_claim(mesh)[:2] == ("refused", "exact")
     assert ("vpc-b", EXACT) not in _route_states(mesh)
+    _withdrawn_everywhere(mesh)
     _never_toward_the_rogue(mesh)
     assert any(e["kind"] == "route_held" and e["route"] == EXACT for e in _history(mesh))
     _edit_edge_config(mesh, "vpc-b", "routes", list(site.advertised))
@@ -300,6 +318,7 @@ def test_s28_the_owners_key_rotation_never_moves_its_route(rogue_mesh: Mesh) -> 
     )
     state, reason, detail = _exact_claim(mesh)
     assert (state, reason) == ("refused", "exact") and "held for edge 'vpc-b'" in detail
+    _withdrawn_everywhere(mesh)
     _never_toward_the_rogue(mesh)
     _edit_edge_config(mesh, "vpc-b", "private_key_file", str(new_key))
     mesh.restart_edge("vpc-b")
