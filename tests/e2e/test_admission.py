@@ -242,6 +242,8 @@ def _never_toward_the_rogue(mesh: Mesh) -> None:
 
 
 def test_s28_an_endpoint_inside_the_owners_route_is_refused(rogue_mesh: Mesh) -> None:
+    """The rogue, whose claim of vpc-b's route came first, restarts with its endpoint
+    inside that route: its registration is refused, vpc-b's route is not."""
     mesh = rogue_mesh
     before = _metrics(mesh).get(
         'isthmus_controller_calls_refused_total{code="INVALID_ARGUMENT"}', 0
@@ -261,8 +263,8 @@ def test_s28_an_endpoint_inside_the_owners_route_is_refused(rogue_mesh: Mesh) ->
     assert "endpoints[0]: 10.97.0.99:51820 is inside route 10.97.0.0/16 of edge 'vpc-b'" in log
     after = _metrics(mesh)['isthmus_controller_calls_refused_total{code="INVALID_ARGUMENT"}']
     assert after > before
-    # nothing moved: vpc-b's route serves, every edge still sends the rogue's peers to its
-    # old endpoint, and vpc-b's service answers
+    # nothing moved: vpc-b's route serves, the controller keeps the rogue's old endpoint,
+    # no edge forwards vpc-b's route to the rogue, and vpc-b's service answers
     assert _route_states(mesh)[("vpc-b", EXACT)] == ("serving", "")
     edges = {e["name"]: e for e in mesh.controller_edges()}
     assert edges[ROGUE_NAME]["endpoints"] == [rogue_endpoint]
@@ -273,6 +275,8 @@ def test_s28_an_endpoint_inside_the_owners_route_is_refused(rogue_mesh: Mesh) ->
 
 
 def test_s28_the_owners_flap_never_moves_its_route(rogue_mesh: Mesh) -> None:
+    """vpc-b registers once without its route and comes back: held meanwhile, never the
+    rogue's, and vpc-b gets its old place back."""
     mesh = rogue_mesh
     since = _since(mesh, "vpc-b", EXACT)
     site = mesh.topology.site("vpc-b")
@@ -300,6 +304,9 @@ def test_s28_the_owners_flap_never_moves_its_route(rogue_mesh: Mesh) -> None:
 
 
 def test_s28_the_owners_key_rotation_never_moves_its_route(rogue_mesh: Mesh) -> None:
+    """vpc-b's key is rotated in the controller config (reload) before its edge has the
+    new key: the old key's edge is removed, its routes held for the name; the new key
+    registers and serves them at their old place."""
     mesh = rogue_mesh
     since = _since(mesh, "vpc-b", EXACT)
     paths = mesh.edge_paths("vpc-b")
