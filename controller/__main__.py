@@ -30,12 +30,13 @@ import grpc
 from controller import config as controller_config
 from controller.admin import start_admin_server, stop_admin_server
 from controller.change import Change
-from controller.config import ControllerConfig
+from controller.config import ControllerConfig, overlay_addresses
 from controller.errors import StoreError
 from controller.etcd_store import EtcdStore
 from controller.file_store import FileStore
 from controller.health import SERVING, HealthService
 from controller.history import History
+from controller.interfaces import with_host_addresses
 from controller.metrics import ControllerMetrics
 from controller.publisher import Publisher
 from controller.registry import Registry
@@ -157,7 +158,8 @@ class ControllerServer:
             StoreError: the store is unusable.
             OSError: the listen address or the admin socket cannot be bound.
         """
-        cfg = self._config
+        # A wildcard listen without `addresses`: the host's addresses, read once (and on reload).
+        cfg = self._config = await asyncio.to_thread(with_host_addresses, self._config)
         try:
             key = await asyncio.to_thread(read_controller_key, cfg.signing_key_file)
         except ValueError as e:
@@ -170,7 +172,7 @@ class ControllerServer:
         def signer(edge_key: PublicKey, route: Network, version: int, expires: int) -> Lease:
             return sign_lease(key, edge_key, route, version, expires)
 
-        registry = Registry(state, cfg, signer, overlay=(cfg.listen.ip,))
+        registry = Registry(state, cfg, signer)
         snapshot = registry.snapshot()
         history = History(snapshot)
         self._publisher = Publisher(snapshot)
@@ -196,6 +198,7 @@ class ControllerServer:
                 store=cfg.store.kind,
                 replica=store.replica,
                 public_key=key.public,
+                addresses=",".join(str(ip) for ip in overlay_addresses(cfg)) or "none",
             )
         )
         self._health = HealthService(store.healthy)
@@ -235,20 +238,26 @@ class ControllerServer:
         )
 
     async def reload(self, config: ControllerConfig) -> tuple[Change, ...]:
-        """Apply a re-read config's edges, admission policy and lease_ttl; everything else
-        (listen, state_dir, store, signing key, admin socket) stays as started.
+        """Apply a re-read config's edges, admission policy, lease_ttl and addresses (the
+        host's read again for a wildcard listen); everything else (listen, state_dir, store,
+        signing key, admin socket) stays as started.
 
         Raises:
             StoreError: the change could not be persisted; the old config stays.
         """
         old = self._config
+        fresh = await asyncio.to_thread(with_host_addresses, replace(config, listen=old.listen))
         kept = replace(
-            old, edges=config.edges, lease_ttl=config.lease_ttl, admission=config.admission
+            old,
+            edges=config.edges,
+            lease_ttl=config.lease_ttl,
+            admission=config.admission,
+            addresses=fresh.addresses,
         )
         changes = await self.service.apply_config(kept)
         self._config = kept
         _log_reload(changes)
-        if kept != config:
+        if replace(kept, addresses=config.addresses) != config:
             log.warning(
                 kv(
                     "reload_partial",

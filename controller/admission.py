@@ -5,13 +5,23 @@ ranges. Pure: the state, the configured edges, the policy and the overlay's own
 addresses come in, one `Decision` per advertised (edge, route) goes out.
 
 Rules:
-- Routes are decided in the order (since, edge name, position in the edge's advertised
-  routes), so the first to come is first served and a later route never displaces an
-  earlier one. The input's order does not matter.
+- Routes that hold a place (`since` set) are decided first, in the order (since, edge
+  name, position in the edge's advertised routes), so the first to come is first served
+  and a later route never displaces an earlier one. Then the newcomers (`since` None: new,
+  or refused at the last decision, so a refused route never keeps a place), in the order
+  (edge name, position). The input's order does not matter.
+- A hold (a withdrawn route's place, kept for its edge's name until it ends) takes its
+  place in that order like an advertised route of its edge; it gets no decision, but an
+  unrefused hold counts as an earlier route of its edge for the checks below.
 - Each route is checked in table order; the first check that hits decides:
   reserved, overlay, not_allowed, exact, more_specific, less_specific, else serving.
   exact, more_specific and less_specific compare with the earlier routes of OTHER edges
-  that were not refused (serving or pending).
+  that were not refused (serving, pending or held).
+- `since` of a decision: the route's place; for a newcomer that is admitted, the version
+  the state will have (state.version + 1); 0 for a refused route (it holds no place).
+- An endpoint of an edge inside another edge's admitted or held route is refused at
+  registration (`endpoint_conflict`), so an older route is never refused `overlay` for a
+  newer endpoint; a new route containing an endpoint or the controller's address is.
 - A pending route the operator approved serves (`approved=True`). An approval never
   changes another route's decision: later routes see a pending and a serving route alike.
 - `detail` is for people: it names the other edge and route, and for a pending route the
@@ -23,12 +33,13 @@ from __future__ import annotations
 import bisect
 import enum
 import ipaddress
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from controller.state import EdgeRecord, State
-from isthmus.endpoint import IPAddress
+from controller.state import EdgeRecord, Hold, State, hold_order
+from isthmus.endpoint import Endpoint, IPAddress
 from isthmus.ids import EdgeName
 from isthmus.lease import Lease
 from isthmus.lpm import route_sort_key as route_order
@@ -54,13 +65,19 @@ class Reason(enum.StrEnum):
     LESS_SPECIFIC = "less_specific"
 
 
+DEFAULT_HOLD_TIME = 600
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What the config says about overlapping and reserved routes ([admission])."""
+    """What the config says about overlapping, reserved and withdrawn routes ([admission])."""
 
     more_specific: RouteState = RouteState.PENDING  # PENDING or REFUSED
     less_specific: RouteState = RouteState.PENDING  # PENDING or REFUSED
     allow_reserved: tuple[Network, ...] = ()  # reserved routes allowed when listed exactly
+    # seconds a withdrawn admitted route keeps its place; the config's default is
+    # DEFAULT_HOLD_TIME, a bare Policy() holds nothing
+    hold_time: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +89,7 @@ class Decision:
     state: RouteState
     reason: Reason
     detail: str
-    since: int  # the version since which the edge has advertised the route
+    since: int  # the route's place in the first-come order; 0: refused, it holds none
     approved: bool  # an operator's approval is what makes this route serve
 
 
@@ -122,22 +139,74 @@ def decide(
     approvals = set(state.approvals)
     addresses = _Addresses(overlay, state.edges)
     admitted = _Admitted()
-    order = sorted(
-        ((a.since, e.name, i, e) for e in state.edges for i, a in enumerate(e.advertised)),
-        key=lambda t: t[:3],
+    newcomer = state.version + 1
+    placed: list[tuple[int, EdgeName, int, int, EdgeRecord | Hold]] = [
+        (a.since, e.name, 0, i, e)
+        for e in state.edges
+        for i, a in enumerate(e.advertised)
+        if a.since is not None
+    ]
+    holds = sorted(state.holds, key=hold_order)
+    placed += [(h.since, h.edge, 1, i, h) for i, h in enumerate(holds)]
+    placed.sort(key=lambda t: t[:4])
+    fresh = sorted(
+        (
+            (newcomer, e.name, 0, i, e)
+            for e in state.edges
+            for i, a in enumerate(e.advertised)
+            if a.since is None
+        ),
+        key=lambda t: t[:4],
     )
     decisions: list[Decision] = []
-    for since, name, i, edge in order:
-        route = edge.advertised[i].route
-        state_, reason, detail = _check(edge, route, allowed.get(name), policy, addresses, admitted)
+    for since, name, _, i, item in (*placed, *fresh):
+        if isinstance(item, Hold):
+            state_, _r, _d = _check(
+                name, item.route, allowed.get(name), policy, addresses, admitted
+            )
+            if state_ is not RouteState.REFUSED:
+                admitted.add(name, item.route, "held", item.until)
+            continue
+        route = item.advertised[i].route
+        state_, reason, detail = _check(name, route, allowed.get(name), policy, addresses, admitted)
         approved = False
         if state_ is RouteState.PENDING and (name, route) in approvals:
             state_, approved = RouteState.SERVING, True
             detail = detail.split("; pending", 1)[0] + "; serving: approved by an operator"
+        if state_ is RouteState.REFUSED:
+            since = 0
+        else:
+            admitted.add(name, route, state_.value, None)
         decisions.append(Decision(name, route, state_, reason, detail, since, approved))
-        if state_ is not RouteState.REFUSED:
-            admitted.add(name, route, state_)
     return tuple(decisions)
+
+
+def endpoint_conflict(
+    edge: EdgeName,
+    endpoints: Iterable[Endpoint],
+    decisions: Iterable[Decision],
+    holds: Iterable[Hold],
+) -> tuple[int, str] | None:
+    """The first of `endpoints` inside another edge's admitted or held route: its index and
+    why ("10.97.0.9:51820 is inside route 10.97.0.0/16 of edge 'vpc-b' (serving)"), or None.
+
+    `decisions` and `holds` are the current ones; such an endpoint is refused at
+    registration, so the older route keeps serving.
+    """
+    taken = [
+        (d.edge, d.route, d.state.value) for d in decisions if d.state is not RouteState.REFUSED
+    ]
+    taken += [(h.edge, h.route, f"held until {hold_end(h.until)}") for h in holds]
+    for i, ep in enumerate(endpoints):
+        for name, route, what in taken:
+            if name != edge and ep.ip.version == route.version and ep.ip in route:
+                return i, f"{ep} is inside route {route} of edge {name!r} ({what})"
+    return None
+
+
+def hold_end(until: int) -> str:
+    """When a hold ends, for people: UTC, ISO 8601."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
 
 
 def serving_map(state: State, decisions: Iterable[Decision]) -> RouteMap:
@@ -167,7 +236,7 @@ def serving_map(state: State, decisions: Iterable[Decision]) -> RouteMap:
 
 
 def _check(
-    edge: EdgeRecord,
+    edge: EdgeName,
     route: Network,
     conf: AllowedEdge | None,
     policy: Policy,
@@ -188,32 +257,41 @@ def _check(
         )
         return _refused(Reason.OVERLAY, detail)
     if conf is None:
-        return _refused(
-            Reason.NOT_ALLOWED, f"edge {edge.name!r} is not configured on this controller"
-        )
+        return _refused(Reason.NOT_ALLOWED, f"edge {edge!r} is not configured on this controller")
     if not _inside(route, conf.routes):
         listed = ", ".join(str(r) for r in conf.routes) or "none"
         detail = (
             f"{route} is not inside the routes the controller config allows edge "
-            f"{edge.name!r} (allowed: {listed})"
+            f"{edge!r} (allowed: {listed})"
         )
         return _refused(Reason.NOT_ALLOWED, detail)
-    other = admitted.exact(edge.name, route)
+    other = admitted.exact(edge, route)
     if other is not None:
-        detail = (
-            f"{route} is already a {other.state} route of edge {other.edge!r}; "
-            "a prefix belongs to one edge only"
-        )
+        if other.until is not None:
+            detail = (
+                f"{route} is held for edge {other.edge!r} until {hold_end(other.until)} "
+                "(admission.hold_time after it withdrew the route); a prefix belongs to one "
+                "edge only"
+            )
+        else:
+            detail = (
+                f"{route} is already a {other.state} route of edge {other.edge!r}; "
+                "a prefix belongs to one edge only"
+            )
         return _refused(Reason.EXACT, detail)
-    other = admitted.covering(edge.name, route)
+    other = admitted.covering(edge, route)
     if other is not None:
-        what = f"{route} is more specific than {other.route} of edge {other.edge!r}"
-        return _overlap(edge.name, route, Reason.MORE_SPECIFIC, policy.more_specific, what)
-    other = admitted.covered(edge.name, route)
+        what = f"{route} is more specific than {other.route} of edge {other.edge!r}{_held(other)}"
+        return _overlap(edge, route, Reason.MORE_SPECIFIC, policy.more_specific, what)
+    other = admitted.covered(edge, route)
     if other is not None:
-        what = f"{route} contains {other.route} of edge {other.edge!r}"
-        return _overlap(edge.name, route, Reason.LESS_SPECIFIC, policy.less_specific, what)
+        what = f"{route} contains {other.route} of edge {other.edge!r}{_held(other)}"
+        return _overlap(edge, route, Reason.LESS_SPECIFIC, policy.less_specific, what)
     return RouteState.SERVING, Reason.NONE, ""
+
+
+def _held(entry: _Entry) -> str:
+    return "" if entry.until is None else f" (held for it until {hold_end(entry.until)})"
 
 
 def _inside(route: Network, allowed: Iterable[Network]) -> bool:
@@ -240,11 +318,12 @@ class _Entry:
     index: int  # decision order among admitted routes
     edge: EdgeName
     route: Network
-    state: RouteState
+    state: str  # "serving", "pending" or "held"
+    until: int | None  # a hold's end
 
 
 class _Admitted:
-    """The routes admitted so far (serving or pending), for the three overlap checks.
+    """The routes admitted so far (serving, pending or held), for the three overlap checks.
 
     Exact and covering routes are dict lookups of the route and each of its supernets, keyed
     by integers (family, first address, prefix length), so no `ipaddress` object is built per
@@ -257,8 +336,8 @@ class _Admitted:
         self._by_net: dict[tuple[int, int, int], list[_Entry]] = {}
         self._sorted: list[tuple[int, int, int, _Entry]] = []
 
-    def add(self, edge: EdgeName, route: Network, state: RouteState) -> None:
-        entry = _Entry(len(self._sorted), edge, route, state)
+    def add(self, edge: EdgeName, route: Network, state: str, until: int | None) -> None:
+        entry = _Entry(len(self._sorted), edge, route, state, until)
         key = route_order(route)
         self._by_net.setdefault(key, []).append(entry)
         bisect.insort(self._sorted, (*key, entry), key=lambda t: (*t[:3], t[3].index))

@@ -1,8 +1,8 @@
 """The audit log of map changes: one `AuditEntry` per change, and its JSON line codec (pure).
 
 Owns what an entry holds and how it is written: every registry `Change` the controller
-persists (route serving, pending, refused, approved, withdrawn; edge joined, updated,
-removed; leases renewed) becomes one entry with the unix time, the map version that
+persists (route serving, pending, refused, approved, withdrawn, held; hold ended; edge
+joined, updated, removed; leases renewed) becomes one entry with the unix time, the map version that
 change made, the actor and the reason. Actors: the edge's name for what an edge's own
 call changed, "operator" for an approval on the admin socket ("operator uid=N" when the
 uid is known), "config" for a config (re)load, "controller" for lease renewals.

@@ -25,6 +25,8 @@ CHANGE_KINDS = frozenset(
         "route_approved",
         "route_withdrawn",
         "leases_renewed",
+        "route_held",
+        "hold_ended",
     }
 )
 

@@ -15,6 +15,11 @@ Keys (the example file deploy/examples/controller.toml shows each):
     metrics           optional  "ip:port" serving Prometheus metrics at /metrics (port 0 = any
                                 free port); default "127.0.0.1:9586"; "" or "off" serves none
     log_format        optional  "kv" (key=value lines, the default) or "json" (one object a line)
+    addresses         optional  the controller's IP addresses edges dial, which no route may
+                                contain (admission's overlay check, with the listen IP); 1-64
+                                distinct literal IPs, none unspecified; default: none, or when
+                                listen is a wildcard (0.0.0.0 or ::) every address of the
+                                host's interfaces, read at start and reload (controller.__main__)
     [store]           optional  where the state lives
       kind              optional  "file" (default) or "etcd"
       endpoints         etcd: required, others: refused; 1-16 distinct "http://host:port"
@@ -24,6 +29,8 @@ Keys (the example file deploy/examples/controller.toml shows each):
       more_specific     optional  "pending" (default) or "refuse"
       less_specific     optional  "pending" (default) or "refuse"
       allow_reserved    optional  reserved routes allowed anyway, each listed exactly; default []
+      hold_time         optional  seconds an admitted route an edge withdrew (or lost with a key
+                                change) keeps its place for the edge's name; 0-86400, default 600
     [[edges]]         optional  the edges allowed to register; default: none
       name              required  the edge's name (1-63 of a-z, 0-9, '-'); unique among edges
       public_key        required  the edge's public key, base64 as printed by 'isthmus keygen';
@@ -35,16 +42,17 @@ Keys (the example file deploy/examples/controller.toml shows each):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from controller.admission import Policy, RouteState, reserved_reason
+from controller.admission import DEFAULT_HOLD_TIME, Policy, RouteState, reserved_reason
 from isthmus.configfile import ConfigError, Table, check_keys, join, read_toml
 from isthmus.configfile import domain as _domain
 from isthmus.configfile import required as _required
-from isthmus.endpoint import ENDPOINT_RULE, Endpoint
+from isthmus.endpoint import ENDPOINT_RULE, Endpoint, IPAddress
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
 from isthmus.logfmt import FORMAT_RULE, LogFormat, parse_format
@@ -80,6 +88,11 @@ STORE_ENDPOINTS_RULE = (
 )
 STORE_PREFIX_RULE = "a key prefix of printable ASCII without spaces, starting and ending with '/'"
 POLICY_RULE = '"pending" or "refuse"'
+HOLD_TIME_MAX = 86_400
+HOLD_TIME_RULE = f"an integer number of seconds 0-{HOLD_TIME_MAX} (0: no hold)"
+MAX_ADDRESSES = 64
+ADDRESS_RULE = "a literal IP address, not unspecified (0.0.0.0 or ::)"
+ADDRESSES_RULE = f"a list of 1-{MAX_ADDRESSES} distinct IP addresses, each {ADDRESS_RULE}"
 ALLOW_RESERVED_RULE = (
     "a list of reserved routes (0.0.0.0/0, ::/0, or routes overlapping loopback, link-local, "
     "multicast or 0.0.0.0/8), each listed once"
@@ -101,9 +114,10 @@ _TOP_KEYS = {
     "store",
     "admission",
     "edges",
+    "addresses",
 }
 _STORE_KEYS = {"kind", "endpoints", "prefix"}
-_ADMISSION_KEYS = {"more_specific", "less_specific", "allow_reserved"}
+_ADMISSION_KEYS = {"more_specific", "less_specific", "allow_reserved", "hold_time"}
 _EDGE_KEYS = {"name", "public_key", "routes"}
 _POLICIES = {"pending": RouteState.PENDING, "refuse": RouteState.REFUSED}
 _HOST_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
@@ -142,6 +156,15 @@ class ControllerConfig:
     admission: Policy = field(default_factory=Policy)
     metrics: Endpoint | None = DEFAULT_METRICS  # None: no metrics served
     log_format: LogFormat = "kv"
+    addresses: tuple[IPAddress, ...] = ()  # the controller's addresses edges dial
+
+
+def overlay_addresses(config: ControllerConfig) -> tuple[IPAddress, ...]:
+    """The controller's addresses no route may contain: the listen IP unless it is a
+    wildcard, and `addresses` (which the process root fills from the host's interfaces
+    for a wildcard listen when the config names none)."""
+    listen = () if config.listen.ip.is_unspecified else (config.listen.ip,)
+    return tuple(dict.fromkeys((*listen, *config.addresses)))
 
 
 def load(path: Path) -> ControllerConfig:
@@ -182,6 +205,7 @@ def parse(table: Table, source: str = "<config>") -> ControllerConfig:
         raise ConfigError("edges", f"{raw_edges!r} is not a list", "[[edges]] tables")
     edges = tuple(_edge(t, f"edges[{i}]") for i, t in enumerate(raw_edges))
     _check_unique(edges)
+    addresses = _addresses(table["addresses"]) if "addresses" in table else ()
     return ControllerConfig(
         listen=listen,
         state_dir=state_dir,
@@ -193,11 +217,42 @@ def parse(table: Table, source: str = "<config>") -> ControllerConfig:
         admission=admission,
         metrics=metrics,
         log_format=log_format,
+        addresses=addresses,
     )
 
 
 def _listen(value: Any) -> Endpoint:
     return Endpoint.parse(value, allow_port_zero=True)
+
+
+def _addresses(raw: Any) -> tuple[IPAddress, ...]:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_ADDRESSES:
+        problem = (
+            f"{raw!r} is not a list" if not isinstance(raw, list) else f"has {len(raw)} entries"
+        )
+        raise ConfigError("addresses", problem, ADDRESSES_RULE)
+    out: list[IPAddress] = []
+    for i, text in enumerate(raw):
+        at = f"addresses[{i}]"
+        ip = _domain(at, text, _address, ADDRESS_RULE)
+        if ip in out:
+            raise ConfigError(
+                at, f"{ip} is listed twice (also addresses[{out.index(ip)}])", "each address once"
+            )
+        out.append(ip)
+    return tuple(out)
+
+
+def _address(value: Any) -> IPAddress:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+    if ip.is_unspecified:
+        raise ValueError(f"{value!r} is unspecified")
+    return ip
 
 
 def _path(table: Table, key: str, rule: str) -> Path:
@@ -293,7 +348,14 @@ def _admission(value: Any) -> Policy:
                 "each route once",
             )
         routes.append(net)
-    return Policy(more_specific=more, less_specific=less, allow_reserved=tuple(routes))
+    hold_time = table.get("hold_time", DEFAULT_HOLD_TIME)
+    if isinstance(hold_time, bool) or not isinstance(hold_time, int):
+        raise ConfigError("admission.hold_time", f"{hold_time!r} is not an integer", HOLD_TIME_RULE)
+    if not 0 <= hold_time <= HOLD_TIME_MAX:
+        raise ConfigError("admission.hold_time", f"{hold_time} is out of range", HOLD_TIME_RULE)
+    return Policy(
+        more_specific=more, less_specific=less, allow_reserved=tuple(routes), hold_time=hold_time
+    )
 
 
 def _policy(value: Any) -> RouteState:

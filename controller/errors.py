@@ -7,7 +7,8 @@ place that maps them to a gRPC status code and message (`status_code` is its cod
     UnknownEdge      NOT_FOUND            the name is not in the controller config
     KeyMismatch      PERMISSION_DENIED    the key is not the one configured for the name
     WrongEdge        PERMISSION_DENIED    an authenticated edge named another edge in its request
-    InvalidRequest   INVALID_ARGUMENT     a malformed request field (wraps isthmus WireError)
+    InvalidRequest   INVALID_ARGUMENT     a malformed request field (wraps isthmus WireError), or
+                                          an endpoint inside another edge's route
     NotPending       FAILED_PRECONDITION  approve: the route is serving or refused, not pending
     UnknownRoute     NOT_FOUND            approve: no edge (or not that edge) advertises the route
     AmbiguousRoute   INVALID_ARGUMENT     approve: several edges advertise it; name one (--edge)

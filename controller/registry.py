@@ -10,10 +10,19 @@ Rules:
 - An edge registers under a configured name with the configured public key, else
   `UnknownEdge` / `KeyMismatch` and nothing changes. Its routes are never an error:
   admission decides each one (serving, pending or refused).
+- A registration whose endpoint is inside another edge's admitted or held route is
+  refused (`InvalidRequest` naming endpoints[i]) and nothing changes.
 - A registration replaces the edge's endpoints and advertised routes (kept in canonical
   route order, so the order an edge lists them in is no change). A route still
-  advertised keeps its `since`; a new one gets the version the registration makes.
+  advertised keeps its `since`; a route the edge holds gets the hold's `since` back; any
+  other is a newcomer. After each decision an admitted newcomer's `since` is the version
+  the change makes and a refused route's is None: a refused route holds no place.
   Approvals of routes the edge no longer advertises are dropped.
+- Holds: an admitted route its edge stops advertising, or an edge's admitted routes when
+  its configured key changes, keep their place for the edge's name for
+  admission.hold_time seconds (none when 0). A hold ends when the edge advertises the
+  route again, when it runs out (at the next change or `renew` from then on), or when
+  the edge is no longer configured.
 - Leases exist exactly for serving routes. A route that starts serving gets a lease
   signed at the new version, expiring at int(now) + lease_ttl; `renew` re-signs leases
   with less than lease_ttl / 2 left.
@@ -26,13 +35,34 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from controller.admission import Decision, RouteState, decide, serving_map
+from controller.admission import (
+    Decision,
+    RouteState,
+    decide,
+    endpoint_conflict,
+    hold_end,
+    serving_map,
+)
 from controller.change import Change
-from controller.config import AllowedEdge, ControllerConfig
-from controller.errors import AmbiguousRoute, KeyMismatch, NotPending, UnknownEdge, UnknownRoute
-from controller.state import Advertised, EdgeRecord, State, pair_order
+from controller.config import AllowedEdge, ControllerConfig, overlay_addresses
+from controller.errors import (
+    AmbiguousRoute,
+    InvalidRequest,
+    KeyMismatch,
+    NotPending,
+    UnknownEdge,
+    UnknownRoute,
+)
+from controller.state import (
+    Advertised,
+    EdgeRecord,
+    Hold,
+    State,
+    hold_order,
+    pair_order,
+)
 from isthmus.convert import Registration
-from isthmus.endpoint import IPAddress
+from isthmus.endpoint import IPAddress, unicast_problem
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.lease import Lease
@@ -62,9 +92,10 @@ class Registry:
     ) -> None:
         """Start from a stored state under `config`.
 
-        `overlay` holds the controller's own addresses (its listen IP); edge endpoint IPs
-        are added from the state. The state is taken as stored: call `apply_config` next
-        to remove what the config no longer allows and sign what now serves.
+        `overlay` holds more of the controller's own addresses; those of the config
+        (controller.config.overlay_addresses) and the edges' endpoint IPs are added. The
+        state is taken as stored: call `apply_config` next to remove what the config no
+        longer allows and sign what now serves.
         """
         self._state = state
         self._config = config
@@ -120,6 +151,7 @@ class Registry:
         Raises:
             UnknownEdge: the name is not configured.
             KeyMismatch: the key is not the configured one.
+            InvalidRequest: an endpoint is inside another edge's admitted or held route.
         """
         allowed = next((e for e in self._config.edges if e.name == reg.name), None)
         if allowed is None:
@@ -128,17 +160,27 @@ class Registry:
             raise KeyMismatch(
                 f"public key {reg.public_key} is not the key configured for edge {reg.name!r}"
             )
+        live = [h for h in self._state.holds if h.until > now]
+        conflict = endpoint_conflict(reg.name, reg.endpoints, self._decisions, live)
+        if conflict is not None:
+            i, why = conflict
+            raise InvalidRequest(
+                f"endpoints[{i}]: {why}; allowed: an endpoint outside every other edge's "
+                "serving, pending or held routes (routing it into the overlay would loop "
+                "the tunnel)"
+            )
         old = self._state.edge(reg.name)
-        since = {a.route: a.since for a in old.advertised} if old is not None else {}
+        since: dict[Network, int | None] = {
+            h.route: h.since for h in self._state.holds if h.edge == reg.name
+        }
+        if old is not None:
+            since.update((a.route, a.since) for a in old.advertised)
         routes = tuple(dict.fromkeys(reg.routes))
         record = EdgeRecord(
             name=reg.name,
             public_key=allowed.public_key,
             endpoints=reg.endpoints,
-            advertised=tuple(
-                Advertised(r, since.get(r, self.version + 1))
-                for r in sorted(routes, key=route_order)
-            ),
+            advertised=tuple(Advertised(r, since.get(r)) for r in sorted(routes, key=route_order)),
         )
         edges = sorted((*(e for e in self._state.edges if e.name != reg.name), record), key=_name)
         approvals = tuple(
@@ -146,10 +188,11 @@ class Registry:
             for name, route in self._state.approvals
             if name != reg.name or route in routes
         )
+        gone = set(old.routes) - set(routes) if old is not None else set()
+        holds = [h for h in self._state.holds if h.edge != reg.name or h.route not in routes]
+        holds += self._holds(reg.name, gone, now)
         changes = self._commit(
-            replace(
-                self._state, edges=tuple(sorted(edges, key=lambda e: e.name)), approvals=approvals
-            ),
+            replace(self._state, edges=tuple(edges), approvals=approvals, holds=tuple(holds)),
             now,
         )
         mine = {d.route: d for d in self._decisions if d.edge == reg.name}
@@ -159,20 +202,27 @@ class Registry:
         """Decide everything again under `config`.
 
         Edges no longer configured, or whose configured key changed, are removed with
-        their approvals and leases. The routes of configured edges stay advertised; a
-        route now outside the edge's allowed routes becomes refused (not_allowed).
+        their approvals and leases; the admitted routes of an edge whose key changed are
+        held for its name (the claim is the name's, not the key's), the holds of an edge
+        no longer configured end. The routes of configured edges stay advertised; a route
+        now outside the edge's allowed routes becomes refused (not_allowed). Stored
+        endpoints that are not unicast (a state from before that rule) are dropped.
         """
         configured = {e.name: e for e in config.edges}
         removed: list[Change] = []
         edges: list[EdgeRecord] = []
+        holds = [h for h in self._state.holds if h.edge in configured]
         for e in self._state.edges:
             conf = configured.get(e.name)
             if conf is None:
                 why = "no longer configured"
             elif conf.public_key != e.public_key:
                 why = "its configured public key changed"
+                holds += self._holds(e.name, set(e.routes), now, config.admission.hold_time)
             else:
-                edges.append(e)
+                # A state stored before the unicast rule may hold endpoints it now refuses.
+                eps = tuple(ep for ep in e.endpoints if unicast_problem(ep.ip) is None)
+                edges.append(e if eps == e.endpoints else replace(e, endpoints=eps))
                 continue
             removed.append(Change("edge_removed", e.name, None, f"edge {e.name!r} {why}"))
         kept = {e.name for e in edges}
@@ -181,6 +231,7 @@ class Registry:
             edges=tuple(edges),
             approvals=tuple(a for a in self._state.approvals if a[0] in kept),
             leases=tuple(lease for lease in self._state.leases if lease[0] in kept),
+            holds=tuple(holds),
         )
         self._config = config
         self._by_key = {e.public_key.raw: e for e in config.edges}
@@ -228,12 +279,20 @@ class Registry:
         return decision, (approved, *rest)
 
     def renew(self, now: float) -> tuple[Change, ...]:
-        """Re-sign every lease with less than lease_ttl / 2 left; one version for all."""
+        """End the holds that ran out (deciding again), then re-sign every lease with less
+        than lease_ttl / 2 left; one version for all leases."""
+        base = self.version
+        ended: tuple[Change, ...] = ()
+        if any(h.until <= now for h in self._state.holds):
+            ended = self._commit(self._state, now)
+        return ended + self._renew_leases(now, bump=self.version == base)
+
+    def _renew_leases(self, now: float, bump: bool) -> tuple[Change, ...]:
         ttl = self._config.lease_ttl
         due = [item for item in self._state.leases if item[2].expires - now < ttl / 2]
         if not due:
             return ()
-        version = self.version + 1
+        version = self.version + 1 if bump else self.version
         keys = {e.name: e.public_key for e in self._state.edges}
         fresh = {
             (name, route): self._signer(keys[name], route, version, int(now) + ttl)
@@ -263,16 +322,49 @@ class Registry:
     def _decide(self, state: State) -> tuple[Decision, ...]:
         endpoints = (ep.ip for e in state.edges for ep in e.endpoints)
         allowed = {e.name: e for e in self._config.edges}
-        return decide(state, allowed, self._config.admission, (*self._overlay, *endpoints))
+        overlay = (*self._overlay, *overlay_addresses(self._config), *endpoints)
+        return decide(state, allowed, self._config.admission, overlay)
+
+    def _holds(
+        self, edge: EdgeName, routes: set[Network], now: float, hold_time: int | None = None
+    ) -> list[Hold]:
+        """Holds for those of `routes` of `edge` admitted now, ending hold_time from `now`."""
+        hold_time = self._config.admission.hold_time if hold_time is None else hold_time
+        if hold_time <= 0:
+            return []
+        return [
+            Hold(edge, d.route, d.since, int(now) + hold_time)
+            for d in self._decisions
+            if d.edge == edge and d.route in routes and d.state is not RouteState.REFUSED
+        ]
 
     def _commit(self, candidate: State, now: float) -> tuple[Change, ...]:
-        """Decide `candidate`, give leases to exactly its serving routes, and take it.
+        """End run-out holds, decide `candidate`, set each route's place, give leases to
+        exactly its serving routes, and take it.
 
         `candidate` holds the old version; the version rises by one if anything differs
         from the current state, and new leases are signed at that version.
         """
         version = self.version + 1
+        holds = tuple(sorted((h for h in candidate.holds if h.until > now), key=hold_order))
+        candidate = replace(candidate, holds=holds)
         decisions = self._decide(candidate)
+        places = {
+            (d.edge, d.route): (None if d.state is RouteState.REFUSED else d.since)
+            for d in decisions
+        }
+        candidate = replace(
+            candidate,
+            edges=tuple(
+                replace(
+                    e,
+                    advertised=tuple(
+                        Advertised(a.route, places[(e.name, a.route)]) for a in e.advertised
+                    ),
+                )
+                for e in candidate.edges
+            ),
+        )
         keys = {e.name: e.public_key for e in candidate.edges}
         held = {(name, route): lease for name, route, lease in candidate.leases}
         expires = int(now) + self._config.lease_ttl
@@ -284,7 +376,7 @@ class Registry:
                     lease = self._signer(keys[d.edge], d.route, version, expires)
                 leases.append((d.edge, d.route, lease))
         candidate = replace(candidate, leases=tuple(sorted(leases, key=pair_order)))
-        changes = _changes(self._state, self._decisions, candidate, decisions)
+        changes = _changes(self._state, self._decisions, candidate, decisions, now)
         if candidate != self._state:
             # `since` and leases are in the candidate already; decisions ignore the version.
             self._state = replace(candidate, version=version)
@@ -293,7 +385,11 @@ class Registry:
 
 
 def _changes(
-    old: State, old_decisions: Iterable[Decision], new: State, new_decisions: Iterable[Decision]
+    old: State,
+    old_decisions: Iterable[Decision],
+    new: State,
+    new_decisions: Iterable[Decision],
+    at: float,
 ) -> tuple[Change, ...]:
     """What differs between two states and their decisions, edges in name order."""
     changes: list[Change] = []
@@ -308,6 +404,25 @@ def _changes(
         if after[name].endpoints != before[name].endpoints:
             eps = ", ".join(str(x) for x in after[name].endpoints) or "none"
             changes.append(Change("edge_updated", name, None, f"edge {name!r} endpoints now {eps}"))
+    held = {(h.edge, h.route): h for h in old.holds}
+    holds = {(h.edge, h.route): h for h in new.holds}
+    for pair in sorted(holds.keys() - held.keys(), key=_key):
+        h = holds[pair]
+        detail = (
+            f"route {h.route} of edge {h.edge!r} is held for it until {hold_end(h.until)} "
+            "(admission.hold_time): no other edge takes its place before"
+        )
+        changes.append(Change("route_held", h.edge, h.route, detail))
+    for pair in sorted(held.keys() - holds.keys(), key=_key):
+        h = held[pair]
+        if h.until <= at:
+            why = f"it ran out at {hold_end(h.until)}"
+        elif any(a.route == h.route for a in (after[h.edge].advertised if h.edge in after else ())):
+            why = "the edge advertises the route again"
+        else:
+            why = "the edge is no longer configured"
+        detail = f"the hold of route {h.route} for edge {h.edge!r} ended: {why}"
+        changes.append(Change("hold_ended", h.edge, h.route, detail))
     was = {(d.edge, d.route): d for d in old_decisions}
     now = {(d.edge, d.route): d for d in new_decisions}
     for (name, route), d in sorted(now.items(), key=lambda item: _key(item[0])):

@@ -1,20 +1,27 @@
 """The controller's state: what the store keeps and every replica agrees on.
 
 Owns `State` (registered edges with their advertised routes, operator approvals, the
-leases of serving routes, at one version) and its JSON codec. Decisions are not stored:
-they follow from the state, the config and `controller.admission`. The document is:
+leases of serving routes, the holds of withdrawn routes, at one version) and its JSON
+codec. Decisions are not stored: they follow from the state, the config and
+`controller.admission`. The document is:
 
     {"version": 7,
      "edges": [{"name": "vpc-a", "public_key": "<base64>", "endpoints": ["198.18.0.11:51820"],
-                "advertised": [{"route": "10.244.0.0/16", "since": 3}]}],
+                "advertised": [{"route": "10.244.0.0/16", "since": 3},
+                               {"route": "10.0.0.0/8", "since": null}]}],
      "approvals": [{"edge": "vpc-a", "route": "10.244.1.0/24"}],
      "leases": [{"edge": "vpc-a", "route": "10.244.0.0/16", "version": 7,
-                 "expires": 1760000000, "signature": "<base64, 64 bytes>"}]}
+                 "expires": 1760000000, "signature": "<base64, 64 bytes>"}],
+     "holds": [{"edge": "vpc-b", "route": "10.97.0.0/16", "since": 2, "until": 1760000600}]}
+
+`since` null: the route was refused at the last decision and holds no place in the
+first-come order. "holds" is written only when there are some.
 
 Rules `decode` enforces (a hand-edited or corrupt document is refused, never guessed at):
 edge names and keys unique; each route advertised once per edge; `since` and lease
 versions at most `version`; every approval and lease names an advertised route of a known
-edge, once. `decode` sorts edges by name and approvals and leases by (edge, route), the
+edge, once; a hold names a route its edge does not advertise, once, with `since` at most
+`version`. `decode` sorts edges by name and approvals and leases by (edge, route), the
 order `encode` writes. A state file of the previous release (edges with "routes" and no
 "approvals" or "leases") decodes with every route advertised since the stored version.
 Pure: no I/O.
@@ -36,20 +43,35 @@ from isthmus.lpm import route_sort_key as route_order
 from isthmus.routemap import Network, parse_route
 
 _TOP_KEYS = {"version", "edges", "approvals", "leases"}
+_OPTIONAL_TOP_KEYS = {"holds"}
 _LEGACY_TOP_KEYS = {"version", "edges"}
 _EDGE_KEYS = {"name", "public_key", "endpoints", "advertised"}
 _LEGACY_EDGE_KEYS = {"name", "public_key", "endpoints", "routes"}
 _ADVERTISED_KEYS = {"route", "since"}
 _APPROVAL_KEYS = {"edge", "route"}
 _LEASE_KEYS = {"edge", "route", "version", "expires", "signature"}
+_HOLD_KEYS = {"edge", "route", "since", "until"}
 
 
 @dataclass(frozen=True, slots=True)
 class Advertised:
-    """A route an edge advertises, and the version since which it has done so continuously."""
+    """A route an edge advertises, and its place in the first-come order: the version since
+    which it has been advertised and admitted (serving or pending) without a break longer
+    than a hold; None while it is refused (it holds no place)."""
 
     route: Network
+    since: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The place of an admitted route its edge withdrew or lost with its key, kept for the
+    edge's name until `until` (unix seconds; admission.hold_time after it left)."""
+
+    edge: EdgeName
+    route: Network
     since: int
+    until: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +97,7 @@ class State:
     edges: tuple[EdgeRecord, ...] = ()  # sorted by name
     approvals: tuple[tuple[EdgeName, Network], ...] = ()  # sorted by (edge, route_order)
     leases: tuple[tuple[EdgeName, Network, Lease], ...] = ()  # of serving routes, sorted
+    holds: tuple[Hold, ...] = ()  # sorted by (edge, route_order)
 
     def edge(self, name: str) -> EdgeRecord | None:
         for e in self.edges:
@@ -94,9 +117,14 @@ def pair_order(item: tuple[EdgeName, Network] | tuple[EdgeName, Network, Lease])
     return (item[0], *route_order(item[1]))
 
 
+def hold_order(hold: Hold) -> tuple[Any, ...]:
+    """The canonical order of holds: edge name, then route."""
+    return (hold.edge, *route_order(hold.route))
+
+
 def encode(state: State) -> dict[str, Any]:
     """The JSON document for `state`."""
-    return {
+    doc: dict[str, Any] = {
         "version": state.version,
         "edges": [
             {
@@ -119,6 +147,12 @@ def encode(state: State) -> dict[str, Any]:
             for name, route, lease in state.leases
         ],
     }
+    if state.holds:
+        doc["holds"] = [
+            {"edge": h.edge, "route": str(h.route), "since": h.since, "until": h.until}
+            for h in state.holds
+        ]
+    return doc
 
 
 def decode(doc: object) -> State:
@@ -127,7 +161,10 @@ def decode(doc: object) -> State:
     Raises:
         ValueError: naming the JSON path of the first problem and what is allowed.
     """
-    if not isinstance(doc, dict) or set(doc) not in (_TOP_KEYS, _LEGACY_TOP_KEYS):
+    if not isinstance(doc, dict) or set(doc) - _OPTIONAL_TOP_KEYS not in (
+        _TOP_KEYS,
+        _LEGACY_TOP_KEYS,
+    ):
         raise ValueError(f"the top level must be an object with keys {_keys(_TOP_KEYS)}")
     version = _uint(doc["version"], "version")
     edges = tuple(
@@ -165,11 +202,31 @@ def decode(doc: object) -> State:
             signature=_signature(item["signature"], f"{where}.signature"),
         )
         leases.append((name, route, lease))
+    holds: list[Hold] = []
+    held: set[tuple[EdgeName, Network]] = set()
+    for i, item in enumerate(_list(doc, "holds") if "holds" in doc else []):
+        where = f"holds[{i}]"
+        item = _object(item, where, _HOLD_KEYS)
+        try:
+            name = parse_edge_name(item["edge"])
+        except ValueError as e:
+            raise ValueError(f"{where}.edge: {e}") from None
+        route = _route(item["route"], f"{where}.route")
+        if (name, route) in advertised:
+            raise ValueError(f"{where}: edge {name!r} advertises route {route}; no hold needed")
+        if (name, route) in held:
+            raise ValueError(f"{where}: route {route} of edge {name!r} is held twice")
+        held.add((name, route))
+        since = _uint(item["since"], f"{where}.since")
+        if since > version:
+            raise ValueError(f"{where}.since: {since} is above the state version {version}")
+        holds.append(Hold(name, route, since, _uint(item["until"], f"{where}.until")))
     return State(
         version=version,
         edges=edges,
         approvals=tuple(sorted(approvals, key=pair_order)),
         leases=tuple(sorted(leases, key=pair_order)),
+        holds=tuple(sorted(holds, key=hold_order)),
     )
 
 
@@ -206,8 +263,8 @@ def _edge(doc: object, where: str, version: int) -> EdgeRecord:
         for j, a in enumerate(_list(item, "advertised", where)):
             at = f"{where}.advertised[{j}]"
             a = _object(a, at, _ADVERTISED_KEYS)
-            since = _uint(a["since"], f"{at}.since")
-            if since > version:
+            since = None if a["since"] is None else _uint(a["since"], f"{at}.since")
+            if since is not None and since > version:
                 raise ValueError(f"{at}.since: {since} is above the state version {version}")
             advertised.append(Advertised(_route(a["route"], f"{at}.route"), since))
     seen: set[Network] = set()

@@ -14,7 +14,8 @@ Keys (the example file deploy/examples/edge.toml shows each):
                       required  the controller's Ed25519 public key, base64, as printed by
                                 `isthmus keygen --controller`; it signs every route lease
     listen            required  "ip:port" the UDP socket binds; port 0 picks any free port
-    endpoint          required  "ip:port" peers send to (advertised to the controller)
+    endpoint          required  "ip:port" peers send to (advertised to the controller); a
+                                unicast address (isthmus.endpoint.UNICAST_RULE)
     routes            required  the routes (CIDRs) this edge advertises; may be empty; each once
     state_dir         optional  default /var/lib/isthmus; holds the cached map (map.pb)
     admin_socket      optional  default <state_dir>/admin.sock; `isthmus status` connects here
@@ -45,7 +46,7 @@ from edge.tunnel import Timers
 from isthmus.configfile import ConfigError, Table, check_keys, get_int, read_toml
 from isthmus.configfile import domain as _domain
 from isthmus.configfile import required as _required
-from isthmus.endpoint import ENDPOINT_RULE, Endpoint
+from isthmus.endpoint import ENDPOINT_RULE, UNICAST_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.logfmt import FORMAT_RULE, LogFormat, parse_format
 from isthmus.routemap import ROUTE_RULE, Network, parse_route
@@ -66,7 +67,7 @@ DEFAULT_METRICS = Endpoint.parse(EDGE_DEFAULT)
 LISTEN_RULE = (
     "'ip:port' or '[ipv6]:port' with a literal IP address and a port 0-65535 (0 = any free port)"
 )
-ENDPOINT_USE = f"{ENDPOINT_RULE}, not an unspecified address (0.0.0.0 or ::)"
+ENDPOINT_USE = f"{ENDPOINT_RULE}, with {UNICAST_RULE}"
 CONTROLLER_RULE = "'host:port' or '[ipv6]:port' with a host name or IP address and a port 1-65535"
 MAX_CONTROLLERS = 8
 CONTROLLERS_RULE = f"{CONTROLLER_RULE}, or a list of 1-{MAX_CONTROLLERS} such addresses, each once"
@@ -280,7 +281,7 @@ def _endpoint(value: Any) -> Endpoint:
     ep = Endpoint.parse(value)
     if ep.ip.is_unspecified:
         raise ValueError(f"{value!r} is an unspecified address peers cannot send to")
-    return ep
+    return ep.check_unicast()
 
 
 def _routes(table: Table) -> tuple[Network, ...]:

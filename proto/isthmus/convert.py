@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from isthmus.endpoint import Endpoint
+from isthmus.endpoint import UNICAST_RULE, Endpoint
 from isthmus.ids import EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
 from isthmus.lease import SIGNATURE_LEN, Lease
@@ -51,12 +51,15 @@ def registration_to_pb(reg: Registration) -> pb.RegisterRequest:
 
 
 def registration_from_pb(msg: pb.RegisterRequest) -> Registration:
-    """Raises: WireError naming the bad field."""
+    """Every endpoint must be unicast (isthmus.endpoint.UNICAST_RULE): other edges send there.
+
+    Raises: WireError naming the bad field.
+    """
     name = _name(msg.name, "name")
     return Registration(
         name=name,
         public_key=_key(msg.public_key, "public_key"),
-        endpoints=_endpoints(msg.endpoints, "endpoints"),
+        endpoints=_endpoints(msg.endpoints, "endpoints", unicast=True),
         routes=_routes(msg.routes, "routes"),
     )
 
@@ -210,16 +213,22 @@ def _key(value: bytes, field: str) -> PublicKey:
         raise WireError(f"{field}: {e}") from None
 
 
-def _endpoints(values: object, field: str) -> tuple[Endpoint, ...]:
+def _endpoints(values: object, field: str, *, unicast: bool = False) -> tuple[Endpoint, ...]:
     items = list(values)  # type: ignore[call-overload]
     if len(items) > MAX_ENDPOINTS_PER_EDGE:
         raise WireError(f"{field}: {len(items)} endpoints; at most {MAX_ENDPOINTS_PER_EDGE}")
     out = []
     for i, text in enumerate(items):
         try:
-            out.append(Endpoint.parse(text))
+            ep = Endpoint.parse(text)
         except ValueError as e:
             raise WireError(f"{field}[{i}]: {e}") from None
+        if unicast:
+            try:
+                ep.check_unicast()
+            except ValueError as e:
+                raise WireError(f"{field}[{i}]: {e}; allowed: {UNICAST_RULE}") from None
+        out.append(ep)
     return tuple(out)
 
 

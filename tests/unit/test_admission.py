@@ -23,7 +23,7 @@ from controller.admission import (
     serving_map,
 )
 from controller.config import AllowedEdge
-from controller.state import Advertised, EdgeRecord, State
+from controller.state import Advertised, EdgeRecord, Hold, State
 from isthmus.endpoint import Endpoint, IPAddress
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
@@ -462,15 +462,23 @@ PREFIXES = st.one_of(
 
 @st.composite
 def states(draw: st.DrawFn) -> State:
+    """Edges with placed routes (since 0-3), newcomers (since None) and holds."""
     edges = []
     approvals = []
+    holds = []
     for i, name in enumerate(NAMES):
         routes = draw(st.lists(PREFIXES, unique=True, max_size=5))
-        adv = tuple(Advertised(r, draw(st.integers(0, 3))) for r in routes)
+        adv = tuple(Advertised(r, draw(st.none() | st.integers(0, 3))) for r in routes)
         eps = (Endpoint.parse(f"198.18.0.{i + 1}:51820"),)
         edges.append(EdgeRecord(EdgeName(name), key(11 + i), eps, adv))
         approvals += [(EdgeName(name), r) for r in routes if draw(st.booleans())]
-    return State(version=3, edges=tuple(edges), approvals=tuple(approvals))
+        held = draw(st.lists(PREFIXES, unique=True, max_size=2))
+        holds += [
+            Hold(EdgeName(name), r, draw(st.integers(0, 3)), 1_000 + i)
+            for r in held
+            if r not in routes
+        ]
+    return State(version=3, edges=tuple(edges), approvals=tuple(approvals), holds=tuple(holds))
 
 
 POLICIES = st.builds(
@@ -487,24 +495,39 @@ def inside(a: Network, b: Network) -> bool:
 
 
 def model(s: State, policy: Policy) -> list[tuple[object, ...]]:
-    """The table of docs/controller.md, written as plainly as possible."""
-    items = sorted(
-        ((a.since, e.name, i), e, a) for e in s.edges for i, a in enumerate(e.advertised)
+    """The table of docs/controller.md, written as plainly as possible: routes with a place
+    and holds by (since, edge, advertised before held, position), then the newcomers."""
+    placed = [
+        ((a.since, e.name, 0, i), e.name, a.route, a.since)
+        for e in s.edges
+        for i, a in enumerate(e.advertised)
+        if a.since is not None
+    ]
+    holds = sorted(
+        s.holds,
+        key=lambda h: (h.edge, h.route.version, int(h.route.network_address), h.route.prefixlen),
     )
+    placed += [((h.since, h.edge, 1, i), h.edge, h.route, None) for i, h in enumerate(holds)]
+    newcomers = [
+        ((e.name, i), e.name, a.route, s.version + 1)
+        for e in s.edges
+        for i, a in enumerate(e.advertised)
+        if a.since is None
+    ]
+    items = [x[1:] for x in sorted(placed)] + [x[1:] for x in sorted(newcomers)]
     overlay = [*OVERLAY, *(ep.ip for e in s.edges for ep in e.endpoints)]
-    earlier: list[tuple[str, Network]] = []  # serving or pending, in decision order
+    earlier: list[tuple[str, Network]] = []  # serving, pending or held, in decision order
     out: list[tuple[object, ...]] = []
-    for _, e, a in items:
-        r = a.route
+    for name, r, since in items:
         other: tuple[str, Network] | None = None
-        others = [(n, x) for n, x in earlier if n != e.name and x.version == r.version]
+        others = [(n, x) for n, x in earlier if n != name and x.version == r.version]
         if r not in policy.allow_reserved and (
             r in (net("0.0.0.0/0"), net("::/0")) or any(overlaps(r, x) for x, _ in RESERVED)
         ):
             state_, reason = REFUSED, Reason.RESERVED
         elif any(x.version == r.version and x in r and not x.is_unspecified for x in overlay):
             state_, reason = REFUSED, Reason.OVERLAY
-        elif not any(inside(r, x) for x in ALLOWED[e.name].routes if x.version == r.version):
+        elif not any(inside(r, x) for x in ALLOWED[name].routes if x.version == r.version):
             state_, reason = REFUSED, Reason.NOT_ALLOWED
         elif other := next((o for o in others if o[1] == r), None):
             state_, reason = REFUSED, Reason.EXACT
@@ -514,12 +537,16 @@ def model(s: State, policy: Policy) -> list[tuple[object, ...]]:
             state_, reason = policy.less_specific, Reason.LESS_SPECIFIC
         else:
             state_, reason = SERVING, Reason.NONE
-        approved = state_ is PENDING and (e.name, r) in s.approvals
+        if since is None:  # a hold: no decision, but it counts unless refused
+            if state_ is not REFUSED:
+                earlier.append((name, r))
+            continue
+        approved = state_ is PENDING and (name, r) in s.approvals
         if approved:
             state_ = SERVING
         if state_ is not REFUSED:
-            earlier.append((e.name, r))
-        out.append((e.name, r, state_, reason, a.since, approved, other))
+            earlier.append((name, r))
+        out.append((name, r, state_, reason, 0 if state_ is REFUSED else since, approved, other))
     return out
 
 
@@ -546,7 +573,9 @@ def test_input_order_does_not_matter(s: State, policy: Policy, rnd: random.Rando
     rnd.shuffle(edges)
     approvals = list(s.approvals)
     rnd.shuffle(approvals)
-    shuffled = State(s.version, tuple(edges), tuple(approvals))
+    holds = list(s.holds)
+    rnd.shuffle(holds)
+    shuffled = State(s.version, tuple(edges), tuple(approvals), holds=tuple(holds))
     overlay = [*OVERLAY, *(ep.ip for e in s.edges for ep in e.endpoints)]
     a = decide(s, ALLOWED, policy, overlay)
     b = decide(shuffled, ALLOWED, policy, list(reversed(overlay)))
@@ -556,7 +585,7 @@ def test_input_order_does_not_matter(s: State, policy: Policy, rnd: random.Rando
 @given(states(), POLICIES)
 def test_approvals_never_change_another_routes_decision(s: State, policy: Policy) -> None:
     overlay = [*OVERLAY, *(ep.ip for e in s.edges for ep in e.endpoints)]
-    bare = decide(State(s.version, s.edges), ALLOWED, policy, overlay)
+    bare = decide(State(s.version, s.edges, holds=s.holds), ALLOWED, policy, overlay)
     full = decide(s, ALLOWED, policy, overlay)
     for x, y in zip(bare, full, strict=True):
         assert (x.edge, x.route) == (y.edge, y.route)

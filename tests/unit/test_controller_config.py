@@ -74,7 +74,7 @@ def test_example_file_parses() -> None:
     assert config.admin_socket == Path("/run/isthmus-controller/admin.sock")
     assert config.lease_ttl == 86400
     assert config.store == StoreConfig(kind="file", endpoints=(), prefix="/isthmus/")
-    assert config.admission == Policy()
+    assert config.admission == Policy(hold_time=600)
 
 
 def test_example_file_documents_every_key() -> None:
@@ -93,6 +93,8 @@ def test_example_file_documents_every_key() -> None:
         "more_specific",
         "less_specific",
         "allow_reserved",
+        "hold_time",
+        "addresses",
         "[[edges]]",
         "name",
         "public_key",
@@ -295,8 +297,8 @@ def test_unknown_top_level_key() -> None:
     t = good()
     t["listen_addr"] = "x"
     assert error_of(t) == (
-        "listen_addr: unknown key; allowed: one of admin_socket, admission, edges, lease_ttl, "
-        "listen, log_format, metrics, signing_key_file, state_dir, store"
+        "listen_addr: unknown key; allowed: one of addresses, admin_socket, admission, edges, "
+        "lease_ttl, listen, log_format, metrics, signing_key_file, state_dir, store"
     )
 
 
@@ -342,7 +344,7 @@ def test_defaults_of_the_new_keys() -> None:
     assert config.lease_ttl == 86400
     assert config.store == StoreConfig()
     assert config.store.kind == "file"
-    assert config.admission == Policy(RouteState.PENDING, RouteState.PENDING, ())
+    assert config.admission == Policy(RouteState.PENDING, RouteState.PENDING, (), 600)
 
 
 def test_missing_signing_key_file() -> None:
@@ -516,9 +518,10 @@ def test_admission_policy() -> None:
             ipaddress.ip_network("::/0"),
             ipaddress.ip_network("169.254.169.254/32"),
         ),
+        hold_time=600,
     )
     t["admission"] = {"less_specific": "refuse"}
-    assert parse(t).admission == Policy(less_specific=RouteState.REFUSED)
+    assert parse(t).admission == Policy(less_specific=RouteState.REFUSED, hold_time=600)
 
 
 @pytest.mark.parametrize(
@@ -553,8 +556,8 @@ def test_admission_policy() -> None:
         ),
         (
             {"refuse": True},
-            "admission.refuse: unknown key; allowed: one of allow_reserved, less_specific, "
-            "more_specific",
+            "admission.refuse: unknown key; allowed: one of allow_reserved, hold_time, "
+            "less_specific, more_specific",
         ),
     ],
 )

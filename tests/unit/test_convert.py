@@ -272,3 +272,31 @@ def test_any_mutation_of_a_good_map_decodes_or_raises_wire_error(
         return
     with contextlib.suppress(WireError):
         update_from_pb(msg)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("127.0.0.1:51820", "'127.0.0.1:51820' is a loopback address (127.0.0.0/8)"),
+        ("0.0.0.0:51820", "'0.0.0.0:51820' is the unspecified address (0.0.0.0/32)"),
+        ("255.255.255.255:1", "'255.255.255.255:1' is the broadcast address (255.255.255.255/32)"),
+        ("224.0.0.1:51820", "'224.0.0.1:51820' is a multicast address (224.0.0.0/4)"),
+        ("240.0.0.1:51820", "'240.0.0.1:51820' is a reserved address (240.0.0.0/4)"),
+        ("[::ffff:127.0.0.1]:1", "'[::ffff:7f00:1]:1' is an IPv4-mapped IPv6 address"),
+        ("[fe80::1%eth0]:51820", "'[fe80::1%eth0]:51820' is a scoped address (%eth0)"),
+        ("[2001:db8::1%2]:51820", "'[2001:db8::1%2]:51820' is a scoped address (%2)"),
+    ],
+)
+def test_registration_endpoints_must_be_unicast(endpoint: str, problem: str) -> None:
+    msg = registration_to_pb(
+        Registration(EdgeName("vpc-a"), pk(1), (Endpoint.parse("198.18.0.11:51820"),), ())
+    )
+    msg.endpoints.append(endpoint)
+    with pytest.raises(WireError) as e:
+        registration_from_pb(msg)
+    assert str(e.value).startswith(f"endpoints[1]: {problem}")
+    assert str(e.value).endswith(
+        "; allowed: a unicast address other edges can reach: not unspecified, loopback, "
+        "link-local, multicast, broadcast or reserved (240.0.0.0/4), not IPv4-mapped "
+        "(::ffff:0:0/96; write the IPv4 address), without a %zone"
+    )

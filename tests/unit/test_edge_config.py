@@ -17,6 +17,11 @@ from isthmus.signing import ControllerPublicKey
 
 ROOT = Path(__file__).resolve().parents[2]
 # The Ed25519 public key of the seed bytes(range(32)).
+UNICAST = (
+    "a unicast address other edges can reach: not unspecified, loopback, link-local, "
+    "multicast, broadcast or reserved (240.0.0.0/4), not IPv4-mapped (::ffff:0:0/96; write "
+    "the IPv4 address), without a %zone"
+)
 CONTROLLER_KEY = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
 
 GOOD = """
@@ -145,7 +150,7 @@ def test_the_example_file_is_valid() -> None:
 def test_missing_key() -> None:
     assert error(table(endpoint=None)) == (
         "endpoint: is missing; allowed: 'ip:port' or '[ipv6]:port' with a literal IP address "
-        "and a port 1-65535, not an unspecified address (0.0.0.0 or ::)"
+        f"and a port 1-65535, with {UNICAST}"
     )
     assert error(table(private_key_file=None)) == (
         "private_key_file: is missing; allowed: a non-empty path"
@@ -193,12 +198,48 @@ def test_unknown_key() -> None:
 def test_bad_endpoint() -> None:
     assert error(table(endpoint="198.18.0.11")) == (
         "endpoint: '198.18.0.11' is not an endpoint; allowed: 'ip:port' or '[ipv6]:port' with "
-        "a literal IP address and a port 1-65535, not an unspecified address (0.0.0.0 or ::)"
+        f"a literal IP address and a port 1-65535, with {UNICAST}"
     )
     assert error(table(endpoint="0.0.0.0:51820")) == (
         "endpoint: '0.0.0.0:51820' is an unspecified address peers cannot send to; "
         "allowed: 'ip:port' or '[ipv6]:port' with a literal IP address and a port 1-65535, "
-        "not an unspecified address (0.0.0.0 or ::)"
+        f"with {UNICAST}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("127.0.0.1:51820", "'127.0.0.1:51820' is a loopback address (127.0.0.0/8)"),
+        (
+            "255.255.255.255:51820",
+            "'255.255.255.255:51820' is the broadcast address (255.255.255.255/32)",
+        ),
+        ("224.0.0.1:51820", "'224.0.0.1:51820' is a multicast address (224.0.0.0/4)"),
+        ("169.254.1.1:51820", "'169.254.1.1:51820' is a link-local address (169.254.0.0/16)"),
+        ("[::1]:51820", "'[::1]:51820' is a loopback address (::1/128)"),
+        (
+            "[::ffff:127.0.0.1]:51820",
+            "'[::ffff:7f00:1]:51820' is an IPv4-mapped IPv6 address (::ffff:0:0/96) of "
+            "127.0.0.1, a loopback address (127.0.0.0/8)",
+        ),
+        (
+            "[::ffff:198.18.0.1]:51820",
+            "'[::ffff:c612:1]:51820' is an IPv4-mapped IPv6 address (::ffff:0:0/96)",
+        ),
+        ("[fe80::1]:51820", "'[fe80::1]:51820' is a link-local address (fe80::/10)"),
+        (
+            "[fe80::1%eth0]:51820",
+            "'[fe80::1%eth0]:51820' is a scoped address (%eth0), which only one host's "
+            "interface can reach",
+        ),
+        ("[ff02::1]:51820", "'[ff02::1]:51820' is a multicast address (ff00::/8)"),
+    ],
+)
+def test_endpoint_must_be_unicast(endpoint: str, problem: str) -> None:
+    assert error(table(endpoint=endpoint)) == (
+        f"endpoint: {problem}; allowed: 'ip:port' or '[ipv6]:port' with a literal IP address "
+        f"and a port 1-65535, with {UNICAST}"
     )
 
 

@@ -396,7 +396,9 @@ def test_apply_config_policy_change_without_state_change_keeps_version() -> None
     r.register(reg("vpc-b", 2, "10.97.0.0/16"), T0)
     r.register(reg("rogue", 3, "10.97.1.0/24"), T0)
     changes = r.apply_config(config(policy=Policy(more_specific=REFUSED)), T0)
-    assert r.version == 2
+    # the refused route loses its place in the first-come order: that is a state change
+    assert r.version == 3
+    assert r.state.edge("rogue").advertised[0].since is None  # type: ignore[union-attr]
     assert [(c.kind, str(c.route)) for c in changes] == [("route_refused", "10.97.1.0/24")]
     assert r.config.admission.more_specific is REFUSED
     assert r.apply_config(r.config, T0) == ()

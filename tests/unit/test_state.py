@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.bindings import crypto_box_seed_keypair
 
-from controller.state import Advertised, EdgeRecord, State, decode, dumps, encode, loads
+from controller.state import Advertised, EdgeRecord, Hold, State, decode, dumps, encode, loads
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
@@ -305,3 +305,62 @@ def states(draw: st.DrawFn) -> State:
 @given(states())
 def test_round_trip_property(s: State) -> None:
     assert loads(dumps(s)) == s
+
+
+def holding() -> State:
+    """sample() with a refused route (no place) and two holds."""
+    s = sample()
+    a = s.edges[0]
+    refused = EdgeRecord(
+        a.name, a.public_key, a.endpoints, (*a.advertised, Advertised(net("10.0.0.0/8"), None))
+    )
+    holds = (
+        Hold(EdgeName("vpc-a"), net("10.96.0.0/16"), 2, 1_760_000_600),
+        Hold(EdgeName("vpc-c"), net("10.98.0.0/16"), 7, 1_760_000_000),
+    )
+    return State(s.version, (refused, s.edges[1]), s.approvals, s.leases, holds)
+
+
+def test_holds_and_places_round_trip() -> None:
+    s = holding()
+    d = encode(s)
+    assert d["edges"][0]["advertised"][2] == {"route": "10.0.0.0/8", "since": None}
+    assert d["holds"] == [
+        {"edge": "vpc-a", "route": "10.96.0.0/16", "since": 2, "until": 1_760_000_600},
+        {"edge": "vpc-c", "route": "10.98.0.0/16", "since": 7, "until": 1_760_000_000},
+    ]
+    assert loads(dumps(s)) == s
+    assert "holds" not in encode(sample())  # written only when there are some
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["holds"].append(dict(d["holds"][0])),
+            "holds[2]: route 10.96.0.0/16 of edge 'vpc-a' is held twice",
+        ),
+        (
+            lambda d: d["holds"][0].update(route="10.244.0.0/16"),
+            "holds[0]: edge 'vpc-a' advertises route 10.244.0.0/16; no hold needed",
+        ),
+        (lambda d: d["holds"][1].update(since=8), "holds[1].since: 8 is above the state version 7"),
+        (
+            lambda d: d["holds"][1].update(until=-1),
+            "holds[1].until: -1 is not an integer 0..2**64-1",
+        ),
+        (
+            lambda d: d["holds"][1].pop("until"),
+            "holds[1]: not an object with keys edge, route, since, until",
+        ),
+        (lambda d: d["holds"][0].update(edge="Bad"), "holds[0].edge: "),
+        (
+            lambda d: d["edges"][0]["advertised"][2].update(since="x"),
+            "edges[0].advertised[2].since: 'x' is not an integer",
+        ),
+    ],
+)
+def test_decode_refuses_bad_holds(edit: Any, message: str) -> None:
+    d = encode(holding())
+    edit(d)
+    assert error_of(d).startswith(message)
