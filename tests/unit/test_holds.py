@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.admission import Policy, Reason, RouteState
+from controller.change import CHANGE_KINDS, Change
 from controller.errors import InvalidRequest
-from controller.registry import CHANGE_KINDS, Change, Registry
+from controller.registry import Registry
 from controller.state import Advertised, EdgeRecord, Hold, State
 from isthmus.convert import Registration
 from isthmus.endpoint import Endpoint
