@@ -149,7 +149,12 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             forwarding.enable(6)
 
         tunnel = Tunnel(
-            identity, random=os.urandom, wall_clock=time.time, timers=cfg.timers, greet=True
+            identity,
+            random=os.urandom,
+            wall_clock=time.time,
+            timers=cfg.timers,
+            greet=True,
+            addresses=(cfg.tun.address.ip,),
         )
         cache = MapCache(cfg.state_dir, cfg.controller_public_key)
         applier = MapApplier(

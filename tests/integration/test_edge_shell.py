@@ -247,11 +247,13 @@ def test_status_json_has_the_documented_shape() -> None:
     ]
     assert set(status["drops"]) == {
         "malformed",
+        "oversize",
         "unknown_peer",
         "decrypt_failed",
         "replay",
         "too_old",
         "bad_inner_source",
+        "bad_inner_destination",
         "no_route",
         "ratelimited",
         "expired_session",
