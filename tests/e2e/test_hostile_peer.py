@@ -11,6 +11,15 @@
  10.244.1.10          10.245.1.10            172.16.0.10
                       UDP sinks
 ```
+- F7: vpc-a, a legitimate peer with its real key but a map of its own making
+  (tests/e2e/hostile_peer.py runs the real core in vpc-a's namespace while vpc-a's edge is
+  down), seals for vpc-b packets to 169.254.169.254 and 198.51.100.20 (both held by
+  vpc-b-pod, and routed there by vpc-b's host, so a forwarded one would reach its sink)
+  and to office-host (a third site): none arrives anywhere, vpc-b counts them
+  bad_inner_destination, and a packet to vpc-b-pod among them arrives.
+- F11: an initiation of vpc-a captured on the underlay and replayed from the underlay
+  namespace after vpc-b restarted is answered (it is fresh to the new process), but vpc-b
+  keeps sending to vpc-a's real endpoint, and traffic keeps flowing.
 - S02: datagrams of 9000 B and 65,507 B (the largest UDP payload; it crosses the 1500-byte
   underlay as IP fragments) sent at vpc-b's UDP port are dropped and counted (oversize
   above the largest datagram an edge ever sends, malformed or unknown_peer below it), and
@@ -22,18 +31,31 @@ Helpers come from test_tunnel_attacks (same mesh layout, same tools).
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import secrets
+import struct
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from isthmus.lab.mesh import Mesh
-from isthmus.lab.topology import DEMO
-from tests.e2e.attack_tools import random_data_packet, write_packets
+from isthmus.lab.mesh import Mesh, wait_until
+from isthmus.lab.topology import DEMO, UNDERLAY_BRIDGE
+from tests.e2e.attack_tools import (
+    TYPE_INITIATION,
+    TYPE_RESPONSE,
+    random_data_packet,
+    read_pcap,
+    write_packets,
+)
 from tests.e2e.test_tunnel_attacks import (
     B_REAL,
+    PORT,
+    SNAPLEN,
+    _between,
     _drops,
     _grew,
     _received,
@@ -44,7 +66,10 @@ from tests.e2e.test_tunnel_attacks import (
 
 pytestmark = pytest.mark.netns
 
-A, B = DEMO.site("vpc-a"), DEMO.site("vpc-b")
+A, B, OFFICE = DEMO.site("vpc-a"), DEMO.site("vpc-b"), DEMO.site("office")
+HOSTILE_PEER = (sys.executable, str(Path(__file__).with_name("hostile_peer.py")))
+METADATA, OUTSIDE = "169.254.169.254", "198.51.100.20"  # link-local; TEST-NET-2
+SINK_PORT = 9107
 MAX_UDP_PAYLOAD = 65_507  # 65,535 - 20 (IPv4) - 8 (UDP)
 RSS_GROWTH_LIMIT = 2 << 20
 
@@ -65,6 +90,117 @@ def _rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+def _udp4(src: str, dst: str, port: int, payload: bytes) -> bytes:
+    """An IPv4/UDP packet with a valid header checksum and no UDP checksum (0)."""
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        28 + len(payload),
+        0,
+        0x4000,
+        64,
+        17,
+        0,
+        ipaddress.IPv4Address(src).packed,
+        ipaddress.IPv4Address(dst).packed,
+    )
+    total = sum(struct.unpack("!10H", header))
+    total = (total & 0xFFFF) + (total >> 16)
+    checksum = ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0)
+    return header[:10] + struct.pack("!H", checksum) + header[12:] + udp + payload
+
+
+# -- F7 -----------------------------------------------------------------------------------
+
+
+def test_a_peer_with_its_real_key_cannot_send_to_addresses_that_are_not_the_receivers(
+    mesh: Mesh,
+) -> None:
+    edge_b, pod_b = mesh.edge_ns("vpc-b"), mesh.workload_ns("vpc-b")
+    for ip in (METADATA, OUTSIDE):
+        mesh.lab.add_address(pod_b, "lo", f"{ip}/32")
+        mesh.lab.add_route(edge_b, f"{ip}/32", via=B.workload_ip)
+    sinks = {site: _udp_sink(mesh, site, SINK_PORT) for site in ("vpc-b", "office")}
+    foreign = {
+        dst: f"to {dst} {secrets.token_hex(6)}".encode()
+        for dst in (METADATA, OUTSIDE, OFFICE.workload_ip)
+    }
+    genuine = f"to vpc-b-pod {secrets.token_hex(6)}".encode()
+    packets = [_udp4(A.workload_ip, dst, SINK_PORT, p) for dst, p in foreign.items()]
+    packets.append(_udp4(A.workload_ip, B.workload_ip, SINK_PORT, genuine))
+    path = write_packets(mesh.dir / "foreign-destinations.hex", packets)
+    before = {site: _drops(mesh, site) for site in ("vpc-b", "office")}
+    mesh.kill_edge("vpc-a")  # vpc-a turns hostile: its key, its endpoint, its own map
+    try:
+        argv = [*HOSTILE_PEER, "--key", str(mesh.edge_paths("vpc-a").private_key)]
+        argv += ["--name", "vpc-a", "--own", ",".join(A.routes), "--listen", f"0.0.0.0:{PORT}"]
+        argv += ["--peer", "vpc-b", "--peer-key", mesh.public_keys["vpc-b"]]
+        argv += ["--peer-endpoint", B_REAL, "--packets", str(path)]
+        argv += [
+            "--peer-routes",
+            f"{B.routes[0]},169.254.0.0/16,198.51.100.0/24,{OFFICE.routes[0]}",
+        ]
+        done = mesh.lab.run(mesh.edge_ns("vpc-a"), argv, check=False, timeout=30.0)
+        assert done.returncode == 0, f"{done.stdout}{done.stderr}"
+        assert json.loads(done.stdout.splitlines()[-1]) == {
+            "handshake": True,
+            "sealed": len(packets),
+            "packets": len(packets),
+        }
+        _grew(mesh, "vpc-b", before["vpc-b"], "bad_inner_destination", len(foreign))
+        wait_until(lambda: _received(sinks["vpc-b"], genuine) == 1, 3.0, "the genuine packet")
+        time.sleep(0.5)
+        for site, sink in sinks.items():
+            assert not any(_received(sink, p) for p in foreign.values()), (site, sink.log())
+        office = _drops(mesh, "office")
+        assert office["bad_inner_source"] == before["office"]["bad_inner_source"], office
+    finally:
+        for sink in sinks.values():
+            sink.stop()
+        for ip in (METADATA, OUTSIDE):
+            mesh.lab.ip(edge_b, "route", "del", f"{ip}/32")
+            mesh.lab.ip(pod_b, "address", "del", f"{ip}/32", "dev", "lo")
+        mesh.start_edge("vpc-a")
+        mesh.wait_ready(["vpc-a"])
+    _tcp(mesh, "vpc-a", "vpc-b")
+    _tcp(mesh, "vpc-b", "vpc-a")
+
+
+# -- F11 ----------------------------------------------------------------------------------
+
+
+def _endpoint_at_b(mesh: Mesh) -> str | None:
+    peers = {p["name"]: p for p in mesh.status("vpc-b")["peers"]}
+    endpoint: str | None = peers["vpc-a"]["endpoint"]
+    return endpoint
+
+
+def test_a_captured_initiation_replayed_after_a_restart_does_not_move_the_endpoint(
+    mesh: Mesh,
+) -> None:
+    with mesh.capture(mesh.underlay_ns, UNDERLAY_BRIDGE, "initiation", snaplen=SNAPLEN) as cap:
+        mesh.restart_edge("vpc-a")  # it greets its peers: an initiation to vpc-b
+        _tcp(mesh, "vpc-a", "vpc-b")
+    captured = _between(read_pcap(cap.path), A.underlay_ip, (B.underlay_ip, PORT))
+    initiations = [d.payload for d in captured if d.msg_type == TYPE_INITIATION]
+    assert initiations, f"no initiation vpc-a -> vpc-b in {cap.path}"
+    mesh.restart_edge("vpc-b")  # the new process knows no timestamp of vpc-a's
+    _tcp(mesh, "vpc-b", "vpc-a")
+    real = f"{A.underlay_ip}:{PORT}"
+    assert _endpoint_at_b(mesh) == real
+
+    result = _inject(mesh, "replayed-initiation", initiations[-1:])  # from 198.18.0.1
+    # Fresh to the new process: accepted and answered at its source ...
+    assert [bytes.fromhex(r)[0] for r in result["replies"]] == [TYPE_RESPONSE], result
+    # ... and nothing more: vpc-b still sends to vpc-a's real endpoint.
+    assert _endpoint_at_b(mesh) == real
+    _tcp(mesh, "vpc-b", "vpc-a")
+    _tcp(mesh, "vpc-a", "vpc-b")
+    assert _endpoint_at_b(mesh) == real
 
 
 # -- S02 ----------------------------------------------------------------------------------
