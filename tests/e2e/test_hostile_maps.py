@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.lab.mesh import Mesh, wait_until
-from isthmus.lab.topology import DEMO
+from isthmus_lab.mesh import Mesh, wait_until
+from isthmus_lab.topology import DEMO
 
 pytestmark = pytest.mark.netns
 

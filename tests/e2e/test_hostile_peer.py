@@ -42,8 +42,8 @@ from typing import Any
 
 import pytest
 
-from isthmus.lab.mesh import Mesh, wait_until
-from isthmus.lab.topology import DEMO, UNDERLAY_BRIDGE
+from isthmus_lab.mesh import Mesh, wait_until
+from isthmus_lab.topology import DEMO, UNDERLAY_BRIDGE
 from tests.e2e.attack_tools import (
     TYPE_INITIATION,
     TYPE_RESPONSE,
