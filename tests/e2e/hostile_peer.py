@@ -26,8 +26,9 @@ from pathlib import Path
 from edge.tunnel import HandshakeCompleted, Identity, Tunnel, wire
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
-from isthmus.keys import PublicKey, read_private_key
+from isthmus.keys import PublicKey
 from isthmus.routemap import EdgeEntry, Network, RouteMap, parse_route
+from isthmus_io.keyfiles import read_private_key
 
 LINGER = 0.5
 

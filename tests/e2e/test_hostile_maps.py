@@ -33,7 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from isthmus_lab.mesh import Mesh, wait_until
+from isthmus_lab.commands import wait_until
+from isthmus_lab.mesh import Mesh
 from isthmus_lab.topology import DEMO
 
 pytestmark = pytest.mark.netns

@@ -42,7 +42,8 @@ from typing import Any
 
 import pytest
 
-from isthmus_lab.mesh import Mesh, wait_until
+from isthmus_lab.commands import wait_until
+from isthmus_lab.mesh import Mesh
 from isthmus_lab.topology import DEMO, UNDERLAY_BRIDGE
 from tests.e2e.attack_tools import (
     TYPE_INITIATION,
