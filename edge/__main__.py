@@ -203,6 +203,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             controller_key=cfg.controller_public_key,
             routes=routes,
             tun_mtu=cfg.tun.mtu,
+            collisions=lambda: applier.collisions,
         )
         pinger = Pinger(
             tunnel=tunnel, route_map=lambda: applier.route_map, flush=dataplane.after_input

@@ -14,7 +14,7 @@
 ```
 - F8: a route of the map whose prefix vpc-a's kernel already routes otherwise (a connected
   LAN where address plans overlap) is never installed over that route, and its withdrawal
-  never deletes it; status says why it is not installed; once the LAN goes away the edge
+  never deletes it; status and explain say why it is not installed; once the LAN goes away the edge
   installs the route by itself (the retry).
 - F12: a map in which a route of another edge holds one of vpc-a's controller addresses
   would route vpc-a's own gRPC into its TUN: vpc-a refuses it whole (old map stays, no
@@ -115,6 +115,8 @@ def test_a_lan_route_with_the_prefix_of_a_remote_route_survives_install_and_with
         shown = rf"{re.escape(OVERLAP)} +via vpc-b  NOT installed \({re.escape(reason)}\)"
         assert re.search(shown, text), text
         assert f"route {OVERLAP} via vpc-b is not installed on the TUN: it {reason}" in text
+        explained = mesh.edge_cli("vpc-a", "explain", "10.97.0.10")
+        assert f"it {reason}, which isthmus never replaces" in explained, explained
         time.sleep(RETRIES)  # retries while the LAN route stays
         log = log_path.read_bytes()[logged:].decode()
         assert log.count("event=route_collision ") == 1, log  # logged once, not per retry
