@@ -65,7 +65,7 @@ class MapApplier:
         self._clock = clock
         self._ipv6_enabled = False
         self.route_map = RouteMap(version=0)
-        self.refusal: str | None = None  # why the last map refused was refused
+        self.refusal: str | None = None  # why the last refused map was refused
         self.collisions: dict[Network, str] = {}  # wanted routes left out -> the reason
         self.collisions_total = 0  # routes found colliding (once per collision, not per retry)
 

@@ -82,7 +82,7 @@ class MapSink(Protocol):
 
     @property
     def refusal(self) -> str | None:
-        """Why the last map refused was refused (a map rule, or a route that would loop)."""
+        """Why the last refused map was refused (a map rule, or a route that would loop)."""
         ...
 
 

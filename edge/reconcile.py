@@ -15,13 +15,12 @@ Rules:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from edge.ports import RouteCollision, RouteError, RouteTable
-from isthmus.endpoint import Endpoint
+from isthmus.endpoint import Endpoint, IPAddress
 from isthmus.ids import EdgeName
 from isthmus.logfmt import kv
 from isthmus.lpm import route_sort_key
@@ -55,7 +54,7 @@ def loops(route_map: RouteMap, self_name: str, controllers: Sequence[str]) -> li
     TUN: one sentence per (route, address) pair where a route of another edge holds a
     controller address (from `controllers`, "host:port"; a host name is not checked) or
     the endpoint of an edge other than this one. Empty when the map is safe."""
-    guarded: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]] = []
+    guarded: list[tuple[IPAddress, str]] = []
     for target in controllers:
         try:
             guarded.append((Endpoint.parse(target).ip, f"controller address {target}"))
