@@ -28,7 +28,7 @@ from pathlib import Path
 
 from edge import config as edge_config
 from edge.admin import AdminError, AdminServer, EdgeStatus
-from edge.applier import MapApplier
+from edge.applier import ROUTE_RETRY_INTERVAL, MapApplier
 from edge.control import ControlLoop
 from edge.dataplane import Dataplane
 from edge.droplog import DropLog
@@ -81,6 +81,16 @@ def main(argv: list[str]) -> int:
         print(f"isthmus edge: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _retry_collisions(applier: MapApplier) -> None:
+    """Retry routes that collided with a route isthmus did not install (it may go away)."""
+    while True:
+        await asyncio.sleep(ROUTE_RETRY_INTERVAL)
+        try:
+            applier.retry_collisions()
+        except Exception as e:  # a bug must not stop the retries
+            _log.exception(kv("route_retry_error", error=repr(e)))
 
 
 def _state_dir(path: Path) -> None:
@@ -139,10 +149,17 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             forwarding.enable(6)
 
         tunnel = Tunnel(
-            identity, random=os.urandom, wall_clock=time.time, timers=cfg.timers, greet=True
+            identity,
+            random=os.urandom,
+            wall_clock=time.time,
+            timers=cfg.timers,
+            greet=True,
+            addresses=(cfg.tun.address.ip,),
         )
         cache = MapCache(cfg.state_dir, cfg.controller_public_key)
-        applier = MapApplier(cfg.name, tunnel, routes, cache, forwarding)
+        applier = MapApplier(
+            cfg.name, tunnel, routes, cache, forwarding, controllers=cfg.controllers
+        )
         applier.apply(cache.load() or RouteMap(version=0), save=False)
 
         try:
@@ -176,6 +193,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             controller=control.view,
             routes=routes,
             datapath=dataplane.stats.as_dict,
+            collisions=lambda: applier.collisions,
         )
         explainer = EdgeExplain(
             tunnel=tunnel,
@@ -185,6 +203,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             controller_key=cfg.controller_public_key,
             routes=routes,
             tun_mtu=cfg.tun.mtu,
+            collisions=lambda: applier.collisions,
         )
         pinger = Pinger(
             tunnel=tunnel, route_map=lambda: applier.route_map, flush=dataplane.after_input
@@ -207,6 +226,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
                 route_map=lambda: applier.route_map,
                 controller=control.view,
                 routes=routes,
+                collisions=applier,
             )
             server = await start_or_log(
                 MetricsServer(
@@ -217,6 +237,8 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
                 stack.push_async_callback(server.close)
         drop_log = asyncio.create_task(DropLog(tunnel.drops).run(), name="drop-log")
         stack.callback(drop_log.cancel)
+        retry = asyncio.create_task(_retry_collisions(applier), name="route-retry")
+        stack.callback(retry.cancel)
 
         task = asyncio.create_task(control.run(), name="control")
         _log.info(kv("started", edge=cfg.name, controllers=cfg.controllers))

@@ -29,7 +29,7 @@ from edge.tunnel import Tunnel
 from isthmus.endpoint import Endpoint
 from isthmus.logfmt import kv
 from isthmus.lpm import route_sort_key
-from isthmus.routemap import RouteMap
+from isthmus.routemap import Network, RouteMap
 
 READ_TIMEOUT = 5.0
 MAX_REQUEST = 1024
@@ -54,9 +54,13 @@ class EdgeStatus:
         routes: RouteTable,
         clock: Callable[[], float] = time.monotonic,
         datapath: Callable[[], dict[str, int]] | None = None,
+        collisions: Callable[[], Mapping[Network, str]] | None = None,
     ) -> None:
         """`datapath()` gives the data path shell's own counters (Dataplane.stats): what
-        the offloads did (GSO runs, GRO reads, coalesced writes), shown as "datapath"."""
+        the offloads did (GSO runs, GRO reads, coalesced writes), shown as "datapath".
+        `collisions()` gives the routes left out because they collide with a route isthmus
+        did not install, with the reason (MapApplier.collisions), shown as a route's
+        "reason"."""
         self._endpoint = endpoint
         self._tunnel = tunnel
         self._route_map = route_map
@@ -64,6 +68,7 @@ class EdgeStatus:
         self._routes = routes
         self._clock = clock
         self._datapath = datapath
+        self._collisions = collisions
 
     def build(self) -> dict[str, Any]:
         identity = self._tunnel.identity
@@ -75,6 +80,7 @@ class EdgeStatus:
             _log.warning(kv("status_routes_unreadable", error=str(e)))
             installed = set()
         wanted = desired_routes(self._route_map(), identity.name)
+        collisions = self._collisions() if self._collisions is not None else {}
         return {
             "edge": identity.name,
             "public_key": identity.public_key.to_base64(),
@@ -103,7 +109,12 @@ class EdgeStatus:
                 for p in self._tunnel.peers(now)
             ],
             "routes": [
-                {"route": str(net), "edge": wanted[net], "installed": net in installed}
+                {
+                    "route": str(net),
+                    "edge": wanted[net],
+                    "installed": net in installed,
+                    "reason": None if net in installed else collisions.get(net),
+                }
                 for net in sorted(wanted, key=route_sort_key)
             ],
             "drops": self._tunnel.drops(),

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edge.tunnel import Timers
+from edge.tunnel.wire import MAX_TUN_MTU
 from isthmus.configfile import ConfigError, Table, check_keys, get_int, read_toml
 from isthmus.configfile import domain as _domain
 from isthmus.configfile import required as _required
@@ -59,7 +60,7 @@ T = TypeVar("T")
 DEFAULT_STATE_DIR = Path("/var/lib/isthmus")
 DEFAULT_TUN_NAME = "isthmus0"
 DEFAULT_MTU = 1420
-MTU_MIN, MTU_MAX = 576, 9000
+MTU_MIN, MTU_MAX = 576, MAX_TUN_MTU  # above it, peers drop our datagrams as oversize
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 DEFAULT_METRICS = Endpoint.parse(EDGE_DEFAULT)

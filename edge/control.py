@@ -16,7 +16,9 @@ docs/controller.md) and the connection state `isthmus status` shows. Rules:
   and never ends the stream.
 - Every 30 s, and at the earliest lease expiry, the map in use is checked again and
   routes whose lease ran out are withdrawn (also while no controller answers).
-- An invalid map is logged, recorded as last_error and reported; the stream goes on.
+- An invalid map is logged, recorded as last_error and reported; the stream goes on. So is
+  a map the applier refuses (edge.applier: a map rule, or a route of another edge that
+  would route a controller address or an edge's endpoint into the tunnel), with its reason.
 - Fail-static: losing the controller changes nothing in the data path or the kernel
   except lease expiry; the edge forwards on the last map until a new one arrives.
 - A refused Register is logged with its status code and message; the edge still
@@ -75,7 +77,12 @@ class MapSink(Protocol):
         ...
 
     def apply(self, route_map: RouteMap, *, save: bool = True) -> bool:
-        """Use `route_map` from now on; False when it was refused."""
+        """Use `route_map` from now on; False when it was refused (`refusal` says why)."""
+        ...
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the last refused map was refused (a map rule, or a route that would loop)."""
         ...
 
 
@@ -345,7 +352,7 @@ class ControlLoop:
         for edge, route in dropped:
             _log.warning(kv("lease_expired", edge=edge, route=route, version=route_map.version))
         if not self._sink.apply(usable):
-            error = f"map version {route_map.version} refused by the tunnel"
+            error = f"map version {route_map.version} refused: {self._sink.refusal}"
             await self._refused(stub, route_map.version, error)
             return
         self._map_changed.set()

@@ -12,7 +12,8 @@ Owns the explanation document (docs/design.md, "Edge explain JSON") and its rule
   the TUN (remote only; null where no TUN route applies, or the routes were unreadable).
 - A lease is re-verified against the controller's key here; "verified" is that check.
 - `problems` lists what is wrong for this address, in plain words, and nothing else: the
-  controller disconnected, the route not installed (or the kernel routes unreadable), the
+  controller disconnected, the route not installed (why, when it collides with a route
+  isthmus did not install; or the kernel routes unreadable), the
   owning edge without an endpoint (no handshake can start) or not a peer of the tunnel, a
   lease unverified, expired or void within EXPIRY_WARNING seconds, no map yet, or an
   advertised route of this edge holding the address that the map does not hold (pending
@@ -30,8 +31,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from edge.control import ControllerView
@@ -93,6 +94,8 @@ class Tables:
     controller_key: ControllerPublicKey
     now: float  # the peers' clock (monotonic seconds)
     wall: float  # the leases' clock (unix seconds)
+    # remote routes left out: the kernel routes the prefix otherwise (MapApplier.collisions)
+    collisions: Mapping[Network, str] = field(default_factory=dict)
 
 
 def explain(address: IPAddress, t: Tables) -> dict[str, Any]:
@@ -255,6 +258,13 @@ def _remote_problems(
         problems.append(
             f"the kernel routes could not be read: whether {net} is installed is unknown"
         )
+    elif not installed and net in t.collisions:
+        problems.append(
+            f"route {net} is not installed on the TUN: it {t.collisions[net]}, which "
+            f"isthmus never replaces; packets to {address} take that route (the edge "
+            "retries every 5 s and installs its own once that route is gone, "
+            "event=route_collision)"
+        )
     elif not installed:
         problems.append(
             f"route {net} is not installed on the TUN: packets to {address} take the "
@@ -296,8 +306,10 @@ class EdgeExplain:
         tun_mtu: int,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        collisions: Callable[[], Mapping[Network, str]] | None = None,
     ) -> None:
         self._tunnel = tunnel
+        self._collisions = collisions
         self._route_map = route_map
         self._advertised = advertised
         self._controller = controller
@@ -326,6 +338,7 @@ class EdgeExplain:
             controller_key=self._controller_key,
             now=now,
             wall=self._wall_clock(),
+            collisions=dict(self._collisions()) if self._collisions is not None else {},
         )
 
     async def handle(self, argument: str) -> dict[str, Any]:

@@ -19,6 +19,10 @@ the data path makes no metric call per packet. Nothing here changes the edge.
                                                             reason (every reason, from 0)
     isthmus_edge_routes_wanted                     gauge    remote routes of the map in use
     isthmus_edge_routes_installed                  gauge    of those, installed in the kernel
+    isthmus_edge_routes_colliding                  gauge    of those, left out: the kernel holds
+                                                            a route to the prefix isthmus did
+                                                            not install (retried)
+    isthmus_edge_route_collisions_total            counter  routes found colliding so far
     isthmus_edge_map_version                       gauge    the version of the map in use
     isthmus_edge_controller_connected              gauge    1 while the watch stream is open
 
@@ -31,8 +35,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Final
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -43,12 +47,22 @@ from edge.ports import RouteError, RouteTable
 from edge.reconcile import desired_routes
 from edge.tunnel import Tunnel
 from isthmus.logfmt import kv
-from isthmus.routemap import RouteMap
+from isthmus.routemap import Network, RouteMap
 
 PREFIX: Final = "isthmus_edge_"
 LABELS: Final = frozenset({"peer", "reason"})
 
 _log = logging.getLogger(__name__)
+
+
+class Collisions(Protocol):
+    """The routes left out as collisions (edge.applier.MapApplier conforms)."""
+
+    @property
+    def collisions(self) -> Mapping[Network, str]: ...
+
+    @property
+    def collisions_total(self) -> int: ...
 
 
 class EdgeMetrics(Collector):
@@ -67,8 +81,10 @@ class EdgeMetrics(Collector):
         routes: RouteTable,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        collisions: Collisions | None = None,
     ) -> None:
         self._tunnel = tunnel
+        self._collisions = collisions
         self._route_map = route_map
         self._controller = controller
         self._routes = routes
@@ -129,6 +145,18 @@ class EdgeMetrics(Collector):
                 PREFIX + "routes_installed",
                 "Remote routes of the map in use that are installed in the kernel.",
                 value=sum(1 for net in wanted if net in kernel),
+            )
+        if self._collisions is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "routes_colliding",
+                "Remote routes left out: the kernel holds a route to the prefix isthmus did "
+                "not install.",
+                value=len(self._collisions.collisions),
+            )
+            yield CounterMetricFamily(
+                PREFIX + "route_collisions",
+                "Routes found colliding with a route isthmus did not install.",
+                value=self._collisions.collisions_total,
             )
         yield GaugeMetricFamily(
             PREFIX + "map_version",

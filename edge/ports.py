@@ -6,6 +6,7 @@ in `edge.testing` mirror. Each method's docstring is its contract. Nothing here 
 
 from __future__ import annotations
 
+import errno as _errno
 from typing import Protocol
 
 from isthmus.routemap import Network, RouteMap
@@ -23,6 +24,18 @@ class RouteError(Exception):
         self.errno = errno
         detail = reason or f"errno {errno}"
         super().__init__(f"cannot {op} route {cidr}: {detail} (errno {errno})")
+
+
+class RouteCollision(RouteError):
+    """A route was not installed: the main table already holds a route to the same prefix
+    that isthmus did not install (another protocol, device or table entry); `existing`
+    describes it ("10.97.0.0/16 dev lan0 proto kernel"), `reason` is the sentence status
+    and explain show. isthmus never replaces or deletes such a route."""
+
+    def __init__(self, cidr: str, existing: str) -> None:
+        self.existing = existing
+        self.reason = f"collides with an existing route {existing}"
+        super().__init__("add", cidr, _errno.EEXIST, self.reason)
 
 
 class TunDevice(Protocol):
@@ -70,14 +83,18 @@ class TunDevice(Protocol):
 
 
 class RouteTable(Protocol):
-    """The kernel routes isthmus owns: main table, dev <tun>, proto 149; never any other."""
+    """The kernel routes isthmus owns: main table, dev <tun>, proto 149; never any other.
+
+    No method ever replaces, changes or deletes a route isthmus did not install."""
 
     def list_routes(self) -> set[Network]:
         """Every route currently installed by isthmus on the TUN; raises RouteError."""
         ...
 
-    def replace_route(self, net: Network) -> None:
-        """Install `net` via the TUN, replacing any equal route; idempotent; raises RouteError."""
+    def add_route(self, net: Network) -> None:
+        """Install `net` via the TUN, exclusively; idempotent (our own route to `net`
+        already there is success). Raises RouteCollision when the main table holds a route
+        to the same prefix that is not ours (it is left as it is), RouteError otherwise."""
         ...
 
     def delete_route(self, net: Network) -> None:

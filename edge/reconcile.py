@@ -1,18 +1,26 @@
 """Kernel routes: the desired set from a map, the diff against what is installed, applying it.
 
 Owns the rule "install every route of every OTHER edge via the TUN, and nothing else".
-`desired_routes` and `diff` are pure; `apply_changes` touches the kernel only through the
-`RouteTable` port and is idempotent: replace what is missing, delete what is stale, so a
-reconcile after a restart or a reconnect never leaves a stale or a missing route.
+`desired_routes`, `diff` and `loops` are pure; `apply_changes` touches the kernel only
+through the `RouteTable` port and is idempotent: add what is missing, delete what is stale,
+so a reconcile after a restart or a reconnect never leaves a stale or a missing route.
+Rules:
+- Only our own routes are added or deleted: a prefix the kernel already routes otherwise
+  is a collision (RouteCollision), left as it is and returned with the other errors; the
+  caller retries it later (the other route may go away) and logs it once.
+- The tunnel must never carry its own underlay: a map in which a route of another edge
+  holds a controller address or an edge's endpoint is refused whole (`loops` says which),
+  since installing it would send the edge's gRPC or sealed UDP into its own TUN.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
-from edge.ports import RouteError, RouteTable
+from edge.ports import RouteCollision, RouteError, RouteTable
+from isthmus.endpoint import Endpoint, IPAddress
 from isthmus.ids import EdgeName
 from isthmus.logfmt import kv
 from isthmus.lpm import route_sort_key
@@ -41,6 +49,33 @@ def desired_routes(route_map: RouteMap, self_name: str) -> dict[Network, EdgeNam
     return {net: edge.name for net, edge in route_map.routes() if edge.name != self_name}
 
 
+def loops(route_map: RouteMap, self_name: str, controllers: Sequence[str]) -> list[str]:
+    """Why installing `route_map`'s routes would route the edge's own underlay into the
+    TUN: one sentence per (route, address) pair where a route of another edge holds a
+    controller address (from `controllers`, "host:port"; a host name is not checked) or
+    the endpoint of an edge other than this one. Empty when the map is safe."""
+    guarded: list[tuple[IPAddress, str]] = []
+    for target in controllers:
+        try:
+            guarded.append((Endpoint.parse(target).ip, f"controller address {target}"))
+        except ValueError:
+            continue
+    for entry in route_map.edges:
+        if entry.name != self_name:
+            guarded += [(e.ip, f"the endpoint {e} of edge {entry.name!r}") for e in entry.endpoints]
+    found = []
+    wanted = desired_routes(route_map, self_name)
+    for net in sorted_routes(wanted):
+        owner = wanted[net]
+        found += [
+            f"route {net} of edge {owner!r} holds {what}: installing it would route "
+            "this edge's own tunnel or controller traffic into the tunnel (a loop)"
+            for ip, what in guarded
+            if ip.version == net.version and ip in net
+        ]
+    return found
+
+
 def diff(desired: Set[Network], current: Set[Network]) -> RouteChanges:
     """The changes that turn `current` into `desired`."""
     return RouteChanges(
@@ -52,10 +87,11 @@ def diff(desired: Set[Network], current: Set[Network]) -> RouteChanges:
 def apply_changes(
     table: RouteTable, changes: RouteChanges, owners: Mapping[Network, str]
 ) -> list[RouteError]:
-    """Replace every added route, delete every removed one; one log line per change.
+    """Add every added route, delete every removed one; one log line per change.
 
     A failing route is logged and returned; the others are still applied (the next
-    reconcile retries it).
+    reconcile retries it). A collision is returned but not logged: the caller logs it
+    once, not at every retry.
     """
     errors: list[RouteError] = []
     if not changes:
@@ -63,7 +99,9 @@ def apply_changes(
         return errors
     for net in changes.added:
         try:
-            table.replace_route(net)
+            table.add_route(net)
+        except RouteCollision as e:
+            errors.append(e)
         except RouteError as e:
             _log.error(kv("route_error", route=net, error=str(e)))
             errors.append(e)

@@ -2,8 +2,11 @@
 
 Owns every kernel change but packets: the TUN's IPv4 address, MTU and link state;
 the proto-149 routes in the main table via the TUN; the IP forwarding sysctls.
-Never touches a route it did not install: it lists, replaces and deletes only routes
-with proto 149 on the TUN's ifindex in the main table.
+Never touches a route it did not install: it lists and deletes only routes with proto
+149 on the TUN's ifindex in the main table, and installs only with an exclusive create
+(NLM_F_CREATE | NLM_F_EXCL), never a replace. A prefix the main table already routes
+otherwise (a connected LAN where address plans overlap, a static or DHCP route) is a
+collision: refused with RouteCollision, the other route left exactly as it was.
 
 pyroute2's sync IPRoute runs its own asyncio loop, which cannot run inside the edge's
 loop; so every netlink call runs on one private worker thread (calls are rare and short).
@@ -24,7 +27,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from edge.ports import RouteError
+from edge.ports import RouteCollision, RouteError
 from isthmus.logfmt import kv
 from isthmus.routemap import ROUTE_PROTO, Network
 
@@ -37,6 +40,9 @@ IN6_ADDR_GEN_MODE_NONE = 1
 _NO_IPV6_LINK_LOCAL = {
     "attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]
 }
+# rtm_protocol and rtm_type names as `ip route` prints them (<linux/rtnetlink.h>).
+_PROTOCOLS = {2: "kernel", 3: "boot", 4: "static", 16: "dhcp", 9: "ra", ROUTE_PROTO: "149"}
+_TYPES = {1: "", 2: "local ", 3: "broadcast ", 6: "blackhole ", 7: "unreachable ", 8: "prohibit "}
 
 
 def _reason(e: NetlinkError) -> tuple[int, str]:
@@ -121,16 +127,60 @@ class KernelRoutes:
         except NetlinkError as e:
             raise RouteError("list", f"dev {self._ifname}", *_reason(e)) from None
 
-    def replace_route(self, net: Network) -> None:
+    def add_route(self, net: Network) -> None:
         ipr, idx = self._ipr, self._index
+        family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+
+        def holders() -> tuple[bool, str | None]:
+            """(ours is there, a description of the first other route to `net`)."""
+            ours, other = False, None
+            for msg in ipr.get_routes(family=family, table=MAIN_TABLE):
+                if msg.get("table") != MAIN_TABLE or msg["dst_len"] != net.prefixlen:
+                    continue
+                dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == 2 else "::")
+                if ipaddress.ip_address(dst) != net.network_address:
+                    continue
+                if msg.get("proto") == ROUTE_PROTO and msg.get_attr("RTA_OIF") == idx:
+                    ours = True
+                elif other is None:
+                    other = self._describe(net, msg)
+            return ours, other
+
+        def add() -> None:
+            ours, other = holders()
+            if ours:
+                return
+            if other is not None:
+                raise RouteCollision(str(net), other)
+            try:
+                ipr.route("add", dst=str(net), oif=idx, proto=ROUTE_PROTO, table=MAIN_TABLE)
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise
+                ours, other = holders()  # created by someone else just now
+                if not ours:
+                    raise RouteCollision(str(net), other or f"{net} (unknown)") from None
+
         try:
-            self._call(
-                lambda: ipr.route(
-                    "replace", dst=str(net), oif=idx, proto=ROUTE_PROTO, table=MAIN_TABLE
-                )
-            )
+            self._call(add)
         except NetlinkError as e:
-            raise RouteError("replace", str(net), *_reason(e)) from None
+            raise RouteError("add", str(net), *_reason(e)) from None
+
+    def _describe(self, net: Network, msg: Any) -> str:
+        """A route as `ip route` shows it, enough to find it: type, dst, via, dev, proto."""
+        text = f"{_TYPES.get(msg.get('type'), '')}{net}"
+        gateway = msg.get_attr("RTA_GATEWAY")
+        if gateway:
+            text += f" via {gateway}"
+        oif = msg.get_attr("RTA_OIF")
+        if oif is not None:
+            names = self._ipr.get_links(oif)
+            name = names[0].get_attr("IFLA_IFNAME") if names else None
+            text += f" dev {name or oif}"
+        elif msg.get_attr("RTA_MULTIPATH"):
+            text += " (multipath)"
+        proto = msg.get("proto")
+        return text + f" proto {_PROTOCOLS.get(proto, proto)}"
 
     def delete_route(self, net: Network) -> None:
         ipr, idx = self._ipr, self._index

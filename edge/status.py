@@ -9,7 +9,8 @@ manner of `wg show`). It only reads: connect, send one request line ("status" or
 Exit codes: 0 ok; 1 error (the edge is not running or replied nonsense, a bad config file,
 a usage error, an address that is not one IP address); 2 degraded:
 - status: the controller is disconnected, a route of another edge is not installed on the
-  TUN, or a peer that owns a route has neither a session nor an endpoint (no handshake can
+  TUN (with the reason when the edge knows it: "collides with an existing route ..."),
+  or a peer that owns a route has neither a session nor an endpoint (no handshake can
   start). A peer without a session alone is healthy: sessions are made on demand (the
   first packet starts a handshake) and end after 180 s idle, as in WireGuard;
 - explain: the explanation lists a problem (edge.explain says which).
@@ -120,6 +121,7 @@ def problems(status: dict[str, Any]) -> list[str]:
     routes = status.get("routes", [])
     found += [
         f"route {r['route']} via {r['edge']} is not installed on the TUN"
+        + (f": it {r['reason']}" if r.get("reason") else "")
         for r in routes
         if not r.get("installed")
     ]
@@ -176,7 +178,8 @@ def render(status: dict[str, Any], colour: bool = False) -> str:
             if r.get("installed")
             else paint("NOT installed", "bad", colour)
         )
-        lines.append(f"  {r['route']:<{width}}  via {r['edge']}  {mark}")
+        why = f" ({r['reason']})" if r.get("reason") and not r.get("installed") else ""
+        lines.append(f"  {r['route']:<{width}}  via {r['edge']}  {mark}{why}")
     drops = status.get("drops", {})
     lines += ["", "drops:"]
     lines += [f"  {reason}: {count}" for reason, count in drops.items()]

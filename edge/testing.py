@@ -13,6 +13,7 @@ from edge.ports import (
     DatagramSocket,
     Forwarding,
     MapStore,
+    RouteCollision,
     RouteError,
     RouteTable,
     SockAddr,
@@ -78,10 +79,13 @@ class FakeTun:
 
 
 class FakeRouteTable:
-    """The kernel's proto-149 routes on the TUN, as a set; `fail` makes routes fail."""
+    """The kernel's proto-149 routes on the TUN, as a set; `fail` makes routes fail;
+    `foreign` holds routes isthmus did not install (prefix -> how `ip route` shows it):
+    adding one of those prefixes is a collision, and nothing ever changes them."""
 
     def __init__(self, routes: set[Network] | None = None) -> None:
         self.routes: set[Network] = set(routes or ())
+        self.foreign: dict[Network, str] = {}
         self.fail: set[Network] = set()
         self.fail_list = False
         self.ops: list[tuple[str, Network]] = []
@@ -91,10 +95,14 @@ class FakeRouteTable:
             raise RouteError("list", "*", errno.ENODEV, "No such device")
         return set(self.routes)
 
-    def replace_route(self, net: Network) -> None:
+    def add_route(self, net: Network) -> None:
         if net in self.fail:
-            raise RouteError("replace", str(net), errno.EINVAL, "Invalid argument")
-        self.ops.append(("replace", net))
+            raise RouteError("add", str(net), errno.EINVAL, "Invalid argument")
+        if net in self.routes:
+            return
+        if net in self.foreign:
+            raise RouteCollision(str(net), self.foreign[net])
+        self.ops.append(("add", net))
         self.routes.add(net)
 
     def delete_route(self, net: Network) -> None:

@@ -15,11 +15,14 @@ class DropReason(enum.Enum):
     """Each value is the key used in status JSON and metrics."""
 
     MALFORMED = "malformed"  # not a tunnel message, or a handshake message with a bad mac1
+    OVERSIZE = "oversize"  # a datagram longer than any an edge sends (wire.MAX_ACCEPTED)
     UNKNOWN_PEER = "unknown_peer"  # no session/handshake with that index, or a key not in the map
     DECRYPT_FAILED = "decrypt_failed"  # a box or handshake field that does not authenticate
     REPLAY = "replay"  # a data counter already seen, or an initiation timestamp not newer
     TOO_OLD = "too_old"  # a data counter behind the replay window
     BAD_INNER_SOURCE = "bad_inner_source"  # the inner source is outside the sender's routes
+    # the inner destination is in none of this edge's routes nor its own addresses
+    BAD_INNER_DESTINATION = "bad_inner_destination"
     NO_ROUTE = "no_route"  # no other edge owns the destination, or it has no endpoint
     RATELIMITED = "ratelimited"  # handshake flood control (token bucket, load, 20 ms rule)
     EXPIRED_SESSION = "expired_session"  # data on a session older than REJECT_AFTER_TIME

@@ -20,18 +20,24 @@ Rules:
   drop as unknown_peer), and its routes are holes too (`Route.peer` None; packets to them drop as
   no_route rather than going to the owner of a covering route): an edge with our
   public key under another name, and an edge whose key gives no usable shared secret.
+- A packet a peer sends us is ours to deliver (`delivers`) only when the owner of its
+  destination is one of our own routes (`Route.local`), or the destination is one of our
+  own addresses (`addresses`: the TUN address): never an address of another site, a more
+  specific route of another edge inside ours, or anything outside the map
+  (169.254.169.254, the internet).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import nacl.bindings as sodium
 from nacl.exceptions import CryptoError
 
+from isthmus.endpoint import IPAddress
 from isthmus.ids import EdgeName
 from isthmus.keys import KEY_LEN, PublicKey
 from isthmus.lpm import LpmTable, Network
@@ -93,6 +99,7 @@ class Route(Generic[T]):
     network: Network
     edge: EdgeEntry
     peer: T | None
+    local: bool = False  # a route of this edge: what a peer sends into it is ours
 
 
 class ForwardingTable(Generic[T]):
@@ -101,10 +108,11 @@ class ForwardingTable(Generic[T]):
     `owner(packed address)` -> the owning Route or None (no route of the map holds it):
     the longest-prefix rule, and the one place it is decided. It is the LPM's own lookup,
     bound at construction, so the hot path pays one call for it. `by_key.get(raw public
-    key)` -> peer. Read-only after construction.
+    key)` -> peer. `addresses`: this edge's own addresses, packed. Read-only after
+    construction.
     """
 
-    __slots__ = ("_all", "by_key", "owner", "peers", "routes", "version")
+    __slots__ = ("_all", "addresses", "by_key", "owner", "peers", "routes", "version")
 
     def __init__(
         self,
@@ -113,6 +121,7 @@ class ForwardingTable(Generic[T]):
         routes: LpmTable[Route[T]],
         by_key: Mapping[bytes, T],
         all_routes: tuple[Route[T], ...] = (),
+        addresses: frozenset[bytes] = frozenset(),
     ) -> None:
         self.version = version
         self.peers = peers  # by name
@@ -120,11 +129,18 @@ class ForwardingTable(Generic[T]):
         self.by_key = by_key
         self.owner: Callable[[bytes], Route[T] | None] = routes.lookup
         self._all = all_routes  # most specific first
+        self.addresses = addresses
 
     @classmethod
     def empty(cls) -> ForwardingTable[T]:
         """The table before any map: no peers, no routes."""
         return cls(0, (), LpmTable(), {})
+
+    def delivers(self, address: bytes) -> bool:
+        """True when a packet a peer sends to `address` (4 or 16 bytes) is ours to
+        deliver: its owner is one of our routes, or it is one of our own addresses."""
+        route = self.owner(address)
+        return (route is not None and route.local) or address in self.addresses
 
     def containing(self, address: bytes) -> list[Route[T]]:
         """Every route of the map holding `address` (4 or 16 bytes), most specific first:
@@ -134,9 +150,14 @@ class ForwardingTable(Generic[T]):
 
     @classmethod
     def build(
-        cls, identity: Identity, route_map: RouteMap, make_peer: Callable[[EdgeEntry], T]
+        cls,
+        identity: Identity,
+        route_map: RouteMap,
+        make_peer: Callable[[EdgeEntry], T],
+        addresses: Sequence[IPAddress] = (),
     ) -> ForwardingTable[T]:
-        """The table for `route_map`; `make_peer` gives the value of each usable edge.
+        """The table for `route_map`; `make_peer` gives the value of each usable edge;
+        `addresses` are this edge's own addresses (its TUN address), delivered here.
 
         Raises:
             MapError: the map breaks a map rule (duplicate names or keys, a prefix at
@@ -154,7 +175,8 @@ class ForwardingTable(Generic[T]):
             ):
                 edges.append(edge)
             else:
-                routes.extend(Route(net, edge, None) for net in edge.routes)
+                local = edge.name == identity.name
+                routes.extend(Route(net, edge, None, local) for net in edge.routes)
         peers: list[T] = []
         by_key: dict[bytes, T] = {}
         for edge in edges:
@@ -164,4 +186,5 @@ class ForwardingTable(Generic[T]):
             routes.extend(Route(net, edge, peer) for net in edge.routes)
         lpm = LpmTable((r.network, r) for r in routes)
         ordered = tuple(sorted(routes, key=lambda r: -r.network.prefixlen))
-        return cls(route_map.version, tuple(peers), lpm, by_key, ordered)
+        own = frozenset(a.packed for a in addresses)
+        return cls(route_map.version, tuple(peers), lpm, by_key, ordered, own)

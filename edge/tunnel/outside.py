@@ -5,20 +5,29 @@ the three handshake messages. Anything it answers (responses, cookie replies, ke
 flushed queues) goes to the shared output list; data for the TUN is returned.
 
 Rules:
+- A datagram longer than wire.MAX_ACCEPTED (longer than any an edge sends) drops as
+  oversize before anything else; the caller's buffer is never copied for it.
 - Data: the index names the session (unknown_peer); a session older than
   REJECT_AFTER_TIME drops (expired_session); the replay window is checked (replay,
   too_old), then the box opened (decrypt_failed), and only then does the window advance.
   The inner source must lie in the sender's routes (bad_inner_source): this also refuses a
-  packet reflected back at us. A plaintext that is not IP and starts with a byte below
-  0x10 goes to the prober (edge.tunnel.probe: a probe, or bad_probe), after the same
-  session, replay and authentication checks.
+  packet reflected back at us. The inner destination must be ours to deliver
+  (ForwardingTable.delivers: its owner by longest prefix over the map is one of our
+  routes, or it is our TUN address), else bad_inner_destination: a peer, even with its
+  real key, cannot make us forward to the metadata service, the internet or a third
+  site. A plaintext that is not IP and starts with a byte below 0x10 goes to the prober
+  (edge.tunnel.probe: a probe, or bad_probe), after the same session, replay and
+  authentication checks.
 - An initiation is checked cheapest first and no DH is done before the size and mac1
   (malformed), the per-source token bucket (ratelimited) and, under load, a valid mac2
   (else a cookie reply to the source and ratelimited). Every failure creates no state.
 - A replayed initiation (timestamp not newer than the last accepted) never touches the
   peer's sessions.
-- Only an authenticated packet (data that opened, a response that opened, an initiation
-  past decryption and freshness) moves a peer's endpoint to its source.
+- Only authenticated data (a data message that opened) or a response that opened moves a
+  peer's endpoint to its source. An initiation never does, though it is answered at its
+  source: it can be replayed (after a restart of ours, the freshness check knows no older
+  timestamp), and a replayed one must not steer our traffic to whoever replayed it. A peer
+  that moved confirms the new session with data from its new address, which moves it.
 - `datagram` never raises for any input bytes; it drops and counts. The hot path is
   `open_in_place` (the box opened in the caller's buffer, no allocation); `datagram` is
   the same path through a scratch buffer.
@@ -56,8 +65,10 @@ _TOO_OLD: Final = DropReason.TOO_OLD
 _EXPIRED: Final = DropReason.EXPIRED_SESSION
 _NOT_IP: Final = DropReason.NOT_IP
 _BAD_INNER_SOURCE: Final = DropReason.BAD_INNER_SOURCE
+_BAD_INNER_DESTINATION: Final = DropReason.BAD_INNER_DESTINATION
+_OVERSIZE: Final = DropReason.OVERSIZE
 _RATELIMITED: Final = DropReason.RATELIMITED
-_MAX_DATAGRAM: Final = wire.MAX_DATAGRAM
+_MAX_ACCEPTED: Final = wire.MAX_ACCEPTED
 _DATA_MIN_LEN: Final = wire.DATA_MIN_LEN
 _OVERHEAD: Final = wire.OVERHEAD
 _HEADER: Final = wire.DATA_HEADER_LEN
@@ -102,15 +113,15 @@ class Receiver:
         self._limiter = SourceRateLimiter()
         self._load = LoadMeter()
         self._sources: dict[str, bytes] = {}
-        self._scratch = bytearray(wire.MAX_DATAGRAM)
+        self._scratch = bytearray(wire.MAX_ACCEPTED)
 
     # -- data: the hot path --------------------------------------------------------------
 
     def datagram(self, datagram: Buffer, addr: Sockaddr, now: float) -> bytes | None:
         """A datagram from `addr`: the packet for the TUN, or None. Never raises."""
         size = len(datagram)
-        if size > _MAX_DATAGRAM:
-            self._handshake_message(datagram, addr, now)  # drops it as malformed
+        if size > _MAX_ACCEPTED:
+            self._drops.add(_OVERSIZE)
             return None
         scratch = self._scratch
         scratch[:size] = datagram
@@ -122,8 +133,11 @@ class Receiver:
     def open_in_place(self, buf: bytearray, at: int, size: int, addr: Sockaddr, now: float) -> int:
         """The datagram buf[at : at + size] from `addr`: the length of the packet for the
         TUN, left at buf[at + OVERHEAD:], or -1 (nothing for the TUN). Never raises."""
-        if size < _DATA_MIN_LEN or size > _MAX_DATAGRAM:
-            self._handshake_message(memoryview(buf)[at : at + size], addr, now)
+        if size < _DATA_MIN_LEN or size > _MAX_ACCEPTED:
+            if size > _MAX_ACCEPTED:
+                self._drops.add(_OVERSIZE)
+            else:
+                self._handshake_message(memoryview(buf)[at : at + size], addr, now)
             return -1
         kind, index, counter = _unpack_header(buf, at)
         if kind != _TYPE_DATA:  # the type byte and three reserved zero bytes, as one word
@@ -148,10 +162,10 @@ class Receiver:
         window.accept(counter)
         peer = session.peer
         _data_authenticated(peer, now)
+        if addr != peer.endpoint:
+            self._roam(peer, addr)  # first: a confirmed session's queue goes there
         if session is not peer.current and session is peer.next:
             self._confirm(peer, session, now)
-        if addr != peer.endpoint:
-            self._roam(peer, addr)
         if not n:
             peer.rx_packets += 1  # a keepalive
             return -1
@@ -163,9 +177,14 @@ class Receiver:
                 return -1
             self._drops.add(_NOT_IP)
             return -1
-        route = self._context.table.owner(parsed[1])
+        table = self._context.table
+        route = table.owner(parsed[1])
         if route is None or route.peer is not peer:
             self._drops.add(_BAD_INNER_SOURCE)
+            return -1
+        route = table.owner(parsed[2])  # ForwardingTable.delivers, inlined
+        if (route is None or not route.local) and parsed[2] not in table.addresses:
+            self._drops.add(_BAD_INNER_DESTINATION)
             return -1
         _data_received(peer, now, n, self._keepalive_timeout)
         return n
@@ -279,8 +298,7 @@ class Receiver:
         context.index.remove_sessions(peer.install_responded(session))
         context.index.add_session(session)
         timers.handshake_received(peer, now)
-        self._roam(peer, addr)
-        self._out.append((response, addr))
+        self._out.append((response, addr))  # to its source; the endpoint moves on its data
         timers.handshake_sent(peer, now)
 
     def _response(self, message: bytes, addr: Sockaddr, now: float) -> None:

@@ -36,6 +36,7 @@ from edge.tunnel.outside import Receiver
 from edge.tunnel.peer import HandshakeInput, PeerState, Sockaddr, advertised_endpoint
 from edge.tunnel.probe import Prober
 from edge.tunnel.timers import Timers
+from isthmus.endpoint import IPAddress
 from isthmus.routemap import EdgeEntry, RouteMap
 
 
@@ -59,6 +60,7 @@ class Tunnel:
     """The core of one edge. Not thread-safe: one caller drives it."""
 
     __slots__ = (
+        "_addresses",
         "_context",
         "_greeted",
         "_identity",
@@ -76,12 +78,16 @@ class Tunnel:
         wall_clock: Callable[[], float],
         timers: Timers = Timers(),  # noqa: B008 - frozen, so one shared default is safe
         greet: bool = False,
+        addresses: Sequence[IPAddress] = (),
     ) -> None:
         """`random(n)`: n random bytes (os.urandom); `wall_clock()`: Unix time (time.time),
         read only for handshake timestamps. Every `now` argument comes from one monotonic
         clock in seconds. `greet`: on the first map with peers, handshake with all of them
-        at once (a process start: peers move off our previous process's sessions now)."""
+        at once (a process start: peers move off our previous process's sessions now).
+        `addresses`: this edge's own addresses (its TUN address): peers may send to them
+        besides this edge's routes in the map (bad_inner_destination otherwise)."""
         self._identity = identity
+        self._addresses = tuple(addresses)
         self._unanswered_timeout = timers_.unanswered_timeout(timers)
         self._greeted = not greet
         self._context = Context(
@@ -132,7 +138,7 @@ class Tunnel:
             kept[peer] = entry
             return peer
 
-        table = ForwardingTable.build(self._identity, route_map, make_peer)
+        table = ForwardingTable.build(self._identity, route_map, make_peer, self._addresses)
         rekey: set[str] = set()
         for peer in self._context.table.peers:
             if peer not in kept:

@@ -95,9 +95,15 @@ DATA_BOX_OFFSET = DATA_COUNTER_OFFSET + COUNTER_LEN  # 16
 DATA_HEADER_LEN = DATA_BOX_OFFSET  # 16
 OVERHEAD = DATA_HEADER_LEN + BOX_TAG_LEN  # 32: header and the box's tag
 DATA_MIN_LEN = OVERHEAD  # 32: a keepalive, an empty box
-# The largest datagram accepted or produced (the UDP length field's limit).
+# The largest datagram the codec takes (the UDP length field's limit); a receiver accepts
+# only up to MAX_ACCEPTED below.
 MAX_DATAGRAM = 65535
 MAX_PLAINTEXT = MAX_DATAGRAM - OVERHEAD  # 65503
+# The largest TUN MTU an edge may have (edge.config's limit): no edge seals a packet longer,
+# so no edge sends a datagram longer than MAX_ACCEPTED; a receiver drops a longer one as
+# oversize before it looks inside (9000 B jumbo frames fit, 65,507 B datagrams do not).
+MAX_TUN_MTU = 9000
+MAX_ACCEPTED = MAX_TUN_MTU + OVERHEAD  # 9032
 
 MAX_INDEX = 2**32 - 1
 MAX_COUNTER = 2**64 - 1

@@ -3,8 +3,10 @@ programs run inside a lab namespace with `python tests/e2e/attack_tools.py COMMA
 
 ```
   inject --target IP:PORT --packets FILE [--repeat N] [--wait S] [--bind IP[:PORT]]
-      sends every packet of FILE (hex, one a line) N times from one socket, then listens
-      for S seconds; prints JSON {"sent": n, "replies": [hex, ...]}
+         [--interval S]
+      sends every packet of FILE (hex, one a line) N times from one socket, S apart, then
+      listens for S seconds; prints JSON {"sent": n, "replies": [hex, ...], "send_errors":
+      {errno name: count}} (a send the kernel refuses, e.g. EMSGSIZE, is counted, not sent)
   flood --target IP:PORT --packets FILE --rate R --duration S [--max-count N]
         [--source IP ...] [--ports-per-source K]
       sends the packets of FILE round robin at R per second for at most S seconds and N
@@ -23,6 +25,7 @@ at 4, receiver index at 8. Cookie reply (type 3, 64 B): receiver index at 4. Dat
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import secrets
@@ -245,9 +248,15 @@ def _address(text: str) -> tuple[str, int]:
 
 
 def inject(
-    target: tuple[str, int], packets: Sequence[bytes], repeat: int, wait: float, bind: str
+    target: tuple[str, int],
+    packets: Sequence[bytes],
+    repeat: int,
+    wait: float,
+    bind: str,
+    interval: float = 0.0,
 ) -> dict[str, object]:
     replies: list[str] = []
+    errors: Counter[str] = Counter()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         host, _, port = bind.partition(":")
         sock.bind((host, int(port or 0)))
@@ -255,8 +264,14 @@ def inject(
         sent = 0
         for packet in packets:
             for _ in range(repeat):
-                sock.sendto(packet, target)
-                sent += 1
+                try:
+                    sock.sendto(packet, target)
+                except OSError as e:
+                    errors[errno.errorcode.get(e.errno or 0, str(e.errno))] += 1
+                else:
+                    sent += 1
+                if interval:
+                    time.sleep(interval)
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
@@ -268,7 +283,12 @@ def inject(
                 replies.append("icmp-port-unreachable")
                 continue
             replies.append(data.hex())
-    return {"sent": sent, "replies": replies, "bound": f"{bound[0]}:{bound[1]}"}
+    return {
+        "sent": sent,
+        "replies": replies,
+        "bound": f"{bound[0]}:{bound[1]}",
+        "send_errors": dict(errors),
+    }
 
 
 def flood(
@@ -343,6 +363,7 @@ def main(argv: list[str]) -> int:
     inj.add_argument("--repeat", type=int, default=1)
     inj.add_argument("--wait", type=float, default=1.0)
     inj.add_argument("--bind", default="0.0.0.0")
+    inj.add_argument("--interval", type=float, default=0.0)
     fl = commands.add_parser("flood")
     fl.add_argument("--target", type=_address, required=True)
     fl.add_argument("--packets", required=True)
@@ -356,7 +377,7 @@ def main(argv: list[str]) -> int:
     if not packets:
         parser.error(f"{args.packets} holds no packets")
     if args.command == "inject":
-        result = inject(args.target, packets, args.repeat, args.wait, args.bind)
+        result = inject(args.target, packets, args.repeat, args.wait, args.bind, args.interval)
     else:
         if not 0 < args.duration <= 120 or not 0 < args.rate <= 1_000_000:
             parser.error("--duration must be in (0, 120] s and --rate in (0, 1e6]")

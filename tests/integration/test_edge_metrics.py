@@ -10,11 +10,22 @@ from __future__ import annotations
 import asyncio
 import http.client
 
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge.applier import MapApplier
 from edge.control import ControllerView
 from edge.dataplane import Dataplane
 from edge.metrics import EdgeMetrics
-from edge.testing import FakeDatagramSocket, FakeRouteTable, FakeTun
+from edge.testing import (
+    FakeDatagramSocket,
+    FakeForwarding,
+    FakeRouteTable,
+    FakeTun,
+    MemoryMapStore,
+)
 from isthmus.endpoint import Endpoint
+from isthmus.ids import EdgeName
 from isthmus.routemap import parse_route
 from isthmus_io.metricsserver import MetricsServer
 from tests.integration.test_edge_shell import MAP, NOW, ipv4, pump, tunnel
@@ -96,3 +107,28 @@ def test_edge_metrics_over_http_after_packets_crossed() -> None:
             await server.close()
 
     asyncio.run(asyncio.wait_for(body(), 60))
+
+
+def test_route_collisions_are_counted() -> None:
+    routes = FakeRouteTable()
+    routes.foreign = {parse_route("10.244.0.0/16"): "10.244.0.0/16 dev lan0 proto kernel"}
+    tb = tunnel("vpc-b", 2)
+    applier = MapApplier(EdgeName("vpc-b"), tb, routes, MemoryMapStore(), FakeForwarding())
+    assert applier.apply(MAP)
+    applier.retry_collisions()  # still colliding: counted once
+    metrics = EdgeMetrics(
+        tunnel=tb,
+        route_map=lambda: applier.route_map,
+        controller=lambda: ControllerView(("c:7000",), "c:7000", True, None, 3),
+        routes=routes,
+        collisions=applier,
+    )
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in family.samples
+    }
+    assert samples[(E + "routes_wanted", ())] == 1
+    assert samples[(E + "routes_installed", ())] == 0
+    assert samples[(E + "routes_colliding", ())] == 1
+    assert samples[(E + "route_collisions_total", ())] == 1

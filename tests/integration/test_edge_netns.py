@@ -3,7 +3,8 @@
     namespace edgetest-<pid>-<rand>:
         tun "isthtest0" (10.244.255.254/32, mtu 1400)   <- edge.tun.Tun + edge.routes.KernelRoutes
         proto-149 routes via isthtest0                    <- edge.reconcile.reconcile
-        foreign routes: 10.50.0.0/16 dev isthtest0 (proto static), 10.60.0.0/16 dev lo proto 149
+        foreign routes: 10.50.0.0/16 dev isthtest0 (proto static), 10.60.0.0/16 dev lo proto 149,
+        colliding: 10.247.0.0/16 dev lantest0 (connected, a veth), 10.248.0.0/16 dev lo metric 50
 
 The checks run in a child process started with `ip netns exec` (this file run as a
 script), so the test process never changes namespace. Needs root and /dev/net/tun;
@@ -69,6 +70,7 @@ def test_routes_adapter_on_a_real_tun() -> None:
 
 def in_namespace() -> None:
     """The checks; runs as root inside a fresh namespace."""
+    from edge.ports import RouteCollision
     from edge.reconcile import desired_routes, diff, reconcile
     from edge.routes import KernelRoutes
     from edge.tun import Tun
@@ -119,7 +121,7 @@ def in_namespace() -> None:
     # Idempotent: nothing to do, nothing done.
     changes, errors = reconcile(routes, m1, "vpc-a")
     assert not changes and errors == []
-    routes.replace_route(parse_route("10.245.0.0/16"))  # replace of an existing route is fine
+    routes.add_route(parse_route("10.245.0.0/16"))  # adding our own route again is fine
     assert routes.list_routes() == want1
 
     # A new map: vpc-c leaves; its routes are removed, foreign routes stay.
@@ -134,6 +136,38 @@ def in_namespace() -> None:
     assert "10.50.0.0/16" in _ip("route", "show", "dev", TUN)
     assert "10.60.0.0/16" in _ip("route", "show", "dev", "lo")
     routes.delete_route(parse_route("10.246.0.0/16"))  # already gone: not an error
+
+    # Collisions: a connected LAN route and a static route with another metric hold the
+    # prefixes of remote routes. Neither is replaced, and withdrawing the remote route
+    # leaves them; once the LAN route is gone, the next reconcile installs ours.
+    _ip("link", "add", "lantest0", "type", "veth", "peer", "name", "lantest1")
+    _ip("link", "set", "lantest1", "up")
+    _ip("address", "add", "10.247.0.1/16", "dev", "lantest0")
+    _ip("link", "set", "lantest0", "up")
+    _ip("route", "add", "10.248.0.0/16", "dev", "lo", "metric", "50")
+    d = entry("vpc-d", 4, "10.247.0.0/16", "10.248.0.0/16")
+    m3 = RouteMap(3, (a, b, d))
+    changes, errors = reconcile(routes, m3, "vpc-a")
+    assert sorted(type(e).__name__ for e in errors) == ["RouteCollision", "RouteCollision"]
+    assert {e.cidr: e.existing for e in errors if isinstance(e, RouteCollision)} == {
+        "10.247.0.0/16": "10.247.0.0/16 dev lantest0 proto kernel",
+        "10.248.0.0/16": "10.248.0.0/16 dev lo proto boot",
+    }, errors
+    assert "collides with an existing route 10.247.0.0/16 dev lantest0" in str(errors[0])
+    assert ours() == {"10.245.0.0/16", "fd00:2::/64"}
+    lan = _ip("route", "show", "10.247.0.0/16")
+    assert "dev lantest0 proto kernel" in lan and "isthtest0" not in lan, lan
+    changes, errors = reconcile(routes, m2, "vpc-a")  # vpc-d withdrawn
+    assert not changes and errors == []
+    assert "dev lantest0 proto kernel" in _ip("route", "show", "10.247.0.0/16")
+    assert "dev lo" in _ip("route", "show", "10.248.0.0/16")
+    _ip("link", "del", "lantest0")
+    changes, errors = reconcile(routes, m3, "vpc-a")
+    assert [e.cidr for e in errors] == ["10.248.0.0/16"]
+    assert ours() == {"10.245.0.0/16", "fd00:2::/64", "10.247.0.0/16"}
+    changes, errors = reconcile(routes, m2, "vpc-a")
+    assert errors == [] and ours() == {"10.245.0.0/16", "fd00:2::/64"}
+    assert "dev lo" in _ip("route", "show", "10.248.0.0/16")
 
     # Closing the TUN takes its routes with it.
     routes.close()

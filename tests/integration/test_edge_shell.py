@@ -20,12 +20,19 @@ import pytest
 from nacl.bindings import crypto_box_seed_keypair
 
 from edge.admin import AdminError, AdminServer, EdgeStatus
+from edge.applier import MapApplier
 from edge.control import ControllerView
 from edge.dataplane import Dataplane
 from edge.dialer import Backoff
 from edge.mapcache import MapCache
-from edge.status import fetch, render
-from edge.testing import FakeDatagramSocket, FakeRouteTable, FakeTun
+from edge.status import fetch, problems, render
+from edge.testing import (
+    FakeDatagramSocket,
+    FakeForwarding,
+    FakeRouteTable,
+    FakeTun,
+    MemoryMapStore,
+)
 from edge.tunnel import Identity, Tunnel
 from isthmus.convert import map_to_pb
 from isthmus.endpoint import Endpoint
@@ -235,14 +242,18 @@ def test_status_json_has_the_documented_shape() -> None:
             "last_handshake_seconds_ago": None,
         }
     ]
-    assert status["routes"] == [{"route": "10.245.0.0/16", "edge": "vpc-b", "installed": True}]
+    assert status["routes"] == [
+        {"route": "10.245.0.0/16", "edge": "vpc-b", "installed": True, "reason": None}
+    ]
     assert set(status["drops"]) == {
         "malformed",
+        "oversize",
         "unknown_peer",
         "decrypt_failed",
         "replay",
         "too_old",
         "bad_inner_source",
+        "bad_inner_destination",
         "no_route",
         "ratelimited",
         "expired_session",
@@ -278,8 +289,38 @@ def test_admin_socket_serves_status_and_cleans_up(tmp_path: Path) -> None:
         return reply
 
     reply = asyncio.run(scenario())
-    assert reply["routes"] == [{"route": "10.245.0.0/16", "edge": "vpc-b", "installed": False}]
+    assert reply["routes"] == [
+        {"route": "10.245.0.0/16", "edge": "vpc-b", "installed": False, "reason": None}
+    ]
     json.dumps(reply)
+
+
+def test_status_shows_why_a_colliding_route_is_not_installed() -> None:
+    lan = "10.245.0.0/16 dev lan0 proto kernel"
+    routes = FakeRouteTable()
+    routes.foreign = {parse_route("10.245.0.0/16"): lan}
+    applier = MapApplier(
+        EdgeName("vpc-a"), tunnel("vpc-a", 1), routes, MemoryMapStore(), FakeForwarding()
+    )
+    assert applier.apply(MAP)
+    status = EdgeStatus(
+        endpoint=Endpoint.parse("198.18.0.1:51820"),
+        tunnel=tunnel("vpc-a", 1),
+        route_map=lambda: applier.route_map,
+        controller=lambda: ControllerView(
+            ("198.18.0.100:7000",), "198.18.0.100:7000", True, None, 3
+        ),
+        routes=routes,
+        collisions=lambda: applier.collisions,
+    ).build()
+    reason = f"collides with an existing route {lan}"
+    assert status["routes"] == [
+        {"route": "10.245.0.0/16", "edge": "vpc-b", "installed": False, "reason": reason}
+    ]
+    assert problems(status) == [
+        f"route 10.245.0.0/16 via vpc-b is not installed on the TUN: it {reason}"
+    ]
+    assert f"10.245.0.0/16  via vpc-b  NOT installed ({reason})" in render(status)
 
 
 def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:

@@ -268,6 +268,23 @@ def test_lease_forged_or_expired_and_unreadable_routes_and_missing_endpoint() ->
     assert expired["problems"] == ["the lease of route 10.245.0.0/16 expired 100 s ago"]
 
 
+def test_a_route_colliding_with_a_route_isthmus_did_not_install_says_so() -> None:
+    lan = "10.245.0.0/16 dev lan0 proto kernel"
+    reason = f"collides with an existing route {lan}"
+    installed = frozenset(net for net, e in MAP.routes() if e.name not in ("vpc-a", "vpc-b"))
+    doc = ask(
+        "10.245.0.7",
+        installed=installed,
+        collisions={parse_route("10.245.0.0/16"): reason},
+    )
+    assert doc["installed"] is False
+    assert doc["problems"] == [
+        f"route 10.245.0.0/16 is not installed on the TUN: it {reason}, which isthmus never "
+        "replaces; packets to 10.245.0.7 take that route (the edge retries every 5 s and "
+        "installs its own once that route is gone, event=route_collision)"
+    ]
+
+
 def test_no_map_and_an_advertised_route_the_map_does_not_hold() -> None:
     empty = ask("10.244.1.1", route_map=RouteMap(0), peers=[])
     assert empty["verdict"] == "no_route"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 
@@ -10,12 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.bindings import crypto_box_seed_keypair
 
-from edge.ports import RouteError
+from edge.ports import RouteCollision, RouteError
 from edge.reconcile import (
     RouteChanges,
     apply_changes,
     desired_routes,
     diff,
+    loops,
     reconcile,
 )
 from edge.testing import FakeRouteTable
@@ -117,7 +119,7 @@ def test_a_failing_route_is_reported_and_the_others_still_applied() -> None:
     table.fail = nets("10.245.0.0/16")
     _, errors = reconcile(table, MAP, "vpc-a")
     assert [e.cidr for e in errors] == ["10.245.0.0/16"]
-    assert "cannot replace route 10.245.0.0/16" in str(errors[0])
+    assert "cannot add route 10.245.0.0/16" in str(errors[0])
     assert table.routes == nets("192.168.1.0/24", "fd00:1::/64")
     table.fail.clear()
     reconcile(table, MAP, "vpc-a")
@@ -186,3 +188,59 @@ def test_desired_routes_exclude_own_routes(owned: list[tuple[str, Network]]) -> 
     wanted = desired_routes(route_map, "vpc-a")
     assert set(wanted) == {net for name, rs in by_edge.items() if name != "vpc-a" for net in rs}
     assert all(owner != "vpc-a" for owner in wanted.values())
+
+
+# -- collisions and loops -----------------------------------------------------------------
+
+
+def test_a_colliding_route_is_returned_unlogged_and_the_foreign_route_untouched(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge")
+    table = FakeRouteTable()
+    table.foreign = {parse_route("10.245.0.0/16"): "10.245.0.0/16 dev lan0 proto kernel"}
+    _, errors = reconcile(table, MAP, "vpc-a")
+    assert [type(e) for e in errors] == [RouteCollision]
+    collision = errors[0]
+    assert isinstance(collision, RouteCollision)
+    assert collision.cidr == "10.245.0.0/16"
+    assert collision.reason == "collides with an existing route 10.245.0.0/16 dev lan0 proto kernel"
+    assert table.routes == nets("192.168.1.0/24", "fd00:1::/64")
+    assert ("add", parse_route("10.245.0.0/16")) not in table.ops
+    assert "route=10.245.0.0/16" not in caplog.text  # the caller logs it, once
+
+
+def _with_endpoint(entry: EdgeEntry, endpoint: str) -> EdgeEntry:
+    return dataclasses.replace(entry, endpoints=(Endpoint.parse(endpoint),))
+
+
+def test_loops_name_the_route_and_the_controller_address_it_holds() -> None:
+    found = loops(MAP, "vpc-a", ["10.245.3.4:7000", "ctl.example:7000", "[fd00:1::9]:7000"])
+    assert found == [
+        "route 10.245.0.0/16 of edge 'vpc-b' holds controller address 10.245.3.4:7000: "
+        "installing it would route this edge's own tunnel or controller traffic into the "
+        "tunnel (a loop)",
+        "route fd00:1::/64 of edge 'office' holds controller address [fd00:1::9]:7000: "
+        "installing it would route this edge's own tunnel or controller traffic into the "
+        "tunnel (a loop)",
+    ]
+
+
+def test_loops_name_a_route_holding_an_endpoint_of_another_edge() -> None:
+    covered = RouteMap(
+        version=4,
+        edges=(
+            MAP.edges[0],
+            _with_endpoint(MAP.edges[1], "192.168.1.20:51820"),  # inside office's route
+            MAP.edges[2],
+        ),
+    )
+    assert loops(covered, "vpc-a", ["198.18.0.250:7000"]) == [
+        "route 192.168.1.0/24 of edge 'office' holds the endpoint 192.168.1.20:51820 of edge "
+        "'vpc-b': installing it would route this edge's own tunnel or controller traffic "
+        "into the tunnel (a loop)"
+    ]
+    # Its own endpoint inside a route of another edge is local to vpc-b, not a loop there;
+    # its own routes are never installed, so they cannot loop at it either.
+    assert loops(covered, "vpc-b", ["198.18.0.250:7000"]) == []
+    assert loops(MAP, "vpc-a", ["198.18.0.250:7000"]) == []

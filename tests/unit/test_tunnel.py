@@ -478,11 +478,13 @@ def test_drops_list_every_reason() -> None:
     tunnel = Net()["a"]
     assert list(tunnel.drops()) == [
         "malformed",
+        "oversize",
         "unknown_peer",
         "decrypt_failed",
         "replay",
         "too_old",
         "bad_inner_source",
+        "bad_inner_destination",
         "no_route",
         "ratelimited",
         "expired_session",
