@@ -15,7 +15,9 @@ a verdict comes out. No clock, no I/O, no logging. Rules, in order:
   version is taken.
 - Another epoch (the controller's state was created afresh): taken only as a whole map
   and only when the new epoch was created later than the edge's, else a rollback.
-- The edge has no signed map yet (none, or a cache from before maps were signed):
+- The edge has no signed map yet (none, or a cache from before maps were signed), or
+  only version 0 (a controller with no state stored yet, whose epoch is not stored
+  either: replicas starting on an empty store each make one until the first write):
   any candidate that verifies is taken.
 """
 
@@ -49,7 +51,7 @@ def admit(
             "controller_public_key (altered in transit, or signed for another map, "
             "version or epoch)"
         )
-    if not have.signature:
+    if not have.signature or have.version == 0:
         return True
     if candidate.epoch == have.epoch:
         if version < have.version:

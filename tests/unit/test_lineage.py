@@ -51,6 +51,12 @@ def test_a_first_signed_map_is_taken() -> None:
     assert ok(NONE, signed(3, A, B), full=False)
 
 
+def test_after_version_0_any_signed_map_is_taken() -> None:
+    # Version 0: a controller with no stored state, whose epoch is not stored yet either.
+    assert ok(signed(0, epoch=E2), signed(1, A, epoch=E1))
+    assert ok(signed(0, epoch=E2), signed(0, epoch=E1))
+
+
 def test_a_newer_version_of_the_same_epoch_is_taken() -> None:
     assert ok(signed(3, A, B), signed(4, A), full=False)
 
