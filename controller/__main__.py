@@ -1,9 +1,11 @@
 """`isthmus controller --config FILE`: the controller process and its composition root.
 
-Owns wiring: config -> controller key -> store -> registry -> history and publisher ->
-service -> health -> grpc.aio server on `listen`, plus the Admin server on the admin
-socket and the metrics server on `metrics` (controller.metrics; a metrics address that
-cannot be bound is logged and the controller runs on without it); the log format
+Owns wiring: config -> controller key -> store (the state with its epoch) -> registry ->
+history (signs each map) and publisher -> service -> health -> grpc.aio server on `listen`
+over TLS with a fresh leaf certificate signed by the controller key (isthmus.tlscert),
+plus the Admin server on the admin socket and the metrics server on `metrics`
+(controller.metrics; a metrics address that cannot be bound is logged and the controller
+runs on without it); the log format
 (`log_format`); and the process's signals: SIGHUP re-reads the config and applies its edges,
 admission policy and lease_ttl (an invalid file is logged and the old config kept),
 SIGTERM/SIGINT stop gracefully (watches end, in-flight calls finish) and exit 0.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import os
 import signal
@@ -31,7 +34,7 @@ from controller import config as controller_config
 from controller.admin import start_admin_server, stop_admin_server
 from controller.change import Change
 from controller.config import ControllerConfig, overlay_addresses
-from controller.errors import StoreError
+from controller.errors import StoreConflict, StoreError
 from controller.etcd_store import EtcdStore
 from controller.file_store import FileStore
 from controller.health import SERVING, HealthService
@@ -40,8 +43,9 @@ from controller.interfaces import with_host_addresses
 from controller.metrics import ControllerMetrics
 from controller.publisher import Publisher
 from controller.registry import Registry
-from controller.service import ControllerService
+from controller.service import SAVE_ATTEMPTS, ControllerService
 from controller.servicer import add_to_server
+from controller.state import State, ensure_epoch
 from controller.store import Store, default_replica
 from isthmus import logfmt
 from isthmus.auth import Authenticator, ChallengeBook
@@ -49,8 +53,10 @@ from isthmus.configfile import ConfigError
 from isthmus.keys import PublicKey
 from isthmus.lease import Lease, sign_lease
 from isthmus.logfmt import kv
+from isthmus.mapsig import epoch_text
 from isthmus.routemap import Network
 from isthmus.signing import ControllerKey, ControllerPublicKey
+from isthmus.tlscert import server_credentials
 from isthmus.v1 import health_pb2_grpc
 from isthmus_io.keyfiles import read_controller_key
 from isthmus_io.metricsserver import MetricsServer, start_or_log
@@ -167,15 +173,14 @@ class ControllerServer:
         self._key = key
         store = self._store or await _open_store(cfg)
         self._store = store
-        state = await store.load()
+        state = await _load_with_epoch(store, self._clock)
 
         def signer(edge_key: PublicKey, route: Network, version: int, expires: int) -> Lease:
             return sign_lease(key, edge_key, route, version, expires)
 
         registry = Registry(state, cfg, signer)
-        snapshot = registry.snapshot()
-        history = History(snapshot)
-        self._publisher = Publisher(snapshot)
+        history = History(key, state.epoch, registry.snapshot())
+        self._publisher = Publisher(history.current)
         book = ChallengeBook(
             key.challenge_secret, os.urandom(REPLICA_ID_LEN), self._clock, os.urandom
         )
@@ -208,8 +213,11 @@ class ControllerServer:
         server = grpc.aio.server(options=list(SERVER_OPTIONS))
         add_to_server(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)  # type: ignore[no-untyped-call]
+        # TLS always (docs/controller.md, "The channel"): a fresh leaf signed by the
+        # controller key, which edges pin; the admin socket stays plaintext (unix, 0600).
+        now = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC)
         try:
-            port = server.add_insecure_port(str(cfg.listen))
+            port = server.add_secure_port(str(cfg.listen), server_credentials(key, now))
         except RuntimeError as e:  # grpc reports a failed bind this way
             raise OSError(f"cannot listen on {cfg.listen}: {e}") from None
         if port == 0:
@@ -295,6 +303,30 @@ class ControllerServer:
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+async def _load_with_epoch(store: Store, clock: Callable[[], float]) -> State:
+    """The stored state, with an epoch (docs/controller.md, "Epochs").
+
+    Nothing stored yet: the new state gets an epoch, stored with its first version (the
+    first change). A stored state without one (an older release) gets one now, stored at
+    the next version before any map is published; when another replica wrote first, the
+    stored state is used (and gets an epoch the same way)."""
+    for _ in range(SAVE_ATTEMPTS):
+        state = await store.load()
+        if state.epoch:
+            return state
+        state = ensure_epoch(state, clock())
+        log.info(kv("epoch_created", epoch=epoch_text(state.epoch), version=state.version))
+        if state.version == 0:
+            return state
+        state = replace(state, version=state.version + 1)
+        try:
+            await store.save(state)
+        except StoreConflict:
+            continue
+        return state
+    raise StoreError("cannot store an epoch: other replicas keep writing the state")
 
 
 async def _open_store(cfg: ControllerConfig) -> Store:

@@ -78,6 +78,7 @@ class EdgeView:
     applied_version: int
     last_error: str
     reported_at: float
+    epoch: bytes = b""  # of the map it reported applying; b"" for none
 
 
 class AdminBackend(Protocol):
@@ -90,6 +91,11 @@ class AdminBackend(Protocol):
     @property
     def version(self) -> int:
         """The current map version."""
+        ...
+
+    @property
+    def epoch(self) -> bytes:
+        """The epoch of the current map (isthmus.mapsig)."""
         ...
 
     async def approve(self, route: Network, edge: EdgeName | None) -> Decision:
@@ -137,6 +143,7 @@ def edge_status(v: EdgeView) -> pb.EdgeStatus:
         applied_version=v.applied_version,
         last_error=v.last_error,
         reported_at=v.reported_at,
+        epoch=v.epoch,
     )
 
 
@@ -245,8 +252,10 @@ class AdminService(pb_grpc.AdminServicer):
         self, request: pb.ListEdgesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListEdgesResponse:
         views = await self._backend.edge_statuses()
-        version = self._backend.version
-        return pb.ListEdgesResponse(version=version, edges=[edge_status(v) for v in views])
+        version, epoch = self._backend.version, self._backend.epoch
+        return pb.ListEdgesResponse(
+            version=version, epoch=epoch, edges=[edge_status(v) for v in views]
+        )
 
     async def ListHistory(
         self, request: pb.ListHistoryRequest, context: grpc.aio.ServicerContext[Any, Any]

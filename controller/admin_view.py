@@ -14,11 +14,21 @@ from typing import Any, Final
 
 from isthmus.clikit import Style, paint
 from isthmus.keys import PublicKey
+from isthmus.mapsig import epoch_text
 from isthmus.v1 import isthmus_pb2 as pb
 
 ROUTE_COLUMNS: Final = ("ROUTE", "EDGE", "STATE", "REASON")
 HISTORY_COLUMNS: Final = ("TIME", "VERSION", "ACTOR", "KIND", "EDGE", "ROUTE", "REASON")
-EDGE_COLUMNS: Final = ("EDGE", "STATE", "APPLIED", "REPORTED", "REPLICA", "ENDPOINTS", "LAST ERROR")
+EDGE_COLUMNS: Final = (
+    "EDGE",
+    "STATE",
+    "APPLIED",
+    "EPOCH",
+    "REPORTED",
+    "REPLICA",
+    "ENDPOINTS",
+    "LAST ERROR",
+)
 
 _STATES: Final[dict[int, str]] = {
     pb.ROUTE_STATE_SERVING: "serving",
@@ -75,6 +85,7 @@ def edges_doc(reply: pb.ListEdgesResponse) -> dict[str, Any]:
     """The stable `isthmus edges --json` document."""
     return {
         "version": reply.version,
+        "epoch": epoch_text(reply.epoch),
         "edges": [
             {
                 "name": e.name,
@@ -83,6 +94,7 @@ def edges_doc(reply: pb.ListEdgesResponse) -> dict[str, Any]:
                 "state": e.state,
                 "replica": e.replica,
                 "applied_version": e.applied_version,
+                "epoch": epoch_text(e.epoch),
                 "last_error": e.last_error,
                 "reported_at": e.reported_at,
             }
@@ -131,7 +143,8 @@ def route_problems(doc: dict[str, Any]) -> list[str]:
 
 
 def edge_problems(doc: dict[str, Any]) -> list[str]:
-    """Why `isthmus edges` is degraded (exit 2): a last error, or an older applied version."""
+    """Why `isthmus edges` is degraded (exit 2): a last error, an older applied version, or
+    another epoch than the controller's (a map of another lineage: not in sync)."""
     found = []
     for e in doc["edges"]:
         if e["last_error"]:
@@ -140,6 +153,11 @@ def edge_problems(doc: dict[str, Any]) -> list[str]:
             found.append(
                 f"edge {e['name']!r} applied map version {e['applied_version']}, "
                 f"not {doc['version']}"
+            )
+        elif e.get("epoch", "-") != doc.get("epoch", "-"):
+            found.append(
+                f"edge {e['name']!r} is on epoch {e.get('epoch', '-')}, "
+                f"not the controller's {doc.get('epoch', '-')}"
             )
     return found
 
@@ -199,6 +217,7 @@ def render_edges(doc: dict[str, Any], now: float, colour: bool = False) -> str:
             e["name"],
             e["state"],
             str(e["applied_version"]),
+            e.get("epoch", "-"),
             _ago(e["reported_at"], now),
             e["replica"] or "-",
             ",".join(e["endpoints"]) or "-",
@@ -211,6 +230,7 @@ def render_edges(doc: dict[str, Any], now: float, colour: bool = False) -> str:
             None,
             _EDGE_STYLES.get(e["state"], "warn"),
             None if e["applied_version"] == doc["version"] else "warn",
+            None if e.get("epoch", "-") == doc.get("epoch", "-") else "warn",
             None,
             None,
             None,

@@ -2,9 +2,9 @@
 (pure).
 
 A record says which replica last saw the edge, whether its Watch stream is open there,
-the map version it last applied, the error it last reported and when. One record is one
-JSON object (keys sorted); `liveness_from_json` checks every field and raises ValueError
-naming it. Records hold public data only.
+the map version it last applied and its epoch, the error it last reported and when. One
+record is one JSON object (keys sorted); `liveness_from_json` checks every field and
+raises ValueError naming it. Records hold public data only.
 """
 
 from __future__ import annotations
@@ -25,10 +25,15 @@ class Liveness:
     applied_version: int
     last_error: str
     reported_at: float  # unix seconds
+    epoch: str = ""  # hex of the epoch of the applied map; "" for none (or an older edge)
 
 
 def liveness_to_json(info: Liveness) -> bytes:
-    return json.dumps(asdict(info), sort_keys=True).encode("utf-8")
+    """The record as JSON; "epoch" only when the edge reported one (as older records)."""
+    doc = asdict(info)
+    if not info.epoch:
+        del doc["epoch"]
+    return json.dumps(doc, sort_keys=True).encode("utf-8")
 
 
 def liveness_from_json(data: bytes) -> Liveness:
@@ -59,4 +64,16 @@ def liveness_from_json(data: bytes) -> Liveness:
         applied_version=doc["applied_version"],
         last_error=doc["last_error"],
         reported_at=float(doc["reported_at"]),
+        epoch=_epoch(doc.get("epoch", "")),
     )
+
+
+def _epoch(value: object) -> str:
+    """A record of an older release has no epoch: ""."""
+    if not isinstance(value, str) or len(value) > 32:
+        raise ValueError(f"epoch: {value!r} is not the hex of an epoch")
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"epoch: {value!r} is not the hex of an epoch") from None
+    return value

@@ -2,9 +2,10 @@
 
 Owns fan-out of map versions, in the gRPC health `Watch` model: a watcher gets the
 current map at once, then each newer map as soon as it is published. A slow watcher
-may skip versions (it only needs the latest map), never sees one go backwards and
-never makes `publish` wait. `close` ends every watch for a graceful shutdown.
-Must be used from one event loop; holds no I/O.
+may skip versions (it only needs the latest map), never sees one go backwards within an
+epoch and never makes `publish` wait. A map of another epoch (the state was created
+anew) is published whatever its version: it starts another lineage. `close` ends every
+watch for a graceful shutdown. Must be used from one event loop; holds no I/O.
 """
 
 from __future__ import annotations
@@ -12,22 +13,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+from isthmus.mapsig import SignedMap
 from isthmus.routemap import RouteMap
 
 
 class Publisher:
-    """Holds the current `RouteMap` and wakes watchers when a newer one is published."""
+    """Holds the current `SignedMap` and wakes watchers when a newer one is published."""
 
     __slots__ = ("_closed", "_cond", "_current", "_watchers")
 
-    def __init__(self, initial: RouteMap | None = None) -> None:
-        self._current = initial or RouteMap(version=0)
+    def __init__(self, initial: SignedMap | None = None) -> None:
+        self._current = initial or SignedMap(RouteMap(version=0))
         self._cond = asyncio.Condition()
         self._closed = False
         self._watchers = 0
 
     @property
-    def current(self) -> RouteMap:
+    def current(self) -> SignedMap:
         return self._current
 
     @property
@@ -35,10 +37,14 @@ class Publisher:
         """How many watches are running (for logs and tests)."""
         return self._watchers
 
-    async def publish(self, snapshot: RouteMap) -> None:
-        """Make `snapshot` current and wake the watchers; an older or equal version is ignored."""
+    async def publish(self, snapshot: SignedMap) -> None:
+        """Make `snapshot` current and wake the watchers; an older or equal version of the
+        same epoch is ignored."""
         async with self._cond:
-            if self._closed or snapshot.version <= self._current.version:
+            if self._closed:
+                return
+            current = self._current
+            if snapshot.epoch == current.epoch and snapshot.version <= current.version:
                 return
             self._current = snapshot
             self._cond.notify_all()
@@ -49,7 +55,7 @@ class Publisher:
             self._closed = True
             self._cond.notify_all()
 
-    async def watch(self) -> AsyncGenerator[RouteMap, None]:
+    async def watch(self) -> AsyncGenerator[SignedMap, None]:
         """Yield the current map, then each newer one, until `close` or the caller stops.
 
         Close the iterator (`contextlib.aclosing`) when stopping early so the watcher
@@ -63,7 +69,7 @@ class Publisher:
             yield sent
             while True:
                 async with self._cond:
-                    while not self._closed and self._current.version <= sent.version:
+                    while not self._closed and self._current is sent:
                         await self._cond.wait()
                     if self._closed:
                         return

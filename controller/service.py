@@ -53,7 +53,8 @@ from isthmus.auth import Authenticator
 from isthmus.convert import WireError, registration_from_pb
 from isthmus.ids import EdgeName
 from isthmus.logfmt import kv
-from isthmus.routemap import Network, RouteMap
+from isthmus.mapsig import SignedMap
+from isthmus.routemap import Network
 from isthmus.v1 import isthmus_pb2 as pb
 
 log = logging.getLogger("controller.service")
@@ -217,9 +218,11 @@ class ControllerService:
             await self._publish()
 
     async def _publish(self) -> None:
-        snapshot = self._registry.snapshot()
-        self._history.add(snapshot)
-        await self._publisher.publish(snapshot)
+        # Signed once here, for every watcher (controller.history).
+        # A state written by an older replica has no epoch: it stays in this one's lineage.
+        epoch = self._registry.state.epoch or self._history.epoch
+        signed = self._history.add(self._registry.snapshot(), epoch)
+        await self._publisher.publish(signed)
 
     # --- background work ----------------------------------------------------------------
 
@@ -278,13 +281,14 @@ class ControllerService:
         """The controller's clock (unix seconds)."""
         return self._clock()
 
-    def watch_maps(self) -> AsyncGenerator[RouteMap, None]:
+    def watch_maps(self) -> AsyncGenerator[SignedMap, None]:
         """The current map, then every newer one this replica publishes."""
         return self._publisher.watch()
 
-    def map_update(self, base: int, target: RouteMap) -> bytes:
-        """The encoded update from version `base` to `target` (controller.history)."""
-        return self._history.update(base, target)
+    def map_update(self, base: int, base_epoch: bytes, target: SignedMap) -> bytes:
+        """The encoded update from version `base` of `base_epoch` to `target`, with its
+        signature (controller.history): the whole map when the epochs differ."""
+        return self._history.update(base, base_epoch, target)
 
     # --- the Admin backend (controller.admin.AdminBackend) ------------------------------
 
@@ -304,6 +308,11 @@ class ControllerService:
             ControllerError: NotPending, UnknownRoute, AmbiguousRoute, or StoreError.
         """
         return await self._change(lambda r, now: r.approve(route, edge, now), actor)
+
+    @property
+    def epoch(self) -> bytes:
+        """The epoch of the maps this replica publishes."""
+        return self._history.epoch
 
     async def history(self, limit: int) -> list[AuditEntry]:
         """The last `limit` audit entries, oldest first.
@@ -331,6 +340,7 @@ class ControllerService:
                     applied_version=info.applied_version if info is not None else 0,
                     last_error=info.last_error if info is not None else "",
                     reported_at=info.reported_at if info is not None else 0.0,
+                    epoch=bytes.fromhex(info.epoch) if info is not None else b"",
                 )
             )
         return tuple(sorted(views, key=lambda v: v.name))

@@ -32,6 +32,7 @@ from controller.admission import RouteState
 from controller.authentication import REGISTER, REPORT, SERVICE, WATCH, CallAuthentication
 from controller.errors import ControllerError, KeyMismatch, StoreError, to_status
 from isthmus.logfmt import kv
+from isthmus.mapsig import EPOCH_LEN, epoch_text
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 
@@ -135,9 +136,19 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     ) -> AsyncIterator[bytes]:
         name, key = await self._calls.authenticate(context, WATCH, request)
         peer = context.peer()
-        log.info(kv("watch_started", edge=name, peer=peer, known_version=request.known_version))
+        log.info(
+            kv(
+                "watch_started",
+                edge=name,
+                peer=peer,
+                known_version=request.known_version,
+                known_epoch=epoch_text(request.known_epoch),
+            )
+        )
         self._service.presence.watch_started(name)
         sent: int | None = None
+        # The edge's lineage; a map of another epoch goes out whole (controller.history).
+        epoch = bytes(request.known_epoch)
         try:
             # The liveness write is not awaited (announce spawns it): the map goes out
             # first even when the store is slow.
@@ -152,8 +163,8 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                         log.warning(kv("watch_ended_by_config", edge=name, reason=ended.message))
                         await context.abort(ended.code, ended.message)
                     base = request.known_version if sent is None else sent
-                    yield self._service.map_update(base, m)
-                    sent = m.version
+                    yield self._service.map_update(base, epoch, m)
+                    sent, epoch = m.version, m.epoch
         finally:
             self._service.presence.watch_ended(name)
             log.info(kv("watch_ended", edge=name, peer=peer, version=sent))
@@ -168,6 +179,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
             applied_version=request.applied_version,
             last_error=error,
             reported_at=self._service.now(),
+            epoch=bytes(request.epoch[:EPOCH_LEN]).hex(),
         )
         await self._service.presence.put(info)
         if error:

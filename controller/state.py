@@ -5,7 +5,7 @@ leases of serving routes, the holds of withdrawn routes, at one version) and its
 codec. Decisions are not stored: they follow from the state, the config and
 `controller.admission`. The document is:
 
-    {"version": 7,
+    {"version": 7, "epoch": "<32 hex digits: created_ms (u64 BE) || 8 random bytes>",
      "edges": [{"name": "vpc-a", "public_key": "<base64>", "endpoints": ["198.18.0.11:51820"],
                 "advertised": [{"route": "10.244.0.0/16", "since": 3},
                                {"route": "10.0.0.0/8", "since": null}]}],
@@ -24,7 +24,10 @@ edge, once; a hold names a route its edge does not advertise, once, with `since`
 `version`. `decode` sorts edges by name and approvals and leases by (edge, route), the
 order `encode` writes. A state file of the previous release (edges with "routes" and no
 "approvals" or "leases") decodes with every route advertised since the stored version.
-Pure: no I/O.
+The epoch names the lineage of versions (isthmus.mapsig): made once, when a state is
+first created (`ensure_epoch`), and kept by every later version; a document without one
+(older releases) decodes with none and gets one on load. Pure: no I/O (randomness and
+time are given).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from isthmus.endpoint import Endpoint
@@ -40,10 +45,11 @@ from isthmus.ids import EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
 from isthmus.lease import SIGNATURE_LEN, U64_MAX, Lease
 from isthmus.lpm import route_sort_key as route_order
+from isthmus.mapsig import EPOCH_LEN, new_epoch
 from isthmus.routemap import Network, parse_route
 
 _TOP_KEYS = {"version", "edges", "approvals", "leases"}
-_OPTIONAL_TOP_KEYS = {"holds"}
+_OPTIONAL_TOP_KEYS = {"holds", "epoch"}
 _LEGACY_TOP_KEYS = {"version", "edges"}
 _EDGE_KEYS = {"name", "public_key", "endpoints", "advertised"}
 _LEGACY_EDGE_KEYS = {"name", "public_key", "endpoints", "routes"}
@@ -98,6 +104,7 @@ class State:
     approvals: tuple[tuple[EdgeName, Network], ...] = ()  # sorted by (edge, route_order)
     leases: tuple[tuple[EdgeName, Network, Lease], ...] = ()  # of serving routes, sorted
     holds: tuple[Hold, ...] = ()  # sorted by (edge, route_order)
+    epoch: bytes = b""  # 16 bytes (isthmus.mapsig); empty only before `ensure_epoch`
 
     def edge(self, name: str) -> EdgeRecord | None:
         for e in self.edges:
@@ -112,6 +119,13 @@ class State:
         return None
 
 
+def ensure_epoch(state: State, now: float, random: Callable[[int], bytes] = os.urandom) -> State:
+    """`state` with an epoch: its own, or a new one created at `now` (unix seconds)."""
+    if state.epoch:
+        return state
+    return replace(state, epoch=new_epoch(now, random))
+
+
 def pair_order(item: tuple[EdgeName, Network] | tuple[EdgeName, Network, Lease]) -> tuple[Any, ...]:
     """The canonical order of approvals and leases: edge name, then route."""
     return (item[0], *route_order(item[1]))
@@ -123,7 +137,7 @@ def hold_order(hold: Hold) -> tuple[Any, ...]:
 
 
 def encode(state: State) -> dict[str, Any]:
-    """The JSON document for `state`."""
+    """The JSON document for `state` ("holds" and "epoch" only when it has them)."""
     doc: dict[str, Any] = {
         "version": state.version,
         "edges": [
@@ -152,6 +166,8 @@ def encode(state: State) -> dict[str, Any]:
             {"edge": h.edge, "route": str(h.route), "since": h.since, "until": h.until}
             for h in state.holds
         ]
+    if state.epoch:
+        doc["epoch"] = state.epoch.hex()
     return doc
 
 
@@ -167,6 +183,7 @@ def decode(doc: object) -> State:
     ):
         raise ValueError(f"the top level must be an object with keys {_keys(_TOP_KEYS)}")
     version = _uint(doc["version"], "version")
+    epoch = _epoch(doc["epoch"]) if "epoch" in doc else b""
     edges = tuple(
         sorted(
             (_edge(item, f"edges[{i}]", version) for i, item in enumerate(_list(doc, "edges"))),
@@ -227,6 +244,7 @@ def decode(doc: object) -> State:
         approvals=tuple(sorted(approvals, key=pair_order)),
         leases=tuple(sorted(leases, key=pair_order)),
         holds=tuple(sorted(holds, key=hold_order)),
+        epoch=epoch,
     )
 
 
@@ -328,6 +346,16 @@ def _uint(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U64_MAX:
         raise ValueError(f"{where}: {value!r} is not an integer 0..2**64-1")
     return value
+
+
+def _epoch(value: object) -> bytes:
+    rule = f"{EPOCH_LEN * 2} hexadecimal digits"
+    if not isinstance(value, str) or len(value) != EPOCH_LEN * 2:
+        raise ValueError(f"epoch: {value!r} is not {rule}")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"epoch: {value!r} is not {rule}") from None
 
 
 def _signature(value: object, where: str) -> bytes:

@@ -33,6 +33,7 @@ from edge.control import ControlLoop
 from edge.dataplane import Dataplane
 from edge.droplog import DropLog
 from edge.explain import EdgeExplain
+from edge.leases import drop_expired
 from edge.mapcache import MapCache
 from edge.metrics import EdgeMetrics
 from edge.pinger import Pinger
@@ -44,6 +45,7 @@ from edge.udp import UdpSocket
 from isthmus.configfile import ConfigError
 from isthmus.convert import Registration
 from isthmus.logfmt import configure, kv
+from isthmus.mapsig import SignedMap
 from isthmus.routemap import RouteMap
 from isthmus_io.keyfiles import read_private_key
 from isthmus_io.metricsserver import MetricsServer, start_or_log
@@ -160,7 +162,8 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
         applier = MapApplier(
             cfg.name, tunnel, routes, cache, forwarding, controllers=cfg.controllers
         )
-        applier.apply(cache.load() or RouteMap(version=0), save=False)
+        cached = cache.load() or SignedMap(RouteMap(version=0))
+        applier.apply(drop_expired(cached.route_map, time.time())[0], signed=cached, save=False)
 
         try:
             udp = UdpSocket.bind(cfg.listen)

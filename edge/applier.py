@@ -4,7 +4,9 @@ Owns "the map this edge uses now". `apply` is the one place a map takes effect, 
 (from the cache: fail-static), for each map from the controller, and when a lease runs
 out (the same version with that route left out). It is idempotent: applying the same map
 again changes nothing but re-checks the kernel routes. Callers hand it only maps whose
-leases verified (edge.leases); it never withdraws routes on its own.
+signature and leases verified (edge.lineage, edge.leases); it never withdraws routes on
+its own. Beside the map in use it keeps the map as signed (`signed`: every route, the
+epoch and the signature), which is what is cached and what the next delta patches.
 Rules:
 - A map whose routes would carry the edge's own underlay (edge.reconcile.loops: a route of
   another edge holding a controller address or an edge's endpoint) is refused whole before
@@ -27,6 +29,7 @@ from edge.ports import Forwarding, MapStore, RouteCollision, RouteError, RouteTa
 from edge.reconcile import desired_routes, loops, reconcile
 from isthmus.ids import EdgeName
 from isthmus.logfmt import kv
+from isthmus.mapsig import SignedMap
 from isthmus.routemap import EdgeEntry, MapError, Network, RouteMap
 
 ROUTE_RETRY_INTERVAL: Final = 5.0  # seconds between retries of colliding routes
@@ -68,15 +71,21 @@ class MapApplier:
         self.refusal: str | None = None  # why the last refused map was refused
         self.collisions: dict[Network, str] = {}  # wanted routes left out -> the reason
         self.collisions_total = 0  # routes found colliding (once per collision, not per retry)
+        self.signed = SignedMap(RouteMap(version=0))
 
     @property
     def version(self) -> int:
         return self.route_map.version
 
-    def apply(self, route_map: RouteMap, *, save: bool = True) -> bool:
+    def apply(
+        self, route_map: RouteMap, *, signed: SignedMap | None = None, save: bool = True
+    ) -> bool:
         """Use `route_map` from now on; False (and nothing changed) when the tunnel refuses it.
 
-        Kernel route failures are logged; the next apply or `resync` retries them.
+        `signed` is the verified map `route_map` was made from (it becomes `signed`, and is
+        cached unless `save` is False); None keeps the signed map as it is (a route whose
+        lease ran out). Kernel route failures are logged; the next apply or `resync`
+        retries them.
         """
         found = loops(route_map, self._self_name, self._controllers)
         if found:
@@ -91,6 +100,8 @@ class MapApplier:
             return False
         self.refusal = None
         self.route_map = route_map
+        if signed is not None:
+            self.signed = signed
         _log.info(
             kv(
                 "map_applied",
@@ -101,8 +112,8 @@ class MapApplier:
         )
         self._check_self(route_map.edge(self._self_name))
         self.resync()
-        if save:
-            self._store.save(route_map)
+        if save and signed is not None:
+            self._store.save(signed)
         return True
 
     def resync(self) -> None:

@@ -6,14 +6,19 @@ docs/controller.md) and the connection state `isthmus status` shows. Rules:
 - Controllers are tried in the configured order: after any session ends (error, stream
   closed, a delta that does not fit) the next one is tried, after the backoff delay; the
   backoff resets once a stream delivers (edge.dialer).
-- Watch asks for what changed since the version applied (`known_version`). A full map
-  replaces the map; a delta is patched onto the map in use and only when its
-  base_version is that map's version, else the loop reconnects with known_version.
-- No map touches the tunnel or the kernel before its leases verify (edge.leases): a
-  map with a missing or forged lease is refused whole and the old map stays; routes
-  with an expired lease are left out. Then Report(applied_version) or
-  Report(error, refused_version). Reports are best effort: a failed Report is logged
-  and never ends the stream.
+- The channel is TLS, pinned to controller_public_key (isthmus.tlscert): a server
+  without the controller's key fails the handshake and no call is made.
+- Watch asks for what changed since the version applied (`known_version`, in
+  `known_epoch`). A full map replaces the map; a delta is patched onto the map as
+  signed (every route, before expired ones are left out) and only when its base_version
+  is that map's version, else the loop reconnects with known_version.
+- No map touches the tunnel or the kernel before its signature and its leases verify:
+  the map signature over the whole resulting map, version and epoch, and the rules on
+  versions and epochs (edge.lineage: no rollback, a new epoch only whole and later),
+  then every lease (edge.leases). A map that fails either is refused whole and the old
+  map stays; routes with an expired lease are left out. Then Report(applied_version,
+  epoch) or Report(error, refused_version). Reports are best effort: a failed Report is
+  logged and never ends the stream.
 - Every 30 s, and at the earliest lease expiry, the map in use is checked again and
   routes whose lease ran out are withdrawn (also while no controller answers).
 - An invalid map is logged, recorded as last_error and reported; the stream goes on. So is
@@ -49,11 +54,20 @@ from edge.controlcalls import (
 )
 from edge.dialer import Backoff, Dialer
 from edge.leases import Dropped, LeaseError, drop_expired, earliest_expiry, verify_leases
-from isthmus.convert import Registration, WireError, registration_to_pb, update_from_pb
+from edge.lineage import MapRefused, admit
+from isthmus.convert import (
+    Registration,
+    WireError,
+    registration_to_pb,
+    seal_from_pb,
+    update_from_pb,
+)
 from isthmus.logfmt import kv
 from isthmus.mapdelta import MapDelta, patch
+from isthmus.mapsig import SignedMap, epoch_text
 from isthmus.routemap import MapError, RouteMap
 from isthmus.signing import ControllerPublicKey
+from isthmus.tlscert import channel_credentials, channel_options
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1.isthmus_pb2_grpc import ControllerStub
 
@@ -76,8 +90,16 @@ class MapSink(Protocol):
         """The map in use (leases verified, expired routes left out)."""
         ...
 
-    def apply(self, route_map: RouteMap, *, save: bool = True) -> bool:
-        """Use `route_map` from now on; False when it was refused (`refusal` says why)."""
+    @property
+    def signed(self) -> SignedMap:
+        """The map in use as signed: every route, with its epoch and signature."""
+        ...
+
+    def apply(
+        self, route_map: RouteMap, *, signed: SignedMap | None = None, save: bool = True
+    ) -> bool:
+        """Use `route_map` (made from `signed`, when given) from now on; False when it
+        was refused (`refusal` says why)."""
         ...
 
     @property
@@ -95,6 +117,7 @@ class ControllerView:
     connected: bool
     last_error: str | None
     applied_version: int
+    epoch: str = "-"  # the epoch of the map in use, short (isthmus.mapsig.epoch_text)
 
 
 class _Resync(Exception):
@@ -150,6 +173,7 @@ class ControlLoop:
             connected=self.connected,
             last_error=self.last_error,
             applied_version=self._sink.version,
+            epoch=epoch_text(self._sink.signed.epoch),
         )
 
     async def run(self) -> None:
@@ -236,11 +260,14 @@ class ControlLoop:
         )
 
     async def _session(self, target: str) -> None:
-        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        credentials = channel_credentials(self._controller_key)
+        options = CHANNEL_OPTIONS + channel_options()
+        async with grpc.aio.secure_channel(target, credentials, options=options) as channel:
             stub = ControllerStub(channel)  # type: ignore[no-untyped-call]  # generated code
             await self._register(stub, target)
+            have = self._sink.signed
             request = pb.WatchRequest(
-                name=self._registration.name, known_version=self._sink.version
+                name=self._registration.name, known_version=have.version, known_epoch=have.epoch
             )
             call = stub.Watch(request, metadata=await self._calls.auth(stub, METHOD_WATCH, request))
             first = True
@@ -310,9 +337,11 @@ class ControlLoop:
         Raises:
             _Resync: a delta whose base is not the map in use.
         """
-        current = self._sink.route_map
+        have = self._sink.signed
+        current = have.route_map
         try:
             update = update_from_pb(msg)
+            epoch, signature = seal_from_pb(msg)
         except WireError as e:
             await self._refused(stub, msg.version, f"invalid map version {msg.version}: {e}")
             return
@@ -337,21 +366,31 @@ class ControlLoop:
                 error = f"invalid map version {update.version}: {e}"
                 await self._refused(stub, update.version, error)
                 return
-        elif not first and update.version <= current.version:
-            # Versions never go backwards on one stream; a controller that does is ignored.
-            _log.info(kv("map_skipped", version=update.version, current=current.version))
-            return
         else:
             route_map = update
+        # Leases first (their refusals name the edge and route), then the map signature,
+        # version and epoch: nothing reaches the tunnel or the kernel before both hold.
         try:
             usable, dropped = verify_leases(route_map, self._controller_key, self._clock())
         except LeaseError as e:
             error = f"map version {route_map.version} refused: {e}"
             await self._refused(stub, route_map.version, error)
             return
+        candidate = SignedMap(route_map, epoch, signature)
+        try:
+            fresh = admit(have, candidate, full=msg.full, controller_key=self._controller_key)
+        except MapRefused as e:
+            await self._refused(stub, route_map.version, str(e))
+            return
+        if not fresh:
+            # The same version again: nothing new (a first message still says where we are).
+            _log.info(kv("map_skipped", version=route_map.version, current=current.version))
+            if first:
+                await self._calls.report(stub, self._applied_report())
+            return
         for edge, route in dropped:
             _log.warning(kv("lease_expired", edge=edge, route=route, version=route_map.version))
-        if not self._sink.apply(usable):
+        if not self._sink.apply(usable, signed=candidate):
             error = f"map version {route_map.version} refused: {self._sink.refusal}"
             await self._refused(stub, route_map.version, error)
             return
@@ -362,7 +401,10 @@ class ControlLoop:
             await self._report_error(stub, route_map.version, self.last_error)
             return
         self.last_error = self._register_error
-        await self._calls.report(stub, pb.ReportRequest(applied_version=self._sink.version))
+        await self._calls.report(stub, self._applied_report())
+
+    def _applied_report(self) -> pb.ReportRequest:
+        return pb.ReportRequest(applied_version=self._sink.version, epoch=self._sink.signed.epoch)
 
     async def _refused(self, stub: ControllerStub, version: int, error: str) -> None:
         """The map of `version` was not applied: log, record and report why."""
@@ -374,6 +416,9 @@ class ControlLoop:
         await self._calls.report(
             stub,
             pb.ReportRequest(
-                applied_version=self._sink.version, error=error, refused_version=version
+                applied_version=self._sink.version,
+                error=error,
+                refused_version=version,
+                epoch=self._sink.signed.epoch,
             ),
         )

@@ -9,7 +9,8 @@ from __future__ import annotations
 import errno as _errno
 from typing import Protocol
 
-from isthmus.routemap import Network, RouteMap
+from isthmus.mapsig import SignedMap
+from isthmus.routemap import Network
 
 # A socket address as the tunnel core takes and returns it: (ip text, port).
 SockAddr = tuple[str, int]
@@ -143,12 +144,13 @@ class DatagramSocket(Protocol):
 
 
 class MapStore(Protocol):
-    """Where the last applied map survives a restart."""
+    """Where the last applied map survives a restart: the whole map as signed, with its
+    epoch, version and signature (what the edge never goes back from)."""
 
-    def load(self) -> RouteMap | None:
+    def load(self) -> SignedMap | None:
         """The saved map, or None when there is none or it is unreadable (logged, never raised)."""
         ...
 
-    def save(self, route_map: RouteMap) -> None:
+    def save(self, signed: SignedMap) -> None:
         """Replace the saved map atomically; failures are logged, never raised."""
         ...

@@ -19,6 +19,7 @@ from edge.ports import (
     SockAddr,
     TunDevice,
 )
+from isthmus.mapsig import SignedMap
 from isthmus.routemap import Network, RouteMap
 
 
@@ -192,15 +193,20 @@ class FakeDatagramSocket:
 class MemoryMapStore:
     """A map store in memory; `saved` counts saves."""
 
-    def __init__(self, route_map: RouteMap | None = None) -> None:
-        self.route_map = route_map
+    def __init__(self, signed: SignedMap | None = None) -> None:
+        self.signed = signed
         self.saved = 0
 
-    def load(self) -> RouteMap | None:
-        return self.route_map
+    @property
+    def route_map(self) -> RouteMap | None:
+        """The saved map without its signature."""
+        return self.signed.route_map if self.signed is not None else None
 
-    def save(self, route_map: RouteMap) -> None:
-        self.route_map = route_map
+    def load(self) -> SignedMap | None:
+        return self.signed
+
+    def save(self, signed: SignedMap) -> None:
+        self.signed = signed
         self.saved += 1
 
 

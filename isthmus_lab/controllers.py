@@ -167,7 +167,14 @@ class MeshControllers(MeshLayout):
     def controller_health(self, index: int = 0, timeout: float = 2.0) -> str:
         """The grpc.health.v1 status of controller replica `index`: "SERVING",
         "NOT_SERVING", ..., or the gRPC code of a failed check (e.g. "UNAVAILABLE")."""
-        argv = [*HEALTH, self.controller_addresses[index], "--timeout", str(timeout)]
+        argv = [
+            *HEALTH,
+            self.controller_addresses[index],
+            "--controller-key",
+            self.controller_public_key,
+            "--timeout",
+            str(timeout),
+        ]
         done = self.lab.run(self.underlay_ns, argv, check=False, timeout=timeout + 20)
         answer = done.stdout.strip()
         if not answer:

@@ -108,7 +108,7 @@ async def bench_controller(
     args = [sys.executable, "-m", "isthmus", "controller", "--config", str(config)]
     log = workdir / "controller.log"
     with child(args, log, stdout=subprocess.DEVNULL) as proc:
-        chans = channels(f"127.0.0.1:{port}", len(edges))
+        chans = channels(f"127.0.0.1:{port}", len(edges), key.public)
         fleet = Fleet(edges, key.public, chans)
         watchers = Watchers(len(edges), fleet.report if report else None)
         try:

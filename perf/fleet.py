@@ -26,6 +26,7 @@ from isthmus.auth import AUTH_METADATA, auth_value
 from isthmus.convert import update_from_pb
 from isthmus.keys import PublicKey
 from isthmus.signing import ControllerPublicKey
+from isthmus.tlscert import channel_credentials, channel_options
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1.isthmus_pb2_grpc import ControllerStub
 
@@ -164,9 +165,17 @@ class Watchers:
                 await t
 
 
-def channels(target: str, n: int) -> list[grpc.aio.Channel]:
+def channels(
+    target: str, n: int, controller: ControllerPublicKey | None = None
+) -> list[grpc.aio.Channel]:
+    """Channels for `n` edges: TLS pinned to `controller` (the Controller service), or
+    plaintext for the baseline fan-out server (no controller key)."""
     count = max(1, math.ceil(n / EDGES_PER_CHANNEL))
-    return [grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(count)]
+    if controller is None:
+        return [grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(count)]
+    credentials = channel_credentials(controller)
+    options = CHANNEL_OPTIONS + channel_options()
+    return [grpc.aio.secure_channel(target, credentials, options=options) for _ in range(count)]
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

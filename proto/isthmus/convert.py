@@ -17,6 +17,7 @@ from isthmus.ids import EdgeName, parse_edge_name
 from isthmus.keys import PublicKey
 from isthmus.lease import SIGNATURE_LEN, Lease
 from isthmus.mapdelta import MapDelta
+from isthmus.mapsig import EPOCH_LEN, SignedMap
 from isthmus.routemap import EdgeEntry, MapError, Network, RouteMap, parse_route
 from isthmus.v1 import isthmus_pb2 as pb
 
@@ -64,23 +65,53 @@ def registration_from_pb(msg: pb.RegisterRequest) -> Registration:
     )
 
 
-def map_to_pb(m: RouteMap) -> pb.MapUpdate:
-    """The whole map: full=True, base_version 0, every edge with its routes' leases.
+def map_to_pb(m: RouteMap, *, epoch: bytes = b"", signature: bytes = b"") -> pb.MapUpdate:
+    """The whole map: full=True, base_version 0, every edge with its routes' leases, and
+    the map's epoch and signature (isthmus.mapsig; empty when not given).
 
     An entry without leases is encoded with lease-less routes, which receivers refuse.
     """
-    return pb.MapUpdate(version=m.version, full=True, edges=[_edge_to_pb(e) for e in m.edges])
+    return pb.MapUpdate(
+        version=m.version,
+        full=True,
+        edges=[_edge_to_pb(e) for e in m.edges],
+        epoch=epoch,
+        signature=signature,
+    )
 
 
-def delta_to_pb(d: MapDelta) -> pb.MapUpdate:
-    """A delta: full=False, the changed edges whole, the names of the removed ones."""
+def signed_map_to_pb(s: SignedMap) -> pb.MapUpdate:
+    """The whole signed map (what a watcher without a usable base gets, and the cache)."""
+    return map_to_pb(s.route_map, epoch=s.epoch, signature=s.signature)
+
+
+def delta_to_pb(d: MapDelta, *, epoch: bytes = b"", signature: bytes = b"") -> pb.MapUpdate:
+    """A delta: full=False, the changed edges whole, the names of the removed ones, and
+    the epoch and signature of the map it makes (empty when not given)."""
     return pb.MapUpdate(
         version=d.version,
         full=False,
         base_version=d.base_version,
         edges=[_edge_to_pb(e) for e in d.upserts],
         removed=[str(n) for n in d.removed],
+        epoch=epoch,
+        signature=signature,
     )
+
+
+def seal_from_pb(msg: pb.MapUpdate) -> tuple[bytes, bytes]:
+    """The update's (epoch, signature). Either may be empty (an unsigned update, which the
+    edge refuses when it verifies the map); when present they have their sizes.
+
+    Raises:
+        WireError: epoch not 16 bytes or signature not 64 bytes.
+    """
+    epoch, signature = bytes(msg.epoch), bytes(msg.signature)
+    if epoch and len(epoch) != EPOCH_LEN:
+        raise WireError(f"epoch: {len(epoch)} bytes; expected {EPOCH_LEN} (or none)")
+    if signature and len(signature) != SIGNATURE_LEN:
+        raise WireError(f"signature: {len(signature)} bytes; expected {SIGNATURE_LEN} (or none)")
+    return epoch, signature
 
 
 def update_from_pb(msg: pb.MapUpdate) -> RouteMap | MapDelta:
@@ -144,6 +175,17 @@ def map_from_pb(msg: pb.MapUpdate) -> RouteMap:
     update = update_from_pb(msg)
     assert isinstance(update, RouteMap)
     return update
+
+
+def signed_map_from_pb(msg: pb.MapUpdate) -> SignedMap:
+    """Decode a whole map with its epoch and signature (not verified: the caller's job).
+
+    Raises:
+        WireError: see `map_from_pb` and `seal_from_pb`.
+    """
+    route_map = map_from_pb(msg)
+    epoch, signature = seal_from_pb(msg)
+    return SignedMap(route_map, epoch, signature)
 
 
 def _edge_to_pb(e: EdgeEntry) -> pb.Edge:

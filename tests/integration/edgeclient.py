@@ -1,5 +1,6 @@
-"""Test helpers: deterministic edge keys and a client that calls the controller as one edge
-(a fresh challenge and proof for every call), shared by the controller integration tests."""
+"""Test helpers: deterministic edge keys, the TLS channel pinned to the controller's key,
+and a client that calls the controller as one edge (a fresh challenge and proof for every
+call), shared by the controller integration tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from isthmus.auth import AUTH_METADATA, auth_value
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.signing import ControllerPublicKey
+from isthmus.tlscert import channel_credentials, channel_options
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 
@@ -37,6 +39,12 @@ def edge_keys(name: str, seed: int) -> EdgeKeys:
     """The key pair derived from `seed`, the same in every run."""
     pk, sk = nacl.bindings.crypto_box_seed_keypair(bytes([seed]) * 32)
     return EdgeKeys(name, sk, PublicKey(pk), 10 + seed)
+
+
+def controller_channel(address: str, controller: ControllerPublicKey) -> grpc.aio.Channel:
+    """A channel to the Controller service, TLS pinned to `controller` (as edges dial)."""
+    credentials = channel_credentials(controller)
+    return grpc.aio.secure_channel(address, credentials, options=channel_options())
 
 
 class EdgeClient:
@@ -76,8 +84,10 @@ class EdgeClient:
         md = await self.metadata("Register", request)
         return await self.stub.Register(request, metadata=md)
 
-    async def watch(self, known_version: int = 0) -> Any:
-        request = pb.WatchRequest(name=self.keys.name, known_version=known_version)
+    async def watch(self, known_version: int = 0, known_epoch: bytes = b"") -> Any:
+        request = pb.WatchRequest(
+            name=self.keys.name, known_version=known_version, known_epoch=known_epoch
+        )
         return self.stub.Watch(request, metadata=await self.metadata("Watch", request))
 
     async def report(self, applied: int, error: str = "", refused: int = 0) -> None:

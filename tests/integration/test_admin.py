@@ -124,6 +124,10 @@ class TestBackend:
     def version(self) -> int:
         return self._version
 
+    @property
+    def epoch(self) -> bytes:
+        return b""  # no signed map yet, as the edges in EDGES report
+
     async def approve(self, route: Network, edge: EdgeName | None) -> Decision:
         self.approvals.append((route, edge))
         if str(route) in self.errors:
@@ -433,9 +437,11 @@ def test_cli_edges_json_and_text_via_config(tmp_path: Path) -> None:
             "state": "connected",
             "replica": "ctl-1-4242",
             "applied_version": 7,
+            "epoch": "-",
             "last_error": "",
             "reported_at": 1_800_000_000.5,
         }
+        assert doc["epoch"] == "-"
         assert [e["state"] for e in doc["edges"]] == ["never", "connected", "disconnected"]
 
         code, out, err = await isthmus("edges", "--socket", str(path))
@@ -445,13 +451,14 @@ def test_cli_edges_json_and_text_via_config(tmp_path: Path) -> None:
             "EDGE",
             "STATE",
             "APPLIED",
+            "EPOCH",
             "REPORTED",
             "REPLICA",
             "ENDPOINTS",
             "LAST",
             "ERROR",
         ]
-        assert lines[1].split() == ["rogue", "never", "0", "never", "-", "-", "-"]
+        assert lines[1].split() == ["rogue", "never", "0", "-", "never", "-", "-", "-"]
         assert lines[3].startswith("vpc-b") and lines[3].endswith("bad lease signature")
 
     run(tmp_path, body)

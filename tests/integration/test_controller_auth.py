@@ -34,6 +34,7 @@ from isthmus.signing import ControllerKey, ControllerPublicKey
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 from isthmus_io.keyfiles import write_controller_key
+from tests.integration.edgeclient import controller_channel
 
 SERVICE = "/isthmus.v1.Controller/"
 METHODS = ("Register", "Watch", "Report")
@@ -139,7 +140,7 @@ async def running(
     server = ControllerServer(cfg, clock=clock or Clock())
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with controller_channel(server.address, server.public_key) as channel:
             yield server, Harness(channel, server.public_key)
     finally:
         await server.stop(grace=1)

@@ -23,6 +23,7 @@ from isthmus.endpoint import Endpoint
 from isthmus.signing import ControllerKey
 from isthmus.v1 import health_pb2, health_pb2_grpc
 from isthmus_io.keyfiles import write_controller_key
+from tests.integration.edgeclient import controller_channel
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -48,7 +49,7 @@ async def running(cfg: ControllerConfig) -> AsyncIterator[health_pb2_grpc.Health
     server = ControllerServer(cfg)
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with controller_channel(server.address, server.public_key) as channel:
             yield health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
     finally:
         await server.stop(grace=1)

@@ -49,19 +49,21 @@ from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.lease import Lease, verify_lease
 from isthmus.mapdelta import patch
+from isthmus.mapsig import SignedMap, verify_map
 from isthmus.routemap import RouteMap
 from isthmus.signing import ControllerKey
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
 from isthmus_io.keyfiles import write_controller_key
 from isthmus_lab.etcd import EtcdCluster
-from tests.integration.edgeclient import EdgeClient, EdgeKeys, edge_keys
+from tests.integration.edgeclient import EdgeClient, EdgeKeys, controller_channel, edge_keys
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 A = edge_keys("vpc-a", 1)
 B = edge_keys("vpc-b", 2)
+KEY = ControllerKey.from_seed(bytes(range(7, 39)))  # the controller's, in every config
 ROGUE = edge_keys("rogue", 3)
 EDGES = (
     A.allowed("10.244.0.0/16", "10.96.0.0/16"),
@@ -73,7 +75,7 @@ EDGES = (
 def config(tmp: Path, *edges: AllowedEdge) -> ControllerConfig:
     key_file = tmp / "controller.key"
     if not key_file.exists():
-        write_controller_key(key_file, ControllerKey.generate())
+        write_controller_key(key_file, KEY)
     return ControllerConfig(
         listen=Endpoint.parse("127.0.0.1:0", allow_port_zero=True),
         state_dir=tmp / "state",
@@ -92,6 +94,7 @@ class Follower:
     def __init__(self, call: Any, have: RouteMap | None = None) -> None:
         self.call = call
         self.map = have
+        self.epoch = b""
 
     async def next(self) -> pb.MapUpdate:
         msg = await asyncio.wait_for(self.call.read(), 10)
@@ -102,6 +105,9 @@ class Follower:
         else:
             assert self.map is not None, "a delta before any map"
             self.map = patch(self.map, update)
+        # Every update, full or delta, is signed over the whole map it makes.
+        self.epoch = msg.epoch
+        assert verify_map(KEY.public, SignedMap(self.map, msg.epoch, msg.signature))
         return msg  # type: ignore[no-any-return]
 
 
@@ -112,7 +118,7 @@ async def running(
     server = ControllerServer(cfg, **kw)
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with controller_channel(server.address, server.public_key) as channel:
             yield server, lambda keys: EdgeClient(channel, server.public_key, keys)
     finally:
         await server.stop(grace=1)
@@ -373,13 +379,13 @@ def test_watch_resumes_from_a_known_version(tmp_path: Path) -> None:
             current = whole.map
             whole.call.cancel()
 
-            same = Follower(await b.watch(known_version=3), have=current)
+            same = Follower(await b.watch(known_version=3, known_epoch=whole.epoch), have=current)
             msg = await same.next()
             assert (msg.full, msg.base_version, msg.version, len(msg.edges)) == (False, 3, 3, 0)
             assert same.map == current
             same.call.cancel()
 
-            older = Follower(await b.watch(known_version=1), have=v1)
+            older = Follower(await b.watch(known_version=1, known_epoch=first.epoch), have=v1)
             msg = await older.next()
             assert (msg.full, msg.base_version, msg.version) == (False, 1, 3)
             assert sorted(e.name for e in msg.edges) == ["vpc-a", "vpc-b"]
@@ -419,12 +425,14 @@ def test_a_restart_forgets_old_versions_but_keeps_the_state(tmp_path: Path) -> N
             watcher.call.cancel()
         async with running(cfg) as (server, client):
             assert server.service.version == 3
-            resumed = Follower(await client(B).watch(known_version=3), have=before)
+            resumed = Follower(
+                await client(B).watch(known_version=3, known_epoch=watcher.epoch), have=before
+            )
             msg = await resumed.next()
             assert (msg.full, msg.version) == (False, 3)
             assert resumed.map == before  # same leases: the state holds them
             resumed.call.cancel()
-            too_old = Follower(await client(B).watch(known_version=2))
+            too_old = Follower(await client(B).watch(known_version=2, known_epoch=watcher.epoch))
             msg = await too_old.next()
             assert msg.full and too_old.map == before
             too_old.call.cancel()
@@ -526,7 +534,7 @@ def test_stop_ends_watches_cleanly(tmp_path: Path) -> None:
     async def body() -> None:
         server = ControllerServer(config(tmp_path))
         await server.start()
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with controller_channel(server.address, server.public_key) as channel:
             b = EdgeClient(channel, server.public_key, B)
             watch = await b.watch()
             assert (await asyncio.wait_for(watch.read(), 5)).version == 0
@@ -713,7 +721,7 @@ def test_process_sighup_and_sigterm(tmp_path: Path) -> None:
         assert address.startswith("127.0.0.1:") and not address.endswith(":0")
 
         async def register() -> int:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with controller_channel(address, key.public) as channel:
                 a = EdgeClient(channel, key.public, A)
                 return (await a.register("10.244.0.0/16")).version
 

@@ -24,6 +24,7 @@ from edge.applier import MapApplier
 from edge.control import ControllerView
 from edge.dataplane import Dataplane
 from edge.dialer import Backoff
+from edge.leases import drop_expired
 from edge.mapcache import MapCache
 from edge.status import fetch, problems, render
 from edge.testing import (
@@ -39,11 +40,13 @@ from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.lease import sign_lease
+from isthmus.mapsig import SignedMap, new_epoch, sign_map
 from isthmus.routemap import EdgeEntry, RouteMap, parse_route
 from isthmus.signing import ControllerKey
 
 CONTROLLER = ControllerKey.from_seed(bytes(range(32)))
 NOW = 1_800_000_000
+EPOCH = new_epoch(NOW - 60, lambda n: b"\x03" * n)
 
 
 def keys(seed: int) -> tuple[bytes, bytes]:
@@ -344,11 +347,14 @@ def test_map_cache_round_trip_and_bad_files(tmp_path: Path) -> None:
     clock = [float(NOW)]
     cache = MapCache(tmp_path, CONTROLLER.public, clock=lambda: clock[0])
     assert cache.load() is None
-    cache.save(MAP)
-    assert cache.load() == MAP
+    signed = sign_map(CONTROLLER, EPOCH, MAP)
+    cache.save(signed)
+    assert cache.load() == signed
     assert stat.S_IMODE(cache.path.stat().st_mode) == 0o600
-    # The file is a whole MapUpdate with every lease.
-    assert cache.path.read_bytes() == map_to_pb(MAP).SerializeToString(deterministic=True)
+    # The file is a whole MapUpdate with every lease, the epoch and the map signature.
+    assert cache.path.read_bytes() == map_to_pb(
+        MAP, epoch=EPOCH, signature=signed.signature
+    ).SerializeToString(deterministic=True)
     cache.path.write_bytes(b"\xff\xff\xff garbage")
     assert cache.load() is None
     cache.path.write_bytes(b"\x08\x01\x10\x01\x22\x04\x0a\x02UP")  # a bad edge name
@@ -369,10 +375,12 @@ def test_map_cache_verifies_leases_and_drops_expired_routes(tmp_path: Path) -> N
             entry("vpc-b", 2, "10.245.0.0/16", expires=NOW + 10),
         ),
     ).validate()
-    cache.save(short)
+    cache.save(sign_map(CONTROLLER, EPOCH, short))
     clock[0] = NOW + 11
-    loaded = cache.load()
-    assert loaded is not None and loaded.version == 4
+    cached = cache.load()
+    assert cached is not None and cached.route_map == short  # whole, as signed
+    loaded, _ = drop_expired(cached.route_map, clock[0])
+    assert loaded.version == 4
     assert [(e.name, [str(r) for r in e.routes]) for e in loaded.edges] == [
         ("vpc-a", ["10.244.0.0/16"]),
         ("vpc-b", []),
@@ -383,7 +391,7 @@ def test_map_cache_verifies_leases_and_drops_expired_routes(tmp_path: Path) -> N
     for i in (0, 31, 63):
         tampered = bytearray(sig)
         tampered[i] ^= 0x80
-        cache.save(MAP)
+        cache.save(sign_map(CONTROLLER, EPOCH, MAP))
         data = cache.path.read_bytes()
         assert data.count(sig) == 1
         cache.path.write_bytes(data.replace(sig, bytes(tampered)))
@@ -403,3 +411,23 @@ def test_backoff_grows_with_jitter_up_to_the_maximum() -> None:
     assert max(delays) <= 18.0
     backoff.reset()
     assert 0.4 <= backoff.delay() <= 0.6
+
+
+def test_map_cache_verifies_the_map_signature_and_loads_an_unsigned_cache_on_leases(
+    tmp_path: Path,
+) -> None:
+    cache = MapCache(tmp_path, CONTROLLER.public, clock=lambda: NOW)
+    signed = sign_map(CONTROLLER, EPOCH, MAP)
+    cache.save(signed)
+    data = cache.path.read_bytes()
+    for i in (0, 40, 63):  # one bit of the map signature
+        sig = bytearray(signed.signature)
+        sig[i] ^= 0x01
+        cache.path.write_bytes(data.replace(signed.signature, bytes(sig)))
+        assert cache.load() is None
+    later = new_epoch(NOW, lambda n: b"\x04" * n)  # signed for another epoch
+    cache.path.write_bytes(data.replace(EPOCH, later))
+    assert cache.load() is None
+    # A cache of the previous release (no epoch, no signature) loads on its leases alone.
+    cache.path.write_bytes(map_to_pb(MAP).SerializeToString(deterministic=True))
+    assert cache.load() == SignedMap(MAP)

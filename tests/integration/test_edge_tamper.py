@@ -5,6 +5,8 @@
         MapApplier -> Tunnel (real core), FakeRouteTable,        isthmus.auth.Authenticator,
                       MemoryMapStore                             then sends what a test says)
 
+The scripted controllers serve TLS with the real controller key's certificate (the
+channel, isthmus.tlscert) and sign their maps (isthmus.mapsig) with the key a test says.
 What must hold whatever the controller sends (docs/controller.md): a map with a forged,
 missing or foreign lease is refused whole, the old map stays in the tunnel and the kernel,
 and the refusal is reported naming the route; a delta that does not fit makes the edge
@@ -16,6 +18,7 @@ no controller answers.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import random
 import time
@@ -29,6 +32,7 @@ from nacl.bindings import crypto_box_seed_keypair
 from edge.applier import MapApplier
 from edge.control import ControlLoop
 from edge.dialer import Backoff
+from edge.ports import MapStore
 from edge.testing import FakeForwarding, FakeRouteTable, MemoryMapStore
 from edge.tunnel import Identity, Tunnel
 from isthmus.auth import AUTH_METADATA, Authenticator, AuthError, ChallengeBook
@@ -38,14 +42,17 @@ from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.lease import sign_lease
 from isthmus.mapdelta import MapDelta, diff
+from isthmus.mapsig import new_epoch, sign_map
 from isthmus.routemap import EdgeEntry, Network, RouteMap, parse_route
 from isthmus.signing import ControllerKey
+from isthmus.tlscert import server_credentials
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc
 
 KEY = ControllerKey.from_seed(bytes(range(32)))
 IMPOSTOR = ControllerKey.from_seed(bytes(range(100, 132)))
 NOW = 1_800_000_000
+EPOCH = new_epoch(NOW - 3600, lambda n: b"\x05" * n)
 SELF = EdgeName("vpc-a")
 
 Update = pb.MapUpdate
@@ -85,12 +92,20 @@ def flipped(e: EdgeEntry, route: int = 0, byte: int = 17) -> EdgeEntry:
     return replace(e, leases=tuple(leases))
 
 
-def full(version: int, *edges: EdgeEntry) -> Update:
-    return map_to_pb(RouteMap(version, edges))
+def whole(m: RouteMap, key: ControllerKey = KEY) -> Update:
+    """The whole map `m`, signed by `key` in EPOCH."""
+    signed = sign_map(key, EPOCH, m)
+    return map_to_pb(m, epoch=signed.epoch, signature=signed.signature)
+
+
+def full(version: int, *edges: EdgeEntry, key: ControllerKey = KEY) -> Update:
+    return whole(RouteMap(version, edges), key)
 
 
 def delta(old: RouteMap, new: RouteMap) -> Update:
-    return delta_to_pb(diff(old, new))
+    """The delta old -> new, with KEY's signature over `new`."""
+    signed = sign_map(KEY, EPOCH, new)
+    return delta_to_pb(diff(old, new), epoch=signed.epoch, signature=signed.signature)
 
 
 def nets(*texts: str) -> set[Network]:
@@ -186,10 +201,14 @@ class ScriptedController(isthmus_pb2_grpc.ControllerServicer):
             queue.put_nowait(update)
 
 
-async def serve(controller: ScriptedController) -> tuple[grpc.aio.Server, str]:
+async def serve(
+    controller: ScriptedController, tls: ControllerKey = KEY
+) -> tuple[grpc.aio.Server, str]:
+    """Serve `controller` on 127.0.0.1 over TLS with a leaf signed by `tls`."""
     server = grpc.aio.server()
     isthmus_pb2_grpc.add_ControllerServicer_to_server(controller, server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
+    now = datetime.datetime.now(datetime.UTC)
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls, now))
     await server.start()
     return server, f"127.0.0.1:{port}"
 
@@ -205,11 +224,17 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = 20.0)
 class Edge:
     """The control-plane half of one edge, wired like edge.__main__ but with fakes."""
 
-    def __init__(self, targets: list[str], *, clock: Callable[[], float] = lambda: NOW) -> None:
+    def __init__(
+        self,
+        targets: list[str],
+        *,
+        clock: Callable[[], float] = lambda: NOW,
+        store: MapStore | None = None,
+    ) -> None:
         identity = Identity.from_private_key(SELF, keypair(1)[1])
         self.tunnel = Tunnel(identity, random=random.Random(7).randbytes, wall_clock=lambda: 0.0)
         self.routes = FakeRouteTable()
-        self.store = MemoryMapStore()
+        self.store = store or MemoryMapStore()
         self.applier = MapApplier(SELF, self.tunnel, self.routes, self.store, FakeForwarding())
         self.control = ControlLoop(
             targets,
@@ -239,14 +264,14 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 def test_a_forged_lease_refuses_the_map_keeps_the_old_one_and_is_reported() -> None:
     async def scenario() -> None:
         v1 = RouteMap(1, (A, B))
-        ctl = ScriptedController(lambda _: map_to_pb(v1))
+        ctl = ScriptedController(lambda _: whole(v1))
         server, address = await serve(ctl)
         edge = Edge([address])
         edge.start()
         try:
             await until(lambda: edge.applier.version == 1, "map 1 is applied")
             await until(lambda: len(ctl.reports) == 1, "map 1 is reported")
-            assert ctl.reports[0] == pb.ReportRequest(name="vpc-a", applied_version=1)
+            assert ctl.reports[0] == pb.ReportRequest(name="vpc-a", applied_version=1, epoch=EPOCH)
             assert edge.routes.routes == nets("10.245.0.0/16")
 
             # (a) a whole map in which one byte of vpc-c's second lease is flipped.
@@ -281,7 +306,7 @@ def test_a_forged_lease_refuses_the_map_keeps_the_old_one_and_is_reported() -> N
             await until(lambda: edge.applier.version == 5, "map 5 is applied")
             assert edge.routes.routes == nets("10.245.0.0/16", "10.246.0.0/16", "fd00:3::/64")
             await until(lambda: len(ctl.reports) == 5, "map 5 is reported")
-            assert ctl.reports[4] == pb.ReportRequest(name="vpc-a", applied_version=5)
+            assert ctl.reports[4] == pb.ReportRequest(name="vpc-a", applied_version=5, epoch=EPOCH)
             assert edge.control.last_error is None
             assert edge.store.route_map is not None and edge.store.route_map.version == 5
             # One stream all along; every call was authenticated.
@@ -296,12 +321,17 @@ def test_a_forged_lease_refuses_the_map_keeps_the_old_one_and_is_reported() -> N
 
 def test_an_impostor_controller_cannot_change_a_route() -> None:
     async def scenario() -> None:
-        # Accepts any caller and signs with its own key: nothing it sends is applied.
+        # Accepts any caller and signs leases and maps with its own key: nothing it sends
+        # is applied. (Served here past the TLS check, as if the channel were broken:
+        # test_controller_channel shows an impostor never gets that far.)
         evil = entry("vpc-b", 2, "10.245.0.0/16", "10.244.7.0/24", key=IMPOSTOR)
-        ctl = ScriptedController(lambda _: full(9, A, evil), key=IMPOSTOR, check_auth=False)
+        ctl = ScriptedController(
+            lambda _: full(9, A, evil, key=IMPOSTOR), key=IMPOSTOR, check_auth=False
+        )
         server, address = await serve(ctl)
         edge = Edge([address])
-        edge.applier.apply(RouteMap(1, (A, B)), save=False)
+        v1 = RouteMap(1, (A, B))
+        edge.applier.apply(v1, signed=sign_map(KEY, EPOCH, v1), save=False)
         edge.start()
         try:
             await until(lambda: len(ctl.reports) == 1, "the refusal is reported")
@@ -326,7 +356,7 @@ def test_a_delta_from_another_base_makes_the_edge_resume_with_known_version() ->
             now = maps[current[0]]
             if request.known_version in maps:
                 return delta(maps[request.known_version], now)
-            return map_to_pb(now)
+            return whole(now)
 
         ctl = ScriptedController(first)
         server, address = await serve(ctl)
@@ -358,7 +388,7 @@ def test_failover_to_the_next_controller_and_changes_keep_coming() -> None:
         def first(request: pb.WatchRequest) -> Update:
             if request.known_version == 1:
                 return delta(v1, v1)  # "you are current"
-            return map_to_pb(v1)
+            return whole(v1)
 
         one, two = ScriptedController(first), ScriptedController(first)
         server1, address1 = await serve(one)
@@ -395,7 +425,7 @@ def test_failover_to_the_next_controller_and_changes_keep_coming() -> None:
 def test_a_failing_report_never_ends_the_stream() -> None:
     async def scenario() -> None:
         v1, v2 = RouteMap(1, (A, B)), RouteMap(2, (A, B, C))
-        ctl = ScriptedController(lambda _: map_to_pb(v1))
+        ctl = ScriptedController(lambda _: whole(v1))
         ctl.fail_reports = True
         server, address = await serve(ctl)
         edge = Edge([address])

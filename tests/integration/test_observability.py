@@ -35,7 +35,7 @@ from controller.config import AllowedEdge, ControllerConfig, StoreConfig
 from isthmus.endpoint import Endpoint
 from isthmus.signing import ControllerKey
 from isthmus_io.keyfiles import write_controller_key
-from tests.integration.edgeclient import EdgeClient, edge_keys
+from tests.integration.edgeclient import EdgeClient, controller_channel, edge_keys
 
 REPO = Path(__file__).resolve().parents[2]
 ANY_PORT = Endpoint.parse("127.0.0.1:0", allow_port_zero=True)
@@ -99,7 +99,7 @@ def test_metrics_after_register_and_watch(tmp_path: Path) -> None:
             assert before[(C + "store_up", ())] == 1
             assert before[(C + "edges", (("state", "never"),))] == 2
 
-            async with grpc.aio.insecure_channel(server.address) as channel:
+            async with controller_channel(server.address, server.public_key) as channel:
                 a = EdgeClient(channel, server.public_key, A)
                 assert (await a.register("10.244.0.0/16", "10.9.0.0/16")).version == 1
                 after = await asyncio.to_thread(scrape, address)
@@ -252,7 +252,7 @@ def test_process_json_logs_metrics_and_history(tmp_path: Path) -> None:
         assert metrics.startswith("127.0.0.1:") and not metrics.endswith(":0")
 
         async def register() -> None:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with controller_channel(address, key.public) as channel:
                 assert (
                     await EdgeClient(channel, key.public, A).register("10.244.0.0/16")
                 ).version == 1

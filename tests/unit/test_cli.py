@@ -184,14 +184,19 @@ def test_routes_table_without_routes() -> None:
     assert admin_view.render_routes(doc) == "ROUTE  EDGE  STATE  REASON\n(no routes advertised)\n"
 
 
+EPOCH = bytes(range(16))
+
+
 def test_edges_json_document_and_table() -> None:
     public = PublicKey(bytes(range(1, 33)))
     reply = pb.ListEdgesResponse(
         version=4,
+        epoch=EPOCH,
         edges=[
             pb.EdgeStatus(name="rogue", public_key=public.raw, state="never"),
             pb.EdgeStatus(
                 name="vpc-a",
+                epoch=EPOCH,
                 public_key=public.raw,
                 endpoints=["198.18.0.11:51820", "[2001:db8::1]:51820"],
                 state="connected",
@@ -211,7 +216,8 @@ def test_edges_json_document_and_table() -> None:
         ],
     )
     doc = admin_view.edges_doc(reply)
-    assert list(doc) == ["version", "edges"]
+    assert list(doc) == ["version", "epoch", "edges"]
+    assert doc["epoch"] == EPOCH[8:12].hex()
     assert doc["edges"][1] == {
         "name": "vpc-a",
         "public_key": public.to_base64(),
@@ -219,15 +225,19 @@ def test_edges_json_document_and_table() -> None:
         "state": "connected",
         "replica": "ctl-2",
         "applied_version": 4,
+        "epoch": EPOCH[8:12].hex(),
         "last_error": "",
         "reported_at": 10_000.0,
     }
+    e = EPOCH[8:12].hex()
     assert admin_view.render_edges(doc, now=10_065.0).splitlines() == [
-        "EDGE   STATE         APPLIED  REPORTED   REPLICA  ENDPOINTS" + " " * 30 + "LAST ERROR",
-        "rogue  never         0        never      -        -" + " " * 38 + "-",
-        "vpc-a  connected     4        1m05s ago  ctl-2    "
+        "EDGE   STATE         APPLIED  EPOCH     REPORTED   REPLICA  ENDPOINTS"
+        + " " * 30
+        + "LAST ERROR",
+        "rogue  never         0        -         never      -        -" + " " * 38 + "-",
+        f"vpc-a  connected     4        {e}  1m05s ago  ctl-2    "
         + "198.18.0.11:51820,[2001:db8::1]:51820  -",
-        "vpc-b  disconnected  3        1h03m ago  -        198.18.0.12:51820"
+        "vpc-b  disconnected  3        -         1h03m ago  -        198.18.0.12:51820"
         + " " * 22
         + "map 4 refused: bad lease",
     ]
@@ -356,6 +366,11 @@ def test_edges_degraded_on_a_last_error_or_an_older_version() -> None:
         "edge 'c' reports: bad lease",
     ]
     assert admin_view.edge_problems({"version": 4, "edges": doc["edges"][:1]}) == []
+    # Another epoch (the controller's state was created anew): not in sync either.
+    other = {"version": 4, "epoch": "0a0b0c0d", "edges": [doc["edges"][0] | {"epoch": "01020304"}]}
+    assert admin_view.edge_problems(other) == [
+        "edge 'a' is on epoch 01020304, not the controller's 0a0b0c0d"
+    ]
     plain = admin_view.render_edges(doc, now=10.0)
     coloured = admin_view.render_edges(doc, now=10.0, colour=True)
     assert "\x1b[32mconnected\x1b[0m" in coloured and "\x1b[33mdisconnected\x1b[0m" in coloured

@@ -14,11 +14,14 @@ from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
 from isthmus.lease import sign_lease
 from isthmus.mapdelta import MapDelta, patch
+from isthmus.mapsig import SignedMap, new_epoch, sign_map, verify_map
 from isthmus.routemap import EdgeEntry, RouteMap
 from isthmus.signing import ControllerKey
 from isthmus.v1 import isthmus_pb2 as pb
 
 CONTROLLER = ControllerKey.from_seed(bytes(range(32)))
+EPOCH = new_epoch(1_700_000_000, lambda n: b"\x01" * n)
+LATER = new_epoch(1_700_000_001, lambda n: b"\x02" * n)
 
 
 def key(seed: int) -> PublicKey:
@@ -54,15 +57,19 @@ def decode(data: bytes) -> RouteMap | MapDelta:
 
 def filled(depth: int, n: int) -> tuple[History, list[RouteMap]]:
     ms = maps(n)
-    h = History(ms[0], depth=depth)
+    h = History(CONTROLLER, EPOCH, ms[0], depth=depth)
     for m in ms[1:]:
-        h.add(m)
+        h.add(m, EPOCH)
     return h, ms
+
+
+def signed(m: RouteMap, epoch: bytes = EPOCH) -> SignedMap:
+    return sign_map(CONTROLLER, epoch, m)
 
 
 def test_current_version_gets_an_empty_delta() -> None:
     h, ms = filled(256, 6)
-    msg = pb.MapUpdate.FromString(h.update_for(6))
+    msg = pb.MapUpdate.FromString(h.update_for(6, EPOCH))
     assert (msg.full, msg.base_version, msg.version, list(msg.edges), list(msg.removed)) == (
         False,
         6,
@@ -70,13 +77,13 @@ def test_current_version_gets_an_empty_delta() -> None:
         [],
         [],
     )
-    assert patch(ms[5], decode(h.update_for(6))) == ms[5]  # type: ignore[arg-type]
+    assert patch(ms[5], decode(h.update_for(6, EPOCH))) == ms[5]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("known", [1, 2, 3, 4, 5])
 def test_a_known_older_version_gets_a_delta_that_patches_to_the_current_map(known: int) -> None:
     h, ms = filled(256, 6)
-    update = decode(h.update_for(known))
+    update = decode(h.update_for(known, EPOCH))
     assert isinstance(update, MapDelta)
     assert (update.base_version, update.version) == (known, 6)
     assert patch(ms[known - 1], update) == ms[5]
@@ -84,7 +91,7 @@ def test_a_known_older_version_gets_a_delta_that_patches_to_the_current_map(know
 
 def test_the_delta_carries_only_what_changed() -> None:
     h, _ = filled(256, 6)
-    msg = pb.MapUpdate.FromString(h.update_for(3))
+    msg = pb.MapUpdate.FromString(h.update_for(3, EPOCH))
     assert [e.name for e in msg.edges] == ["vpc-a"]
     assert list(msg.removed) == ["vpc-b"]
 
@@ -92,48 +99,87 @@ def test_the_delta_carries_only_what_changed() -> None:
 @pytest.mark.parametrize("known", [0, 7, 1000])
 def test_none_or_an_unknown_version_gets_the_whole_map(known: int) -> None:
     h, ms = filled(256, 6)
-    assert decode(h.update_for(known)) == ms[5]
-    assert pb.MapUpdate.FromString(h.update_for(known)).full
+    assert decode(h.update_for(known, EPOCH)) == ms[5]
+    assert pb.MapUpdate.FromString(h.update_for(known, EPOCH)).full
 
 
 def test_versions_older_than_the_depth_are_forgotten() -> None:
     h, ms = filled(3, 6)
     assert h.versions == (4, 5, 6)
     assert not h.knows(3)
-    assert decode(h.update_for(3)) == ms[5]  # pruned: whole map
-    delta = decode(h.update_for(4))
+    assert decode(h.update_for(3, EPOCH)) == ms[5]  # pruned: whole map
+    delta = decode(h.update_for(4, EPOCH))
     assert isinstance(delta, MapDelta)
     assert patch(ms[3], delta) == ms[5]
 
 
 def test_an_older_or_equal_map_is_ignored() -> None:
     h, ms = filled(256, 4)
-    h.add(ms[1])
-    h.add(RouteMap(version=4))
-    assert h.current == ms[3]
+    h.add(ms[1], EPOCH)
+    h.add(RouteMap(version=4), EPOCH)
+    assert h.current.route_map == ms[3]
     assert h.versions == (1, 2, 3, 4)
 
 
 def test_each_update_is_encoded_once_and_shared() -> None:
-    h, ms = filled(256, 6)
-    assert h.update(5, ms[5]) is h.update(5, ms[5])
-    assert h.update_for(0) is h.update(1000, ms[5])  # both the whole map of version 6
-    assert h.update(4, ms[5]) is not h.update(5, ms[5])
+    h, _ = filled(256, 6)
+    six = h.current
+    assert h.update(5, EPOCH, six) is h.update(5, EPOCH, six)
+    assert h.update_for(0, EPOCH) is h.update(1000, EPOCH, six)  # both the whole map of 6
+    assert h.update(4, EPOCH, six) is not h.update(5, EPOCH, six)
 
 
 def test_a_pruned_target_is_still_encoded() -> None:
     h, ms = filled(2, 6)
-    assert decode(h.update(0, ms[0])) == ms[0]  # a very slow watcher's map
-    step = decode(h.update(5, ms[5]))
+    assert decode(h.update(0, EPOCH, signed(ms[0]))) == ms[0]  # a very slow watcher's map
+    step = decode(h.update(5, EPOCH, h.current))
     assert isinstance(step, MapDelta) and (step.base_version, step.version) == (5, 6)
 
 
 def test_the_memo_is_bounded() -> None:
     h, ms = filled(1, 6)  # depth 1: at most 4 encodings kept
-    oldest = h.update(0, ms[0])
+    first = signed(ms[0])
+    oldest = h.update(0, EPOCH, first)
     for base in range(100, 120):  # unknown bases all share the whole map's encoding
-        assert h.update(base, ms[0]) is oldest
+        assert h.update(base, EPOCH, first) is oldest
     for m in ms[1:]:
-        h.update(0, m)
-    again = h.update(0, ms[0])
+        h.update(0, EPOCH, signed(m))
+    again = h.update(0, EPOCH, first)
     assert again == oldest and again is not oldest  # evicted, encoded anew
+
+
+def seal(data: bytes) -> tuple[bytes, bytes, int]:
+    msg = pb.MapUpdate.FromString(data)
+    return msg.epoch, msg.signature, msg.version
+
+
+@pytest.mark.parametrize("known", [0, 3, 6, 7])
+def test_every_update_carries_the_signature_of_the_whole_map_it_makes(known: int) -> None:
+    h, ms = filled(256, 6)
+    epoch, signature, version = seal(h.update_for(known, EPOCH))
+    assert (epoch, version) == (EPOCH, 6)
+    assert verify_map(CONTROLLER.public, SignedMap(ms[5], epoch, signature))
+    assert h.current == SignedMap(ms[5], epoch, signature)
+
+
+def test_a_watcher_of_another_epoch_gets_the_whole_map_whatever_its_version() -> None:
+    h, ms = filled(256, 6)
+    for known in (3, 6):
+        msg = pb.MapUpdate.FromString(h.update_for(known, LATER))
+        assert msg.full and msg.epoch == EPOCH
+        assert decode(h.update_for(known, b"")) == ms[5]
+
+
+def test_a_map_of_another_epoch_starts_the_history_afresh_even_at_a_lower_version() -> None:
+    h, ms = filled(256, 6)
+    fresh = h.add(ms[1], LATER)
+    assert h.current is fresh and h.epoch == LATER and h.versions == (2,)
+    assert verify_map(CONTROLLER.public, fresh) and fresh.route_map == ms[1]
+    msg = pb.MapUpdate.FromString(h.update_for(6, EPOCH))  # the old lineage's version 6
+    assert msg.full and (msg.version, msg.epoch) == (2, LATER)
+
+
+def test_each_version_is_signed_once() -> None:
+    h, ms = filled(256, 3)
+    three = h.current
+    assert h.add(ms[2], EPOCH) is three  # the same version again: the same signed map

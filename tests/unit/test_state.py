@@ -364,3 +364,36 @@ def test_decode_refuses_bad_holds(edit: Any, message: str) -> None:
     d = encode(holding())
     edit(d)
     assert error_of(d).startswith(message)
+
+
+EPOCH = bytes(range(16))
+
+
+def test_the_epoch_round_trips_and_is_kept_by_later_versions() -> None:
+    from dataclasses import replace
+
+    s = replace(sample(), epoch=EPOCH)
+    doc = encode(s)
+    assert doc["epoch"] == EPOCH.hex()
+    assert decode(doc) == s and loads(dumps(s)) == s
+    assert "epoch" not in encode(sample())  # none yet: the document of the last release
+    assert decode(encode(sample())).epoch == b""
+
+
+@pytest.mark.parametrize("value", ["00" * 15, "zz" * 16, 7, None, EPOCH.hex() + "00"])
+def test_a_bad_epoch_is_refused(value: object) -> None:
+    doc = encode(sample()) | {"epoch": value}
+    with pytest.raises(ValueError, match=r"epoch: .* is not 32 hexadecimal digits"):
+        decode(doc)
+
+
+def test_ensure_epoch_makes_one_only_when_there_is_none() -> None:
+    from dataclasses import replace
+
+    from controller.state import ensure_epoch
+    from isthmus.mapsig import epoch_created_ms
+
+    made = ensure_epoch(sample(), 1_700_000_000.25, lambda n: b"\x09" * n)
+    assert made == replace(sample(), epoch=made.epoch)
+    assert epoch_created_ms(made.epoch) == 1_700_000_000_250 and made.epoch[8:] == b"\x09" * 8
+    assert ensure_epoch(made, 1_800_000_000) is made

@@ -12,6 +12,7 @@ import json
 import os
 import stat
 from collections.abc import Awaitable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -253,6 +254,12 @@ def test_liveness_json_round_trip() -> None:
         "reported_at": 1700000000.25,
     }
     assert liveness_from_json(data) == info
+    with_epoch = replace(info, epoch="00" * 16)
+    assert json.loads(liveness_to_json(with_epoch))["epoch"] == "00" * 16
+    assert liveness_from_json(liveness_to_json(with_epoch)) == with_epoch
+    bad = json.loads(liveness_to_json(with_epoch)) | {"epoch": "xyz"}
+    with pytest.raises(ValueError, match="epoch: 'xyz' is not the hex of an epoch"):
+        liveness_from_json(json.dumps(bad).encode())
 
 
 @pytest.mark.parametrize(

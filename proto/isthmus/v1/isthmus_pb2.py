@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18isthmus/v1/isthmus.proto\x12\nisthmus.v1\"\x12\n\x10\x43hallengeRequest\"&\n\x11\x43hallengeResponse\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\"V\n\x0fRegisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12\x0e\n\x06routes\x18\x04 \x03(\t\"\x9f\x01\n\x0bRouteStatus\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.isthmus.v1.RouteState\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rsince_version\x18\x06 \x01(\x04\x12\x10\n\x08\x61pproved\x18\x07 \x01(\x08\"L\n\x10RegisterResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\'\n\x06routes\x18\x02 \x03(\x0b\x32\x17.isthmus.v1.RouteStatus\"3\n\x0cWatchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rknown_version\x18\x02 \x01(\x04\"<\n\x05Lease\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07\x65xpires\x18\x02 \x01(\x04\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"7\n\x05Route\x12\x0c\n\x04\x63idr\x18\x01 \x01(\t\x12 \n\x05lease\x18\x02 \x01(\x0b\x32\x11.isthmus.v1.Lease\"^\n\x04\x45\x64ge\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12!\n\x06routes\x18\x04 \x03(\x0b\x32\x11.isthmus.v1.Route\"r\n\tMapUpdate\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x08\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\x04\x12\x1f\n\x05\x65\x64ges\x18\x04 \x03(\x0b\x32\x10.isthmus.v1.Edge\x12\x0f\n\x07removed\x18\x05 \x03(\t\"^\n\rReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x61pplied_version\x18\x02 \x01(\x04\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x17\n\x0frefused_version\x18\x04 \x01(\x04\"\x10\n\x0eReportResponse\"\x13\n\x11ListRoutesRequest\"N\n\x12ListRoutesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\'\n\x06routes\x18\x02 \x03(\x0b\x32\x17.isthmus.v1.RouteStatus\"2\n\x13\x41pproveRouteRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x02 \x01(\t\"O\n\x14\x41pproveRouteResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12&\n\x05route\x18\x02 \x01(\x0b\x32\x17.isthmus.v1.RouteStatus\"\x12\n\x10ListEdgesRequest\"\xa3\x01\n\nEdgeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07replica\x18\x05 \x01(\t\x12\x17\n\x0f\x61pplied_version\x18\x06 \x01(\x04\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x13\n\x0breported_at\x18\x08 \x01(\x01\"K\n\x11ListEdgesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12%\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x16.isthmus.v1.EdgeStatus\"#\n\x12ListHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"w\n\x0cHistoryEntry\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x05 \x01(\t\x12\r\n\x05route\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"Q\n\x13ListHistoryResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12)\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x18.isthmus.v1.HistoryEntry*t\n\nRouteState\x12\x1b\n\x17ROUTE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUTE_STATE_SERVING\x10\x01\x12\x17\n\x13ROUTE_STATE_PENDING\x10\x02\x12\x17\n\x13ROUTE_STATE_REFUSED\x10\x03\x32\x9a\x02\n\nController\x12H\n\tChallenge\x12\x1c.isthmus.v1.ChallengeRequest\x1a\x1d.isthmus.v1.ChallengeResponse\x12\x45\n\x08Register\x12\x1b.isthmus.v1.RegisterRequest\x1a\x1c.isthmus.v1.RegisterResponse\x12:\n\x05Watch\x12\x18.isthmus.v1.WatchRequest\x1a\x15.isthmus.v1.MapUpdate0\x01\x12?\n\x06Report\x12\x19.isthmus.v1.ReportRequest\x1a\x1a.isthmus.v1.ReportResponse2\xc1\x02\n\x05\x41\x64min\x12K\n\nListRoutes\x12\x1d.isthmus.v1.ListRoutesRequest\x1a\x1e.isthmus.v1.ListRoutesResponse\x12Q\n\x0c\x41pproveRoute\x12\x1f.isthmus.v1.ApproveRouteRequest\x1a .isthmus.v1.ApproveRouteResponse\x12H\n\tListEdges\x12\x1c.isthmus.v1.ListEdgesRequest\x1a\x1d.isthmus.v1.ListEdgesResponse\x12N\n\x0bListHistory\x12\x1e.isthmus.v1.ListHistoryRequest\x1a\x1f.isthmus.v1.ListHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18isthmus/v1/isthmus.proto\x12\nisthmus.v1\"\x12\n\x10\x43hallengeRequest\"&\n\x11\x43hallengeResponse\x12\x11\n\tchallenge\x18\x01 \x01(\x0c\"V\n\x0fRegisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12\x0e\n\x06routes\x18\x04 \x03(\t\"\x9f\x01\n\x0bRouteStatus\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.isthmus.v1.RouteState\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rsince_version\x18\x06 \x01(\x04\x12\x10\n\x08\x61pproved\x18\x07 \x01(\x08\"L\n\x10RegisterResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\'\n\x06routes\x18\x02 \x03(\x0b\x32\x17.isthmus.v1.RouteStatus\"H\n\x0cWatchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rknown_version\x18\x02 \x01(\x04\x12\x13\n\x0bknown_epoch\x18\x03 \x01(\x0c\"<\n\x05Lease\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07\x65xpires\x18\x02 \x01(\x04\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"7\n\x05Route\x12\x0c\n\x04\x63idr\x18\x01 \x01(\t\x12 \n\x05lease\x18\x02 \x01(\x0b\x32\x11.isthmus.v1.Lease\"^\n\x04\x45\x64ge\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12!\n\x06routes\x18\x04 \x03(\x0b\x32\x11.isthmus.v1.Route\"\x94\x01\n\tMapUpdate\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x08\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\x04\x12\x1f\n\x05\x65\x64ges\x18\x04 \x03(\x0b\x32\x10.isthmus.v1.Edge\x12\x0f\n\x07removed\x18\x05 \x03(\t\x12\r\n\x05\x65poch\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"m\n\rReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x61pplied_version\x18\x02 \x01(\x04\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x17\n\x0frefused_version\x18\x04 \x01(\x04\x12\r\n\x05\x65poch\x18\x05 \x01(\x0c\"\x10\n\x0eReportResponse\"\x13\n\x11ListRoutesRequest\"N\n\x12ListRoutesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\'\n\x06routes\x18\x02 \x03(\x0b\x32\x17.isthmus.v1.RouteStatus\"2\n\x13\x41pproveRouteRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x02 \x01(\t\"O\n\x14\x41pproveRouteResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12&\n\x05route\x18\x02 \x01(\x0b\x32\x17.isthmus.v1.RouteStatus\"\x12\n\x10ListEdgesRequest\"\xb2\x01\n\nEdgeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tendpoints\x18\x03 \x03(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07replica\x18\x05 \x01(\t\x12\x17\n\x0f\x61pplied_version\x18\x06 \x01(\x04\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x13\n\x0breported_at\x18\x08 \x01(\x01\x12\r\n\x05\x65poch\x18\t \x01(\x0c\"Z\n\x11ListEdgesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12%\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x16.isthmus.v1.EdgeStatus\x12\r\n\x05\x65poch\x18\x03 \x01(\x0c\"#\n\x12ListHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"w\n\x0cHistoryEntry\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x05 \x01(\t\x12\r\n\x05route\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"Q\n\x13ListHistoryResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12)\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x18.isthmus.v1.HistoryEntry*t\n\nRouteState\x12\x1b\n\x17ROUTE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUTE_STATE_SERVING\x10\x01\x12\x17\n\x13ROUTE_STATE_PENDING\x10\x02\x12\x17\n\x13ROUTE_STATE_REFUSED\x10\x03\x32\x9a\x02\n\nController\x12H\n\tChallenge\x12\x1c.isthmus.v1.ChallengeRequest\x1a\x1d.isthmus.v1.ChallengeResponse\x12\x45\n\x08Register\x12\x1b.isthmus.v1.RegisterRequest\x1a\x1c.isthmus.v1.RegisterResponse\x12:\n\x05Watch\x12\x18.isthmus.v1.WatchRequest\x1a\x15.isthmus.v1.MapUpdate0\x01\x12?\n\x06Report\x12\x19.isthmus.v1.ReportRequest\x1a\x1a.isthmus.v1.ReportResponse2\xc1\x02\n\x05\x41\x64min\x12K\n\nListRoutes\x12\x1d.isthmus.v1.ListRoutesRequest\x1a\x1e.isthmus.v1.ListRoutesResponse\x12Q\n\x0c\x41pproveRoute\x12\x1f.isthmus.v1.ApproveRouteRequest\x1a .isthmus.v1.ApproveRouteResponse\x12H\n\tListEdges\x12\x1c.isthmus.v1.ListEdgesRequest\x1a\x1d.isthmus.v1.ListEdgesResponse\x12N\n\x0bListHistory\x12\x1e.isthmus.v1.ListHistoryRequest\x1a\x1f.isthmus.v1.ListHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'isthmus.v1.isthmus_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUTESTATE']._serialized_start=1664
-  _globals['_ROUTESTATE']._serialized_end=1780
+  _globals['_ROUTESTATE']._serialized_start=1765
+  _globals['_ROUTESTATE']._serialized_end=1881
   _globals['_CHALLENGEREQUEST']._serialized_start=40
   _globals['_CHALLENGEREQUEST']._serialized_end=58
   _globals['_CHALLENGERESPONSE']._serialized_start=60
@@ -44,41 +44,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERRESPONSE']._serialized_start=350
   _globals['_REGISTERRESPONSE']._serialized_end=426
   _globals['_WATCHREQUEST']._serialized_start=428
-  _globals['_WATCHREQUEST']._serialized_end=479
-  _globals['_LEASE']._serialized_start=481
-  _globals['_LEASE']._serialized_end=541
-  _globals['_ROUTE']._serialized_start=543
-  _globals['_ROUTE']._serialized_end=598
-  _globals['_EDGE']._serialized_start=600
-  _globals['_EDGE']._serialized_end=694
-  _globals['_MAPUPDATE']._serialized_start=696
-  _globals['_MAPUPDATE']._serialized_end=810
-  _globals['_REPORTREQUEST']._serialized_start=812
-  _globals['_REPORTREQUEST']._serialized_end=906
-  _globals['_REPORTRESPONSE']._serialized_start=908
-  _globals['_REPORTRESPONSE']._serialized_end=924
-  _globals['_LISTROUTESREQUEST']._serialized_start=926
-  _globals['_LISTROUTESREQUEST']._serialized_end=945
-  _globals['_LISTROUTESRESPONSE']._serialized_start=947
-  _globals['_LISTROUTESRESPONSE']._serialized_end=1025
-  _globals['_APPROVEROUTEREQUEST']._serialized_start=1027
-  _globals['_APPROVEROUTEREQUEST']._serialized_end=1077
-  _globals['_APPROVEROUTERESPONSE']._serialized_start=1079
-  _globals['_APPROVEROUTERESPONSE']._serialized_end=1158
-  _globals['_LISTEDGESREQUEST']._serialized_start=1160
-  _globals['_LISTEDGESREQUEST']._serialized_end=1178
-  _globals['_EDGESTATUS']._serialized_start=1181
-  _globals['_EDGESTATUS']._serialized_end=1344
-  _globals['_LISTEDGESRESPONSE']._serialized_start=1346
-  _globals['_LISTEDGESRESPONSE']._serialized_end=1421
-  _globals['_LISTHISTORYREQUEST']._serialized_start=1423
-  _globals['_LISTHISTORYREQUEST']._serialized_end=1458
-  _globals['_HISTORYENTRY']._serialized_start=1460
-  _globals['_HISTORYENTRY']._serialized_end=1579
-  _globals['_LISTHISTORYRESPONSE']._serialized_start=1581
-  _globals['_LISTHISTORYRESPONSE']._serialized_end=1662
-  _globals['_CONTROLLER']._serialized_start=1783
-  _globals['_CONTROLLER']._serialized_end=2065
-  _globals['_ADMIN']._serialized_start=2068
-  _globals['_ADMIN']._serialized_end=2389
+  _globals['_WATCHREQUEST']._serialized_end=500
+  _globals['_LEASE']._serialized_start=502
+  _globals['_LEASE']._serialized_end=562
+  _globals['_ROUTE']._serialized_start=564
+  _globals['_ROUTE']._serialized_end=619
+  _globals['_EDGE']._serialized_start=621
+  _globals['_EDGE']._serialized_end=715
+  _globals['_MAPUPDATE']._serialized_start=718
+  _globals['_MAPUPDATE']._serialized_end=866
+  _globals['_REPORTREQUEST']._serialized_start=868
+  _globals['_REPORTREQUEST']._serialized_end=977
+  _globals['_REPORTRESPONSE']._serialized_start=979
+  _globals['_REPORTRESPONSE']._serialized_end=995
+  _globals['_LISTROUTESREQUEST']._serialized_start=997
+  _globals['_LISTROUTESREQUEST']._serialized_end=1016
+  _globals['_LISTROUTESRESPONSE']._serialized_start=1018
+  _globals['_LISTROUTESRESPONSE']._serialized_end=1096
+  _globals['_APPROVEROUTEREQUEST']._serialized_start=1098
+  _globals['_APPROVEROUTEREQUEST']._serialized_end=1148
+  _globals['_APPROVEROUTERESPONSE']._serialized_start=1150
+  _globals['_APPROVEROUTERESPONSE']._serialized_end=1229
+  _globals['_LISTEDGESREQUEST']._serialized_start=1231
+  _globals['_LISTEDGESREQUEST']._serialized_end=1249
+  _globals['_EDGESTATUS']._serialized_start=1252
+  _globals['_EDGESTATUS']._serialized_end=1430
+  _globals['_LISTEDGESRESPONSE']._serialized_start=1432
+  _globals['_LISTEDGESRESPONSE']._serialized_end=1522
+  _globals['_LISTHISTORYREQUEST']._serialized_start=1524
+  _globals['_LISTHISTORYREQUEST']._serialized_end=1559
+  _globals['_HISTORYENTRY']._serialized_start=1561
+  _globals['_HISTORYENTRY']._serialized_end=1680
+  _globals['_LISTHISTORYRESPONSE']._serialized_start=1682
+  _globals['_LISTHISTORYRESPONSE']._serialized_end=1763
+  _globals['_CONTROLLER']._serialized_start=1884
+  _globals['_CONTROLLER']._serialized_end=2166
+  _globals['_ADMIN']._serialized_start=2169
+  _globals['_ADMIN']._serialized_end=2490
 # @@protoc_insertion_point(module_scope)

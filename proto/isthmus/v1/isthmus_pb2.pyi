@@ -67,12 +67,14 @@ class RegisterResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[RouteStatus, _Mapping]]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("name", "known_version")
+    __slots__ = ("name", "known_version", "known_epoch")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_EPOCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     known_version: int
-    def __init__(self, name: _Optional[str] = ..., known_version: _Optional[int] = ...) -> None: ...
+    known_epoch: bytes
+    def __init__(self, name: _Optional[str] = ..., known_version: _Optional[int] = ..., known_epoch: _Optional[bytes] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("version", "expires", "signature")
@@ -105,30 +107,36 @@ class Edge(_message.Message):
     def __init__(self, name: _Optional[str] = ..., public_key: _Optional[bytes] = ..., endpoints: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
 
 class MapUpdate(_message.Message):
-    __slots__ = ("version", "full", "base_version", "edges", "removed")
+    __slots__ = ("version", "full", "base_version", "edges", "removed", "epoch", "signature")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     EDGES_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     version: int
     full: bool
     base_version: int
     edges: _containers.RepeatedCompositeFieldContainer[Edge]
     removed: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[int] = ..., full: _Optional[bool] = ..., base_version: _Optional[int] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
+    epoch: bytes
+    signature: bytes
+    def __init__(self, version: _Optional[int] = ..., full: _Optional[bool] = ..., base_version: _Optional[int] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ..., epoch: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
-    __slots__ = ("name", "applied_version", "error", "refused_version")
+    __slots__ = ("name", "applied_version", "error", "refused_version", "epoch")
     NAME_FIELD_NUMBER: _ClassVar[int]
     APPLIED_VERSION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REFUSED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     applied_version: int
     error: str
     refused_version: int
-    def __init__(self, name: _Optional[str] = ..., applied_version: _Optional[int] = ..., error: _Optional[str] = ..., refused_version: _Optional[int] = ...) -> None: ...
+    epoch: bytes
+    def __init__(self, name: _Optional[str] = ..., applied_version: _Optional[int] = ..., error: _Optional[str] = ..., refused_version: _Optional[int] = ..., epoch: _Optional[bytes] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
     __slots__ = ()
@@ -167,7 +175,7 @@ class ListEdgesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class EdgeStatus(_message.Message):
-    __slots__ = ("name", "public_key", "endpoints", "state", "replica", "applied_version", "last_error", "reported_at")
+    __slots__ = ("name", "public_key", "endpoints", "state", "replica", "applied_version", "last_error", "reported_at", "epoch")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +184,7 @@ class EdgeStatus(_message.Message):
     APPLIED_VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     public_key: bytes
     endpoints: _containers.RepeatedScalarFieldContainer[str]
@@ -184,15 +193,18 @@ class EdgeStatus(_message.Message):
     applied_version: int
     last_error: str
     reported_at: float
-    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[bytes] = ..., endpoints: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., replica: _Optional[str] = ..., applied_version: _Optional[int] = ..., last_error: _Optional[str] = ..., reported_at: _Optional[float] = ...) -> None: ...
+    epoch: bytes
+    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[bytes] = ..., endpoints: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., replica: _Optional[str] = ..., applied_version: _Optional[int] = ..., last_error: _Optional[str] = ..., reported_at: _Optional[float] = ..., epoch: _Optional[bytes] = ...) -> None: ...
 
 class ListEdgesResponse(_message.Message):
-    __slots__ = ("version", "edges")
+    __slots__ = ("version", "edges", "epoch")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EDGES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     version: int
     edges: _containers.RepeatedCompositeFieldContainer[EdgeStatus]
-    def __init__(self, version: _Optional[int] = ..., edges: _Optional[_Iterable[_Union[EdgeStatus, _Mapping]]] = ...) -> None: ...
+    epoch: bytes
+    def __init__(self, version: _Optional[int] = ..., edges: _Optional[_Iterable[_Union[EdgeStatus, _Mapping]]] = ..., epoch: _Optional[bytes] = ...) -> None: ...
 
 class ListHistoryRequest(_message.Message):
     __slots__ = ("limit",)
