@@ -18,6 +18,7 @@ from edge.tunnel import Identity, Tunnel
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
+from isthmus.mapsig import SignedMap
 from isthmus.routemap import EdgeEntry, RouteMap, parse_route
 
 LAN = "10.245.0.0/16 dev lan0 proto kernel"
@@ -124,10 +125,10 @@ def test_a_map_whose_route_holds_a_controller_or_an_endpoint_is_refused_whole(
     store = MemoryMapStore()
     applied = applier(routes, store)
     first = RouteMap(1, (A, B, C))
-    assert applied.apply(first)
+    assert applied.apply(first, signed=SignedMap(first))
     before = set(routes.routes)
     bad = RouteMap(2, (A, B, edge("office", 3, "198.18.0.13:51820", "172.16.0.0/24", rogue)))
-    assert not applied.apply(bad)
+    assert not applied.apply(bad, signed=SignedMap(bad))
     assert applied.refusal is not None and applied.refusal.startswith(named)
     assert "(a loop)" in applied.refusal
     assert applied.route_map is first and applied.version == 1
