@@ -348,23 +348,32 @@ class Registry:
         version = self.version + 1
         holds = tuple(sorted((h for h in candidate.holds if h.until > now), key=hold_order))
         candidate = replace(candidate, holds=holds)
-        decisions = self._decide(candidate)
-        places = {
-            (d.edge, d.route): (None if d.state is RouteState.REFUSED else d.since)
-            for d in decisions
-        }
-        candidate = replace(
-            candidate,
-            edges=tuple(
-                replace(
-                    e,
-                    advertised=tuple(
-                        Advertised(a.route, places[(e.name, a.route)]) for a in e.advertised
-                    ),
-                )
-                for e in candidate.edges
-            ),
-        )
+        # Decide, store each route's place, and decide again until the places hold still
+        # (twice at most: a route that got its place, or lost it by a refusal, is decided
+        # from its new place), so the decisions are what a restart or another replica
+        # deciding the stored state gets: the same states and the same reasons.
+        for _ in range(3):
+            decisions = self._decide(candidate)
+            places = {
+                (d.edge, d.route): (None if d.state is RouteState.REFUSED else d.since)
+                for d in decisions
+            }
+            if all(
+                places[(e.name, a.route)] == a.since for e in candidate.edges for a in e.advertised
+            ):
+                break
+            candidate = replace(
+                candidate,
+                edges=tuple(
+                    replace(
+                        e,
+                        advertised=tuple(
+                            Advertised(a.route, places[(e.name, a.route)]) for a in e.advertised
+                        ),
+                    )
+                    for e in candidate.edges
+                ),
+            )
         keys = {e.name: e.public_key for e in candidate.edges}
         held = {(name, route): lease for name, route, lease in candidate.leases}
         expires = int(now) + self._config.lease_ttl
