@@ -42,6 +42,7 @@ from controller.audit import entries as audit_entries
 from controller.change import Change
 from controller.config import ControllerConfig
 from controller.errors import InvalidRequest, StoreConflict, StoreError
+from controller.guard import EdgeLimits, Guard
 from controller.history import History
 from controller.metrics import ControllerMetrics
 from controller.presence import Presence
@@ -100,6 +101,13 @@ class ControllerService:
         self._metrics = metrics or ControllerMetrics()
         self._auth = auth
         self._presence = Presence(store, self._spawn)
+        self._guard = Guard(
+            config.limits,
+            auth,
+            lambda key: self._registry.allowed_key(key) is not None,
+            self._metrics,
+        )
+        self._edge_limits = EdgeLimits(config.limits)
 
     # --- the registry and its changes ---------------------------------------------------
 
@@ -114,6 +122,16 @@ class ControllerService:
     @property
     def metrics(self) -> ControllerMetrics:
         return self._metrics
+
+    @property
+    def guard(self) -> Guard:
+        """The interceptor that must front this service's listener (controller.guard)."""
+        return self._guard
+
+    @property
+    def edge_limits(self) -> EdgeLimits:
+        """Each edge's call limits (controller.guard), checked after authentication."""
+        return self._edge_limits
 
     @property
     def watch_streams(self) -> int:

@@ -29,8 +29,9 @@ import grpc
 
 from controller.admin import route_status
 from controller.admission import RouteState
-from controller.authentication import REGISTER, REPORT, SERVICE, WATCH, CallAuthentication
+from controller.authentication import CallAuthentication
 from controller.errors import ControllerError, KeyMismatch, StoreError, to_status
+from controller.guard import REGISTER, REPORT, SERVICE, WATCH
 from isthmus.logfmt import kv
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
@@ -87,7 +88,11 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     def __init__(self, service: ControllerService) -> None:
         self._service = service
         self._calls = CallAuthentication(
-            service.auth, lambda key: service.registry.allowed_key(key), service.metrics
+            service.auth,
+            lambda key: service.registry.allowed_key(key),
+            service.guard,
+            service.edge_limits,
+            service.presence.watching,
         )
 
     async def Challenge(

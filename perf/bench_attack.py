@@ -1,0 +1,386 @@
+"""Benchmark an exposed controller under attack: what a flood costs a legitimate edge.
+
+One real controller process (`python -m isthmus controller --config F`, file store) on
+[::]:PORT, so two sources reach it from this process: the attacker dials 127.0.0.1, the
+legitimate edges dial ::1 (the controller's limits are per source address).
+
+- baseline (`--seconds`, no attack): a legitimate edge's probe every PROBE_INTERVAL s:
+  Challenge + Register, then Challenge + Watch until the first map arrives; the probe
+  edges take turns (PROBE_EDGES), so none goes over its own Register limit;
+- attack (`--seconds`): the same probes while JUNK_CONNECTIONS connections send 15 MiB
+  Register calls with junk `isthmus-auth-bin` back to back, and Challenge calls go out at
+  `--challenge-rate` (default 2,000/s) over CHALLENGE_CONNECTIONS connections;
+- with `--watchers N`: N simulated edges (perf.bench_controller's fleet) register and
+  watch first; every CHANGE_INTERVAL s one of them re-registers with a route added or
+  taken away, and the time until every watcher holds that version is measured in both
+  phases. The N edges share the source ::1 (as behind one NAT), so the controller's
+  per-source Challenge limit is raised to let them join (`[limits] challenge_rate`,
+  printed); the attacker's source gets the same limit.
+
+Figures: the controller's VmRSS when idle and its VmHWM (peak) after each phase, from
+/proc; probe latency p50/p99 (and fan-out p99) per phase with the attack/baseline ratio;
+the controller's CPU seconds per phase; what the attacker's calls got (status codes).
+Goals, printed next to the figures: peak RSS below idle + 64 MiB; legitimate
+Register+Watch p99 < 1 s; a map change reaching 1,000 watching edges p99 < 2 s.
+
+Run: .venv/bin/python -m perf.bench_attack [--seconds S] [--watchers N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+
+from isthmus.auth import AUTH_METADATA
+from isthmus.signing import ControllerKey
+from isthmus.v1 import isthmus_pb2 as pb
+from isthmus_io.keyfiles import write_controller_key
+from perf.bench_controller import controller_config
+from perf.fleet import Fleet, SimEdge, Watchers, channels, make_edges, percentiles
+from perf.process import child, free_port, memory, raise_nofile, wait_ready
+
+DEFAULT_SECONDS: Final = 30.0
+DEFAULT_CHALLENGE_RATE: Final = 2_000
+JUNK_CONNECTIONS: Final = 8
+JUNK_BYTES: Final = 15 * 1024 * 1024
+CHALLENGE_CONNECTIONS: Final = 4
+CHALLENGE_IN_FLIGHT: Final = 80  # per connection: under its 100 streams
+PROBE_EDGES: Final = 10
+PROBE_INTERVAL: Final = 0.5
+CHANGE_INTERVAL: Final = 3.0
+CALL_TIMEOUT: Final = 10.0
+GOAL_RSS_MIB: Final = 64
+GOAL_PROBE_P99: Final = 1.0
+GOAL_FANOUT_P99: Final = 2.0
+REGISTER: Final = "/isthmus.v1.Controller/Register"
+ATTACK_OPTIONS: Final = (
+    ("grpc.max_send_message_length", 32 * 1024 * 1024),
+    ("grpc.use_local_subchannel_pool", 1),
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def config_text(edges: tuple[SimEdge, ...], workdir: Path, port: int, watchers: int) -> str:
+    """perf.bench_controller's config on [::]:port, without metrics, with the default
+    Challenge limit per source; with watchers, one that lets them all join from ::1 in
+    a few seconds (max(20, watchers)/s, burst 4x)."""
+    rate = max(20, watchers)
+    lines = []
+    for line in controller_config(edges, workdir, port).splitlines():
+        if line == f'listen = "127.0.0.1:{port}"':
+            line = f'listen = "[::]:{port}"\nmetrics = ""'
+        elif line.startswith("challenge_rate ="):
+            line = f"challenge_rate = {rate}" if watchers else ""
+        elif line.startswith("challenge_burst ="):
+            line = f"challenge_burst = {4 * rate}" if watchers else ""
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(slots=True)
+class Attack:
+    """The attacker's calls and what they got."""
+
+    junk: Counter[str] = field(default_factory=Counter)
+    challenges: Counter[str] = field(default_factory=Counter)
+
+
+async def junk_registers(
+    channel: grpc.aio.Channel, stop: asyncio.Event, seen: Counter[str]
+) -> None:
+    """15 MiB Register calls with a junk auth value, back to back, until `stop`."""
+    call = channel.unary_unary(REGISTER, request_serializer=None, response_deserializer=None)
+    body = os.urandom(JUNK_BYTES)
+    while not stop.is_set():
+        try:
+            await call(body, metadata=((AUTH_METADATA, os.urandom(113)),), timeout=CALL_TIMEOUT)
+            seen["OK"] += 1
+        except grpc.aio.AioRpcError as e:
+            seen[e.code().name] += 1
+
+
+async def challenge_flood(
+    chans: list[grpc.aio.Channel], rate: int, stop: asyncio.Event, seen: Counter[str]
+) -> None:
+    """Challenge calls at `rate` a second over `chans`, each at most CHALLENGE_IN_FLIGHT
+    in flight (a call over the bound is skipped and counted as "skipped")."""
+    calls = [c.unary_unary("/isthmus.v1.Controller/Challenge") for c in chans]
+    gates = [asyncio.Semaphore(CHALLENGE_IN_FLIGHT) for _ in chans]
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(i: int) -> None:
+        try:
+            await calls[i](b"", timeout=CALL_TIMEOUT)
+            seen["OK"] += 1
+        except grpc.aio.AioRpcError as e:
+            seen[e.code().name] += 1
+        finally:
+            gates[i].release()
+
+    tick, sent, start = 0.01, 0, time.monotonic()
+    while not stop.is_set():
+        due = int((time.monotonic() - start) * rate)
+        while sent < due:
+            i = sent % len(calls)
+            sent += 1
+            if gates[i].locked():
+                seen["skipped"] += 1
+                continue
+            await gates[i].acquire()
+            task = asyncio.create_task(one(i))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.sleep(tick)
+    for task in list(tasks):
+        task.cancel()
+
+
+async def probes(fleet: Fleet, edges: range, seconds: float) -> list[float]:
+    """Register + Watch (to the first map) of a legitimate edge every PROBE_INTERVAL s."""
+    out: list[float] = []
+    end = time.monotonic() + seconds
+    turn = 0
+    while time.monotonic() < end:
+        i = edges[turn % len(edges)]
+        turn += 1
+        start = time.monotonic()
+        await fleet.register(i)
+        stream = await fleet.watch(i)
+        await asyncio.wait_for(anext(stream), CALL_TIMEOUT)
+        out.append(time.monotonic() - start)
+        cancel = getattr(stream, "cancel", None)
+        if cancel is not None:
+            cancel()
+        await asyncio.sleep(max(0.0, PROBE_INTERVAL - (time.monotonic() - start)))
+    return out
+
+
+async def changes(fleet: Fleet, watchers: Watchers, edges: range, seconds: float) -> list[float]:
+    """Every CHANGE_INTERVAL s one watching edge changes its routes; per-edge latencies."""
+    pooled: list[float] = []
+    end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < end:
+        i = edges[(k * 7919) % len(edges)]
+        k += 1
+        fleet.extra[i] = not fleet.extra[i]
+        version, sent, _ = await fleet.register(i)
+        await watchers.wait_all(version, timeout=120)
+        pooled += watchers.latencies(version, sent)
+        await asyncio.sleep(max(0.0, CHANGE_INTERVAL - (time.monotonic() - sent)))
+    return pooled
+
+
+async def phase(
+    proc: subprocess.Popen[bytes],
+    fleet: Fleet,
+    watchers: Watchers | None,
+    seconds: float,
+    attack: Callable[[asyncio.Event], Awaitable[None]] | None,
+) -> dict[str, Any]:
+    stop = asyncio.Event()
+    attacking = asyncio.create_task(attack(stop)) if attack is not None else None
+    cpu = cpu_seconds(proc.pid)
+    try:
+        n = len(fleet.edges)
+        probe = probes(fleet, range(PROBE_EDGES), seconds)
+        if watchers is not None:
+            change = changes(fleet, watchers, range(PROBE_EDGES, n), seconds)
+            lat, fan = await asyncio.gather(probe, change)
+        else:
+            lat, fan = await probe, []
+    finally:
+        stop.set()
+        if attacking is not None:
+            await attacking
+    result: dict[str, Any] = {
+        "probe": percentiles(lat),
+        "probes": len(lat),
+        "cpu_s": cpu_seconds(proc.pid) - cpu,
+        "memory_kib": memory(proc.pid),
+    }
+    if fan:
+        result["fanout"] = percentiles(fan)
+    return result
+
+
+async def bench(
+    seconds: float, watchers: int, challenge_rate: int, workdir: Path
+) -> dict[str, Any]:
+    key = ControllerKey.generate()
+    write_controller_key(workdir / "controller.key", key)
+    edges = make_edges(PROBE_EDGES + watchers)
+    port = free_port()
+    config = workdir / "controller.toml"
+    config.write_text(config_text(edges, workdir, port, watchers))
+    args = [sys.executable, "-m", "isthmus", "controller", "--config", str(config)]
+    log = workdir / "controller.log"
+    attack = Attack()
+    with child(args, log, stdout=subprocess.DEVNULL) as proc:
+        legit = channels(f"[::1]:{port}", len(edges))
+        junk = [
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=ATTACK_OPTIONS)
+            for _ in range(JUNK_CONNECTIONS)
+        ]
+        flood = [
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=ATTACK_OPTIONS)
+            for _ in range(CHALLENGE_CONNECTIONS)
+        ]
+        fleet = Fleet(edges, key.public, legit)
+        watching = Watchers(watchers) if watchers else None
+        try:
+
+            async def ready() -> object:
+                return await fleet.stub(0).Challenge(pb.ChallengeRequest())
+
+            await wait_ready(proc, ready, log)
+            idle = memory(proc.pid)
+            setup = 0.0
+            if watching is not None:
+                start = time.monotonic()
+                sim = range(PROBE_EDGES, len(edges))
+                version = max([(await fleet.register(i))[0] for i in sim])
+
+                async def opener(j: int) -> Any:
+                    return await fleet.watch(PROBE_EDGES + j)
+
+                await watching.open_all(opener)
+                await watching.wait_all(version, timeout=600)
+                setup = time.monotonic() - start
+
+            baseline = await phase(proc, fleet, watching, seconds, None)
+
+            async def attacking(stop: asyncio.Event) -> None:
+                await asyncio.gather(
+                    *(junk_registers(c, stop, attack.junk) for c in junk),
+                    challenge_flood(flood, challenge_rate, stop, attack.challenges),
+                )
+
+            attacked = await phase(proc, fleet, watching, seconds, attacking)
+            alive = proc.poll() is None
+        finally:
+            if watching is not None:
+                await watching.close()
+            for c in (*legit, *junk, *flood):
+                await c.close(None)
+    peak = attacked["memory_kib"]["VmHWM"]
+    result: dict[str, Any] = {
+        "seconds": seconds,
+        "watchers": watchers,
+        "challenge_rate": challenge_rate,
+        "setup_s": setup,
+        "idle_rss_kib": idle["VmRSS"],
+        "baseline": baseline,
+        "attack": attacked,
+        "attacker": {"junk_register": dict(attack.junk), "challenge": dict(attack.challenges)},
+        "controller_alive": alive,
+        "goals": {
+            "peak_rss_growth_kib": peak - idle["VmRSS"],
+            "peak_rss_ok": peak - idle["VmRSS"] < GOAL_RSS_MIB * 1024,
+            "probe_p99_ok": attacked["probe"]["p99_s"] < GOAL_PROBE_P99,
+        },
+        "ratio": {
+            "probe_p50": attacked["probe"]["p50_s"] / baseline["probe"]["p50_s"],
+            "probe_p99": attacked["probe"]["p99_s"] / baseline["probe"]["p99_s"],
+        },
+    }
+    if "fanout" in attacked:
+        result["goals"]["fanout_p99_ok"] = attacked["fanout"]["p99_s"] < GOAL_FANOUT_P99
+        result["ratio"]["fanout_p99"] = attacked["fanout"]["p99_s"] / baseline["fanout"]["p99_s"]
+    return result
+
+
+def run(
+    seconds: float = DEFAULT_SECONDS,
+    watchers: int = 0,
+    challenge_rate: int = DEFAULT_CHALLENGE_RATE,
+) -> dict[str, Any]:
+    if seconds <= 0 or watchers < 0 or challenge_rate < 1:
+        raise ValueError("seconds > 0, watchers >= 0 and challenge_rate >= 1 are needed")
+    raise_nofile()
+    workdir = Path(tempfile.mkdtemp(prefix="isthmus-attack-"))
+    try:
+        return asyncio.run(bench(seconds, watchers, challenge_rate, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def text(r: dict[str, Any]) -> str:
+    def ms(x: float) -> str:
+        return f"{x * 1000:.1f} ms"
+
+    b, a, g, ratio = r["baseline"], r["attack"], r["goals"], r["ratio"]
+    mib = 1024
+    out = [
+        f"controller under attack for {r['seconds']:g} s (baseline: {r['seconds']:g} s without): "
+        f"{JUNK_CONNECTIONS} connections of {JUNK_BYTES // (1024 * 1024)} MiB junk Register, "
+        f"{r['challenge_rate']} Challenge/s from 127.0.0.1; probes from ::1"
+        + (
+            f"; {r['watchers']} watching edges (setup {r['setup_s']:.1f} s)"
+            if r["watchers"]
+            else ""
+        ),
+        f"memory: idle VmRSS {r['idle_rss_kib'] / mib:.1f} MiB; VmHWM after baseline "
+        f"{b['memory_kib']['VmHWM'] / mib:.1f} MiB, "
+        f"after attack {a['memory_kib']['VmHWM'] / mib:.1f} MiB; "
+        f"peak - idle {g['peak_rss_growth_kib'] / mib:.1f} MiB "
+        f"(goal < {GOAL_RSS_MIB} MiB: {'met' if g['peak_rss_ok'] else 'NOT met'})",
+        f"controller CPU: baseline {b['cpu_s']:.1f} s, attack {a['cpu_s']:.1f} s "
+        f"(of {r['seconds']:g} s)",
+        f"legit Register+Watch ({b['probes']} / {a['probes']} probes): "
+        f"baseline p50 {ms(b['probe']['p50_s'])} p99 {ms(b['probe']['p99_s'])}; "
+        f"attack p50 {ms(a['probe']['p50_s'])} p99 {ms(a['probe']['p99_s'])}; "
+        f"ratio p50 {ratio['probe_p50']:.2f} p99 {ratio['probe_p99']:.2f} "
+        f"(goal p99 < {GOAL_PROBE_P99:g} s: {'met' if g['probe_p99_ok'] else 'NOT met'})",
+    ]
+    if "fanout" in a:
+        out.append(
+            f"map change to {r['watchers']} edges: baseline p99 {ms(b['fanout']['p99_s'])}; "
+            f"attack p99 {ms(a['fanout']['p99_s'])}; ratio {ratio['fanout_p99']:.2f} "
+            f"(goal p99 < {GOAL_FANOUT_P99:g} s: {'met' if g['fanout_p99_ok'] else 'NOT met'})"
+        )
+    got = r["attacker"]
+    out.append(f"attacker got: junk Register {got['junk_register']}, Challenge {got['challenge']}")
+    out.append(f"controller alive at the end: {r['controller_alive']}")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="per phase")
+    parser.add_argument("--watchers", type=int, default=0, help="watching edges (fan-out)")
+    parser.add_argument(
+        "--challenge-rate",
+        type=int,
+        default=DEFAULT_CHALLENGE_RATE,
+        help="Challenge calls a second",
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.seconds, args.watchers, args.challenge_rate)
+    print(json.dumps(result, indent=2) if args.json else text(result))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
