@@ -37,7 +37,7 @@ import grpc
 from controller.bounds import Limits
 from controller.errors import RateLimited
 from controller.metrics import ControllerMetrics
-from controller.ratelimit import Buckets, Rate, retry_text
+from controller.ratelimit import Buckets, retry_text
 from controller.refusals import RefusalLog
 from isthmus.auth import AUTH_METADATA, Authenticator, AuthError
 from isthmus.convert import MAX_ENDPOINTS_PER_EDGE, MAX_ROUTES_PER_EDGE
@@ -393,9 +393,5 @@ class EdgeLimits:
             raise RateLimited(
                 kind,
                 f"edge {edge!r} is over its {method.rpartition('/')[2]} limit of "
-                f"{_per_edge(buckets.rate)}; {retry_text(verdict.retry_after)}",
+                f"{buckets.rate.describe()} per edge; {retry_text(verdict.retry_after)}",
             )
-
-
-def _per_edge(rate: Rate) -> str:
-    return f"{rate.describe()} per edge"
