@@ -68,6 +68,7 @@ GOAL_RSS_MIB: Final = 64
 GOAL_PROBE_P99: Final = 1.0
 GOAL_FANOUT_P99: Final = 2.0
 REGISTER: Final = "/isthmus.v1.Controller/Register"
+WATCH: Final = "/isthmus.v1.Controller/Watch"
 ATTACK_OPTIONS: Final = (
     ("grpc.max_send_message_length", 32 * 1024 * 1024),
     ("grpc.use_local_subchannel_pool", 1),
@@ -165,12 +166,13 @@ async def probes(fleet: Fleet, edges: range, seconds: float) -> list[float]:
         turn += 1
         start = time.monotonic()
         await fleet.register(i)
-        stream = await fleet.watch(i)
-        await asyncio.wait_for(anext(stream), CALL_TIMEOUT)
+        request = pb.WatchRequest(name=fleet.edges[i].name, known_version=0)
+        call = fleet.stub(i).Watch(request, metadata=await fleet.auth(i, WATCH, request))
+        try:
+            await asyncio.wait_for(call.read(), CALL_TIMEOUT)
+        finally:
+            call.cancel()  # the edge's next turn opens a new stream
         out.append(time.monotonic() - start)
-        cancel = getattr(stream, "cancel", None)
-        if cancel is not None:
-            cancel()
         await asyncio.sleep(max(0.0, PROBE_INTERVAL - (time.monotonic() - start)))
     return out
 
