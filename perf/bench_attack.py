@@ -13,11 +13,12 @@ legitimate edges dial ::1 (the controller's limits are per source address).
 - with `--watchers N`: N simulated edges (perf.bench_controller's fleet) register and
   watch first; every CHANGE_INTERVAL s one of them re-registers with a route added or
   taken away, and the time until every watcher holds that version is measured in both
-  phases. The N edges share the source ::1 (as behind one NAT), so the controller's
-  per-source Challenge limit is raised to let them join (`[limits] challenge_rate`,
-  printed); the attacker's source gets the same limit.
+  phases. The N edges share the source ::1 (as behind one NAT) and the controller keeps
+  its default limits, so they join at the per-source Challenge rate: each call refused
+  RESOURCE_EXHAUSTED is retried after the time its message gives.
 
-Figures: the controller's VmRSS when idle and its VmHWM (peak) after each phase, from
+Figures: the controller's VmRSS when idle (after the watchers' setup) and its VmHWM
+(peak) after each phase, from
 /proc; probe latency p50/p99 (and fan-out p99) per phase with the attack/baseline ratio;
 the controller's CPU seconds per phase; what the attacker's calls got (status codes).
 Goals, printed next to the figures: peak RSS below idle + 64 MiB; legitimate
@@ -31,8 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +45,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import grpc
 
@@ -53,6 +56,8 @@ from isthmus_io.keyfiles import write_controller_key
 from perf.bench_controller import controller_config
 from perf.fleet import Fleet, SimEdge, Watchers, channels, make_edges, percentiles
 from perf.process import child, free_port, memory, raise_nofile, wait_ready
+
+T = TypeVar("T")
 
 DEFAULT_SECONDS: Final = 30.0
 DEFAULT_CHALLENGE_RATE: Final = 2_000
@@ -81,21 +86,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def config_text(edges: tuple[SimEdge, ...], workdir: Path, port: int, watchers: int) -> str:
+def config_text(edges: tuple[SimEdge, ...], workdir: Path, port: int) -> str:
     """perf.bench_controller's config on [::]:port, without metrics, with the default
-    Challenge limit per source; with watchers, one that lets them all join from ::1 in
-    a few seconds (max(20, watchers)/s, burst 4x)."""
-    rate = max(20, watchers)
+    limits (bench_controller raises the Challenge limit per source; this one must not)."""
     lines = []
     for line in controller_config(edges, workdir, port).splitlines():
         if line == f'listen = "127.0.0.1:{port}"':
             line = f'listen = "[::]:{port}"\nmetrics = ""'
-        elif line.startswith("challenge_rate ="):
-            line = f"challenge_rate = {rate}" if watchers else ""
-        elif line.startswith("challenge_burst ="):
-            line = f"challenge_burst = {4 * rate}" if watchers else ""
+        elif line.startswith(("challenge_rate =", "challenge_burst =")):
+            continue
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+async def retrying(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, again after the delay a RESOURCE_EXHAUSTED refusal names, until it passes."""
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            found = re.search(r"retry in ([0-9.]+) s", e.details() or "")
+            await asyncio.sleep(float(found.group(1)) if found else 0.5)
 
 
 @dataclass(slots=True)
@@ -156,6 +169,50 @@ async def challenge_flood(
         task.cancel()
 
 
+async def _attack(port: int, seconds: float, rate: int) -> Attack:
+    """The whole attack from this process for `seconds`; what its calls got."""
+    attack = Attack()
+    target = f"127.0.0.1:{port}"
+    junk = [
+        grpc.aio.insecure_channel(target, options=ATTACK_OPTIONS) for _ in range(JUNK_CONNECTIONS)
+    ]
+    flood = [
+        grpc.aio.insecure_channel(target, options=ATTACK_OPTIONS)
+        for _ in range(CHALLENGE_CONNECTIONS)
+    ]
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(seconds, stop.set)
+    try:
+        await asyncio.gather(
+            *(junk_registers(c, stop, attack.junk) for c in junk),
+            challenge_flood(flood, rate, stop, attack.challenges),
+        )
+    finally:
+        for c in (*junk, *flood):
+            await c.close(None)
+    return attack
+
+
+def attacker_main(port: int, seconds: float, rate: int) -> None:
+    """Entry point of the attacker process: attacks, then prints what its calls got."""
+    attack = asyncio.run(_attack(port, seconds, rate))
+    print(json.dumps({"junk_register": attack.junk, "challenge": attack.challenges}))
+
+
+async def attacker(port: int, seconds: float, rate: int, workdir: Path) -> dict[str, Any]:
+    """Run the attack in its own process (its client work must not slow the probes)."""
+    code = f"from perf.bench_attack import attacker_main; attacker_main({port}, {seconds}, {rate})"
+    log = workdir / "attacker.log"
+    with child([sys.executable, "-c", code], log, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        out = await asyncio.to_thread(proc.stdout.read)
+        await asyncio.to_thread(proc.wait)
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"the attacker failed:\n{log.read_text(errors='replace')[-2000:]}")
+    got: dict[str, Any] = json.loads(out)
+    return got
+
+
 async def probes(fleet: Fleet, edges: range, seconds: float) -> list[float]:
     """Register + Watch (to the first map) of a legitimate edge every PROBE_INTERVAL s."""
     out: list[float] = []
@@ -198,10 +255,11 @@ async def phase(
     fleet: Fleet,
     watchers: Watchers | None,
     seconds: float,
-    attack: Callable[[asyncio.Event], Awaitable[None]] | None,
+    attack: Awaitable[dict[str, Any]] | None,
 ) -> dict[str, Any]:
-    stop = asyncio.Event()
-    attacking = asyncio.create_task(attack(stop)) if attack is not None else None
+    attacking = asyncio.ensure_future(attack) if attack is not None else None
+    if attacking is not None:
+        await asyncio.sleep(1.0)  # the attacker process starts and gets going
     cpu = cpu_seconds(proc.pid)
     try:
         n = len(fleet.edges)
@@ -212,9 +270,7 @@ async def phase(
         else:
             lat, fan = await probe, []
     finally:
-        stop.set()
-        if attacking is not None:
-            await attacking
+        got = await attacking if attacking is not None else None
     result: dict[str, Any] = {
         "probe": percentiles(lat),
         "probes": len(lat),
@@ -223,6 +279,8 @@ async def phase(
     }
     if fan:
         result["fanout"] = percentiles(fan)
+    if got is not None:
+        result["attacker"] = got
     return result
 
 
@@ -234,20 +292,11 @@ async def bench(
     edges = make_edges(PROBE_EDGES + watchers)
     port = free_port()
     config = workdir / "controller.toml"
-    config.write_text(config_text(edges, workdir, port, watchers))
+    config.write_text(config_text(edges, workdir, port))
     args = [sys.executable, "-m", "isthmus", "controller", "--config", str(config)]
     log = workdir / "controller.log"
-    attack = Attack()
     with child(args, log, stdout=subprocess.DEVNULL) as proc:
         legit = channels(f"[::1]:{port}", len(edges))
-        junk = [
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=ATTACK_OPTIONS)
-            for _ in range(JUNK_CONNECTIONS)
-        ]
-        flood = [
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=ATTACK_OPTIONS)
-            for _ in range(CHALLENGE_CONNECTIONS)
-        ]
         fleet = Fleet(edges, key.public, legit)
         watching = Watchers(watchers) if watchers else None
         try:
@@ -256,34 +305,32 @@ async def bench(
                 return await fleet.stub(0).Challenge(pb.ChallengeRequest())
 
             await wait_ready(proc, ready, log)
-            idle = memory(proc.pid)
             setup = 0.0
             if watching is not None:
                 start = time.monotonic()
-                sim = range(PROBE_EDGES, len(edges))
-                version = max([(await fleet.register(i))[0] for i in sim])
+                version = 0
+                for i in range(PROBE_EDGES, len(edges)):
+                    reply = await retrying(functools.partial(fleet.register, i))
+                    version = max(version, reply[0])
 
                 async def opener(j: int) -> Any:
-                    return await fleet.watch(PROBE_EDGES + j)
+                    return await retrying(functools.partial(fleet.watch, PROBE_EDGES + j))
 
                 await watching.open_all(opener)
                 await watching.wait_all(version, timeout=600)
                 setup = time.monotonic() - start
+            idle = memory(proc.pid)
 
             baseline = await phase(proc, fleet, watching, seconds, None)
 
-            async def attacking(stop: asyncio.Event) -> None:
-                await asyncio.gather(
-                    *(junk_registers(c, stop, attack.junk) for c in junk),
-                    challenge_flood(flood, challenge_rate, stop, attack.challenges),
-                )
-
+            # The attacker starts a second before the probes and ends after them.
+            attacking = attacker(port, seconds + 1.5, challenge_rate, workdir)
             attacked = await phase(proc, fleet, watching, seconds, attacking)
             alive = proc.poll() is None
         finally:
             if watching is not None:
                 await watching.close()
-            for c in (*legit, *junk, *flood):
+            for c in legit:
                 await c.close(None)
     peak = attacked["memory_kib"]["VmHWM"]
     result: dict[str, Any] = {
@@ -294,7 +341,7 @@ async def bench(
         "idle_rss_kib": idle["VmRSS"],
         "baseline": baseline,
         "attack": attacked,
-        "attacker": {"junk_register": dict(attack.junk), "challenge": dict(attack.challenges)},
+        "attacker": attacked.pop("attacker"),
         "controller_alive": alive,
         "goals": {
             "peak_rss_growth_kib": peak - idle["VmRSS"],
