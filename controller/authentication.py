@@ -9,8 +9,9 @@ check aborts the call with the status `controller.errors.to_status` gives (auth 
 are `Unauthenticated`, another edge's name `WrongEdge`); `controller.guard.Guard.refused`
 counts it, logs it (rate limited) and may answer RESOURCE_EXHAUSTED instead when the
 caller's source is over its refused calls. Then the edge's own limits
-(`controller.guard.EdgeLimits`: calls per method, Watch streams open) must allow the call,
-else RESOURCE_EXHAUSTED naming the limit.
+(`controller.guard.EdgeLimits`: Report and Watch calls, Watch streams open) must allow the
+call, else RESOURCE_EXHAUSTED naming the limit (Register's is checked by the service, once
+the request decodes).
 
 Auth values, shared secrets and seeds are never logged: log lines name the method, the
 edge, the peer and the reason only.
@@ -26,7 +27,7 @@ import grpc
 
 from controller.config import AllowedEdge
 from controller.errors import ControllerError, RateLimited, Unauthenticated, WrongEdge, to_status
-from controller.guard import WATCH, EdgeLimits, Guard
+from controller.guard import REGISTER, WATCH, EdgeLimits, Guard
 from isthmus.auth import AUTH_METADATA, Authenticator, AuthError
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
@@ -100,7 +101,8 @@ class CallAuthentication:
             )
         assert allowed is not None  # context.abort raised otherwise
         try:
-            self._limits.check(allowed.name, method)
+            if method != REGISTER:  # Register's limit guards the change path (service)
+                self._limits.check(allowed.name, method)
             if method == WATCH:
                 self._limits.check_watches(allowed.name, self._watching(allowed.name))
         except RateLimited as e:

@@ -42,7 +42,7 @@ from controller.audit import entries as audit_entries
 from controller.change import Change
 from controller.config import ControllerConfig
 from controller.errors import InvalidRequest, StoreConflict, StoreError
-from controller.guard import EdgeLimits, Guard
+from controller.guard import REGISTER, EdgeLimits, Guard
 from controller.history import History
 from controller.metrics import ControllerMetrics
 from controller.presence import Presence
@@ -141,14 +141,19 @@ class ControllerService:
     async def register(self, request: pb.RegisterRequest) -> tuple[Decision, ...]:
         """Decide, persist and publish a registration; the decisions in route order.
 
+        A request that decodes takes one of its edge's Register calls (`EdgeLimits`) before
+        anything is decided: the limit guards the change path, while a malformed request
+        is refused for what it is.
+
         Raises:
-            ControllerError: InvalidRequest, UnknownEdge, KeyMismatch, or StoreError
-                (not persisted; nothing changed).
+            ControllerError: InvalidRequest, RateLimited, UnknownEdge, KeyMismatch, or
+                StoreError (not persisted; nothing changed).
         """
         try:
             reg = registration_from_pb(request)
         except WireError as e:
             raise InvalidRequest(str(e)) from None
+        self._edge_limits.check(reg.name, REGISTER)
         return await self._change(lambda r, now: r.register(reg, now), actor=reg.name)
 
     async def apply_config(

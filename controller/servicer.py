@@ -30,7 +30,7 @@ import grpc
 from controller.admin import route_status
 from controller.admission import RouteState
 from controller.authentication import CallAuthentication
-from controller.errors import ControllerError, KeyMismatch, StoreError, to_status
+from controller.errors import ControllerError, KeyMismatch, RateLimited, StoreError, to_status
 from controller.guard import REGISTER, REPORT, SERVICE, WATCH
 from isthmus.logfmt import kv
 from isthmus.v1 import isthmus_pb2 as pb
@@ -106,6 +106,9 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         name, _ = await self._calls.authenticate(context, REGISTER, request)
         try:
             decisions = await self._service.register(request)
+        except RateLimited as e:
+            limit = to_status(e).message
+            await self._service.guard.limited(context, REGISTER, e.kind, limit, edge=name)
         except ControllerError as e:
             status = to_status(e)
             self._service.metrics.count_refused_call(status.code.name)
