@@ -37,6 +37,7 @@ from controller.config import ControllerConfig, overlay_addresses
 from controller.errors import StoreConflict, StoreError
 from controller.etcd_store import EtcdStore
 from controller.file_store import FileStore
+from controller.guard import max_concurrent_calls, server_options
 from controller.health import SERVING, HealthService
 from controller.history import History
 from controller.interfaces import with_host_addresses
@@ -63,21 +64,11 @@ from isthmus_io.metricsserver import MetricsServer, start_or_log
 
 log = logging.getLogger("controller")
 
-MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 STOP_GRACE_SECONDS: Final = 5.0
 REPLICA_ID_LEN: Final = 8
 KEY_FILE_RULE: Final = (
     "an Ed25519 key file written by 'isthmus keygen --controller' "
     "(base64 seed, one line, mode 0600)"
-)
-SERVER_OPTIONS: Final = (
-    # Edges ping every 20 s to keep NAT bindings and detect a dead controller; allow it,
-    # also between calls, and never count it as abuse.
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 )
 
 
@@ -182,7 +173,11 @@ class ControllerServer:
         history = History(key, state.epoch, registry.snapshot())
         self._publisher = Publisher(history.current)
         book = ChallengeBook(
-            key.challenge_secret, os.urandom(REPLICA_ID_LEN), self._clock, os.urandom
+            key.challenge_secret,
+            os.urandom(REPLICA_ID_LEN),
+            self._clock,
+            os.urandom,
+            max_per_owner=cfg.limits.challenges_per_edge,
         )
         self._service = ControllerService(
             registry,
@@ -210,7 +205,11 @@ class ControllerServer:
         await self._health.start()
         health = self._health
         self._metrics.bind(self._service, lambda: health.status == SERVING)
-        server = grpc.aio.server(options=list(SERVER_OPTIONS))
+        server = grpc.aio.server(
+            interceptors=[self._service.guard],
+            options=server_options(cfg.limits),
+            maximum_concurrent_rpcs=max_concurrent_calls(cfg.limits, len(cfg.edges)),
+        )
         add_to_server(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)  # type: ignore[no-untyped-call]
         # TLS always (docs/controller.md, "The channel"): a fresh leaf signed by the
@@ -270,7 +269,7 @@ class ControllerServer:
                 kv(
                     "reload_partial",
                     reason="listen, state_dir, store, signing_key_file, admin_socket, "
-                    "metrics and log_format change on restart only",
+                    "metrics, log_format, limits and audit change on restart only",
                 )
             )
         return changes
@@ -331,8 +330,8 @@ async def _load_with_epoch(store: Store, clock: Callable[[], float]) -> State:
 
 async def _open_store(cfg: ControllerConfig) -> Store:
     if cfg.store.kind == "etcd":
-        return EtcdStore(cfg.store.endpoints, cfg.store.prefix, default_replica())
-    return await asyncio.to_thread(FileStore.open, cfg.state_dir)
+        return EtcdStore(cfg.store.endpoints, cfg.store.prefix, default_replica(), audit=cfg.audit)
+    return await asyncio.to_thread(FileStore.open, cfg.state_dir, None, cfg.audit)
 
 
 def main(argv: list[str]) -> int:

@@ -31,6 +31,8 @@ Keys (the example file deploy/examples/controller.toml shows each):
       allow_reserved    optional  reserved routes allowed anyway, each listed exactly; default []
       hold_time         optional  seconds an admitted route an edge withdrew (or lost with a key
                                 change) keeps its place for the edge's name; 0-86400, default 600
+    [limits]          optional  what one source address or one edge may ask (controller.bounds)
+    [audit]           optional  how much of the audit log is kept (controller.bounds)
     [[edges]]         optional  the edges allowed to register; default: none
       name              required  the edge's name (1-63 of a-z, 0-9, '-'); unique among edges
       public_key        required  the edge's public key, base64 as printed by 'isthmus keygen';
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from controller.admission import DEFAULT_HOLD_TIME, Policy, RouteState, reserved_reason
+from controller.bounds import AUDIT_KEYS, LIMIT_KEYS, AuditConfig, Limits, parse_audit, parse_limits
 from isthmus.configfile import ConfigError, Table, check_keys, join, read_toml
 from isthmus.configfile import domain as _domain
 from isthmus.configfile import required as _required
@@ -113,6 +116,8 @@ _TOP_KEYS = {
     "log_format",
     "store",
     "admission",
+    "limits",
+    "audit",
     "edges",
     "addresses",
 }
@@ -157,6 +162,8 @@ class ControllerConfig:
     metrics: Endpoint | None = DEFAULT_METRICS  # None: no metrics served
     log_format: LogFormat = "kv"
     addresses: tuple[IPAddress, ...] = ()  # the controller's addresses edges dial
+    limits: Limits = field(default_factory=Limits)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
 def overlay_addresses(config: ControllerConfig) -> tuple[IPAddress, ...]:
@@ -200,6 +207,8 @@ def parse(table: Table, source: str = "<config>") -> ControllerConfig:
     log_format = _domain("log_format", table.get("log_format", "kv"), parse_format, FORMAT_RULE)
     store = _store(table.get("store", {}))
     admission = _admission(table.get("admission", {}))
+    limits = parse_limits(_table(table.get("limits", {}), "limits", LIMIT_KEYS))
+    audit = parse_audit(_table(table.get("audit", {}), "audit", AUDIT_KEYS))
     raw_edges = table.get("edges", [])
     if not isinstance(raw_edges, list):
         raise ConfigError("edges", f"{raw_edges!r} is not a list", "[[edges]] tables")
@@ -218,6 +227,8 @@ def parse(table: Table, source: str = "<config>") -> ControllerConfig:
         metrics=metrics,
         log_format=log_format,
         addresses=addresses,
+        limits=limits,
+        audit=audit,
     )
 
 

@@ -14,6 +14,7 @@ place that maps them to a gRPC status code and message (`status_code` is its cod
     AmbiguousRoute   INVALID_ARGUMENT     approve: several edges advertise it; name one (--edge)
     StoreError       UNAVAILABLE          the state could not be read or persisted; nothing changed
     StoreConflict    UNAVAILABLE          (a StoreError) another replica wrote the state first
+    RateLimited      RESOURCE_EXHAUSTED   over a rate limit (names it and says when to retry)
 
 Routes outside an edge's allowed routes or overlapping another edge's are no errors: the
 registration succeeds and admission (controller.admission) gives each route a decision.
@@ -76,6 +77,17 @@ class StoreConflict(StoreError):
     """Another replica wrote the state first; adopt the newer state and decide again."""
 
 
+class RateLimited(ControllerError):
+    """A caller is over a rate limit; the message names the limit and when to retry.
+
+    `kind` names the limit (a bounded set: controller.guard's kinds, used as a metric label).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass(frozen=True, slots=True)
 class Status:
     """What a gRPC shell aborts a call with: the code and the message sent as details."""
@@ -100,6 +112,8 @@ def status_code(error: ControllerError) -> grpc.StatusCode:
             return grpc.StatusCode.NOT_FOUND
         case InvalidRequest() | AmbiguousRoute():
             return grpc.StatusCode.INVALID_ARGUMENT
+        case RateLimited():
+            return grpc.StatusCode.RESOURCE_EXHAUSTED
         case NotPending():
             return grpc.StatusCode.FAILED_PRECONDITION
         case StoreError():

@@ -75,10 +75,13 @@ class EtcdClient:
         *,
         serializable: bool = False,
         count_only: bool = False,
+        keys_only: bool = False,
+        limit: int = 0,
         endpoint: str | None = None,
         timeout: float | None = None,
     ) -> RangeResult:
-        """Read `key` (or [key, range_end)); linearizable unless `serializable`."""
+        """Read `key` (or [key, range_end), in key order, at most `limit` keys unless 0);
+        linearizable unless `serializable`."""
         body: dict[str, Any] = {"key": b64(key)}
         if range_end:
             body["range_end"] = b64(range_end)
@@ -86,6 +89,10 @@ class EtcdClient:
             body["serializable"] = True
         if count_only:
             body["count_only"] = True
+        if keys_only:
+            body["keys_only"] = True
+        if limit:
+            body["limit"] = str(limit)
         doc, _ = self._call("/v3/kv/range", body, endpoint=endpoint, timeout=timeout)
         return range_result(doc)
 

@@ -9,7 +9,7 @@ in etcd (through controller.etcd).
 - Audit entries are keys `<prefix>audit/<version, 20 digits>-<index, 6 digits>` (so key
   order is time order), put right after the save of the state they describe (etcd.py's
   `put_if` takes one key per transaction); the replica that saved a version is its only
-  writer.
+  writer. After each append the oldest keys beyond `[audit] max_entries` are deleted.
 
 Every failure is a `StoreError` naming the etcd endpoint(s) and the reason; etcd calls are
 bounded by timeouts and never hang. Blocking calls run in threads, never on the loop.
@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from controller.audit import AuditEntry
 from controller.audit import encode as encode_audit
+from controller.bounds import AuditConfig
 from controller.errors import StoreConflict, StoreError
 from controller.etcd import EtcdClient
 from controller.etcd_wire import IDLE, EtcdError, WatchBatch, prefix_end
@@ -55,6 +56,7 @@ class EtcdStore:
         timeout: float = 2.0,
         liveness_ttl: int = 10,
         retry_for: float = 5.0,
+        audit: AuditConfig | None = None,
     ) -> None:
         """`timeout`: seconds one request may take at one endpoint; `retry_for`: seconds a
         call keeps going round the endpoints when none answers (see controller.etcd).
@@ -67,6 +69,7 @@ class EtcdStore:
         self._state_key = (prefix + "state").encode("utf-8")
         self._live_prefix = (prefix + "live/").encode("utf-8")
         self._audit_prefix = (prefix + "audit/").encode("utf-8")
+        self._audit_keep = (audit or AuditConfig()).max_entries
         self._ttl = liveness_ttl
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="etcd-store")
         self._lock = asyncio.Lock()  # orders save() against changes() bookkeeping
@@ -261,6 +264,7 @@ class EtcdStore:
         def put_all() -> None:
             for key, value in items:
                 self._client.put(key, value)
+            self._prune_audit()
 
         try:
             await self._run(put_all)
@@ -303,6 +307,18 @@ class EtcdStore:
         self._pool.shutdown(wait=False)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _prune_audit(self) -> None:
+        """Delete the oldest audit keys beyond `max_entries` (blocking; in the pool)."""
+        end = prefix_end(self._audit_prefix)
+        count = self._client.range(self._audit_prefix, end, count_only=True).count
+        if count <= self._audit_keep:
+            return
+        old = self._client.range(
+            self._audit_prefix, end, keys_only=True, limit=count - self._audit_keep
+        )
+        if old.kvs:
+            self._client.delete(self._audit_prefix, old.kvs[-1].key + b"\0")
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._pool_down:

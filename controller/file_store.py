@@ -5,10 +5,10 @@ directory.
   temporary file in the same directory is written, fsynced and renamed over state.json,
   then the directory is fsynced, so a crash leaves the old or the new state, never a mix.
 - Liveness stays in memory. Nothing else writes, so `changes()` never yields.
-- The audit log is `<state_dir>/audit.log`, JSON lines (`controller.audit.encode`), only
-  ever appended to (O_APPEND, one write per batch, fsynced); a line torn by a crash is
-  ended before the next append, and a line that does not decode is skipped with a
-  warning when reading.
+- The audit log is `<state_dir>/audit.log`, JSON lines (`controller.audit.encode`),
+  appended to and rotated by size (controller.auditfile, `[audit] max_bytes` and `keep`);
+  a line that does not decode is skipped with a warning when reading, and reading goes
+  across the rotated files.
 
 Blocking file work runs in threads, never on the loop. Every failure is a `StoreError`
 naming the file and the reason.
@@ -26,6 +26,8 @@ from pathlib import Path
 
 from controller.audit import AuditEntry
 from controller.audit import encode as encode_audit
+from controller.auditfile import AuditFile
+from controller.bounds import AuditConfig
 from controller.errors import StoreConflict, StoreError
 from controller.liveness import Liveness
 from controller.state import State, dumps, loads
@@ -34,7 +36,6 @@ from isthmus.ids import EdgeName
 
 STATE_FILE = "state.json"
 AUDIT_FILE = "audit.log"
-_AUDIT_CHUNK = 64 * 1024  # bytes read at a time from the end of audit.log
 
 # The store's logger: these lines are part of its log.
 log = logging.getLogger("controller.store")
@@ -43,13 +44,26 @@ log = logging.getLogger("controller.store")
 class FileStore:
     """A `Store` in one JSON file under the state directory, for a single controller."""
 
-    __slots__ = ("_audit", "_closed", "_dir", "_known", "_live", "_path", "replica")
+    __slots__ = (
+        "_audit",
+        "_audit_file",
+        "_closed",
+        "_dir",
+        "_known",
+        "_live",
+        "_path",
+        "replica",
+    )
 
-    def __init__(self, state_dir: Path, replica: str | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, replica: str | None = None, audit: AuditConfig | None = None
+    ) -> None:
         self.replica = replica or default_replica()
         self._dir = state_dir
         self._path = state_dir / STATE_FILE
         self._audit = state_dir / AUDIT_FILE
+        audit = audit or AuditConfig()
+        self._audit_file = AuditFile(self._audit, audit.max_bytes, audit.keep)
         self._known: int | None = None  # the version last loaded or saved
         self._live: dict[EdgeName, Liveness] = {}
         self._closed = asyncio.Event()
@@ -59,7 +73,9 @@ class FileStore:
         return self._path
 
     @classmethod
-    def open(cls, state_dir: Path, replica: str | None = None) -> FileStore:
+    def open(
+        cls, state_dir: Path, replica: str | None = None, audit: AuditConfig | None = None
+    ) -> FileStore:
         """Create `state_dir` (mode 0700) if missing and return a store on it (blocking).
 
         Raises:
@@ -69,7 +85,7 @@ class FileStore:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create state directory {state_dir}: {_reason(e)}") from None
-        return cls(state_dir, replica)
+        return cls(state_dir, replica, audit)
 
     async def load(self) -> State:
         state = await asyncio.to_thread(self._read)
@@ -118,40 +134,15 @@ class FileStore:
 
     def _append(self, data: bytes) -> None:
         try:
-            fd = os.open(self._audit, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    data = b"\n" + data  # end a line torn by a crash; it is skipped on reading
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._audit_file.append(data)
         except OSError as e:
             raise StoreError(f"cannot append to {self._audit}: {_reason(e)}") from None
 
     def _tail(self, limit: int) -> list[bytes]:
-        """The last `limit` lines of audit.log (fewer if it is shorter), reading backwards."""
         try:
-            with open(self._audit, "rb") as f:
-                end = f.seek(0, os.SEEK_END)
-                data = b""
-                pos = end
-                while pos > 0 and data.count(b"\n") <= limit:
-                    step = min(_AUDIT_CHUNK, pos)
-                    pos -= step
-                    f.seek(pos)
-                    data = f.read(step) + data
-        except FileNotFoundError:
-            return []
+            return self._audit_file.tail(limit)
         except OSError as e:
             raise StoreError(f"cannot read {self._audit}: {_reason(e)}") from None
-        lines = data.split(b"\n")
-        if pos > 0:
-            lines = lines[1:]  # the first is cut
-        return [line for line in lines if line.strip()][-limit:] if limit > 0 else []
 
     def _read(self) -> State:
         try:

@@ -21,6 +21,13 @@ from the store for every replica). Nothing here changes the controller.
     isthmus_controller_store_conflicts_total        counter  saves lost to another replica
     isthmus_controller_audit_failures_total         counter  audit entries not stored
     isthmus_controller_calls_refused_total{code}    counter  edge calls refused, by gRPC code
+    isthmus_controller_refusals_total{reason}       counter  calls refused, by reason code:
+                                                             isthmus.auth.AUTH_REASONS and
+                                                             controller.guard's limits
+    isthmus_controller_rate_limited_total{kind}     counter  calls refused by a rate limit or
+                                                             cap: challenge, refused,
+                                                             health_watch, register, report,
+                                                             watch, watch_streams
 
 Rules: every counter ends in `_total`; labels are only `state`, `edge`, `reason`, `kind`
 and `code`, each from a bounded set (configured edge names, never addresses or keys).
@@ -68,6 +75,8 @@ class ControllerMetrics:
         self.store_conflicts = 0
         self.audit_failures = 0
         self.calls_refused: dict[str, int] = {}
+        self.refusals: dict[str, int] = {}
+        self.rate_limited: dict[str, int] = {}
         self._source: ControllerSource | None = None
         self._store_up: Callable[[], bool] = lambda: False
         self._edges: tuple[EdgeView, ...] = ()
@@ -88,6 +97,14 @@ class ControllerMetrics:
     def count_refused_call(self, code: str) -> None:
         """`code`: a gRPC status code name (a bounded set)."""
         self.calls_refused[code] = self.calls_refused.get(code, 0) + 1
+
+    def count_refusal(self, reason: str) -> None:
+        """`reason`: a refusal's reason code (a bounded set, see the module)."""
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def count_rate_limited(self, kind: str) -> None:
+        """`kind`: the limit a call was refused by (a bounded set, see the module)."""
+        self.rate_limited[kind] = self.rate_limited.get(kind, 0) + 1
 
     # --- scraping ----------------------------------------------------------------------
 
@@ -172,6 +189,15 @@ class ControllerMetrics:
         for code, n in sorted(self.calls_refused.items()):
             refused.add_metric([code], n)
         yield refused
+        yield _counters(
+            "refusals", "Calls refused, by reason code.", "reason", self.refusals.items()
+        )
+        yield _counters(
+            "rate_limited",
+            "Calls refused by a rate limit or a cap, by the limit.",
+            "kind",
+            self.rate_limited.items(),
+        )
 
 
 class _Collector(Collector):
@@ -180,6 +206,15 @@ class _Collector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return list(self._metrics.collect())
+
+
+def _counters(
+    name: str, documentation: str, label: str, values: Iterable[tuple[str, int]]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(PREFIX + name, documentation, labels=[label])
+    for key, n in sorted(values):
+        family.add_metric([key], n)
+    return family
 
 
 def _gauge(name: str, documentation: str, v: float) -> GaugeMetricFamily:

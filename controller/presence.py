@@ -50,6 +50,10 @@ class Presence:
         """Watch streams open at this replica."""
         return sum(self._watching.values())
 
+    def watching(self, name: EdgeName) -> int:
+        """Watch streams `name` has open at this replica."""
+        return self._watching.get(name, 0)
+
     def watch_started(self, name: EdgeName) -> None:
         """One more Watch stream of `name` is open here (`announce` it next)."""
         self._watching[name] = self._watching.get(name, 0) + 1

@@ -42,6 +42,7 @@ from controller.audit import entries as audit_entries
 from controller.change import Change
 from controller.config import ControllerConfig
 from controller.errors import InvalidRequest, StoreConflict, StoreError
+from controller.guard import REGISTER, EdgeLimits, Guard
 from controller.history import History
 from controller.metrics import ControllerMetrics
 from controller.presence import Presence
@@ -101,6 +102,13 @@ class ControllerService:
         self._metrics = metrics or ControllerMetrics()
         self._auth = auth
         self._presence = Presence(store, self._spawn)
+        self._guard = Guard(
+            config.limits,
+            auth,
+            lambda key: self._registry.allowed_key(key) is not None,
+            self._metrics,
+        )
+        self._edge_limits = EdgeLimits(config.limits)
 
     # --- the registry and its changes ---------------------------------------------------
 
@@ -117,6 +125,16 @@ class ControllerService:
         return self._metrics
 
     @property
+    def guard(self) -> Guard:
+        """The interceptor that must front this service's listener (controller.guard)."""
+        return self._guard
+
+    @property
+    def edge_limits(self) -> EdgeLimits:
+        """Each edge's call limits (controller.guard), checked after authentication."""
+        return self._edge_limits
+
+    @property
     def watch_streams(self) -> int:
         """Watch streams open at this replica."""
         return self._presence.streams
@@ -124,14 +142,19 @@ class ControllerService:
     async def register(self, request: pb.RegisterRequest) -> tuple[Decision, ...]:
         """Decide, persist and publish a registration; the decisions in route order.
 
+        A request that decodes takes one of its edge's Register calls (`EdgeLimits`) before
+        anything is decided: the limit guards the change path, while a malformed request
+        is refused for what it is.
+
         Raises:
-            ControllerError: InvalidRequest, UnknownEdge, KeyMismatch, or StoreError
-                (not persisted; nothing changed).
+            ControllerError: InvalidRequest, RateLimited, UnknownEdge, KeyMismatch, or
+                StoreError (not persisted; nothing changed).
         """
         try:
             reg = registration_from_pb(request)
         except WireError as e:
             raise InvalidRequest(str(e)) from None
+        self._edge_limits.check(reg.name, REGISTER)
         return await self._change(lambda r, now: r.register(reg, now), actor=reg.name)
 
     async def apply_config(

@@ -29,8 +29,9 @@ import grpc
 
 from controller.admin import route_status
 from controller.admission import RouteState
-from controller.authentication import REGISTER, REPORT, SERVICE, WATCH, CallAuthentication
-from controller.errors import ControllerError, KeyMismatch, StoreError, to_status
+from controller.authentication import CallAuthentication
+from controller.errors import ControllerError, KeyMismatch, RateLimited, StoreError, to_status
+from controller.guard import REGISTER, REPORT, SERVICE, WATCH
 from isthmus.logfmt import kv
 from isthmus.mapsig import EPOCH_LEN, epoch_text
 from isthmus.v1 import isthmus_pb2 as pb
@@ -88,7 +89,11 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     def __init__(self, service: ControllerService) -> None:
         self._service = service
         self._calls = CallAuthentication(
-            service.auth, lambda key: service.registry.allowed_key(key), service.metrics
+            service.auth,
+            lambda key: service.registry.allowed_key(key),
+            service.guard,
+            service.edge_limits,
+            service.presence.watching,
         )
 
     async def Challenge(
@@ -102,6 +107,9 @@ class ControllerServicer(pb_grpc.ControllerServicer):
         name, _ = await self._calls.authenticate(context, REGISTER, request)
         try:
             decisions = await self._service.register(request)
+        except RateLimited as e:
+            limit = to_status(e).message
+            await self._service.guard.limited(context, REGISTER, e.kind, limit, edge=name)
         except ControllerError as e:
             status = to_status(e)
             self._service.metrics.count_refused_call(status.code.name)

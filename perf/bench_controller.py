@@ -82,6 +82,12 @@ def controller_config(edges: tuple[SimEdge, ...], workdir: Path, port: int) -> s
         f"state_dir = {json.dumps(str(workdir / 'state'))}",
         f"signing_key_file = {json.dumps(str(workdir / 'controller.key'))}",
         f"admin_socket = {json.dumps(str(workdir / 'admin.sock'))}",
+        "",
+        # Every simulated edge calls from 127.0.0.1, as if behind one NAT: let them all
+        # take their challenges at once (the default is 20/s per source address).
+        "[limits]",
+        f"challenge_rate = {max(20, 10 * len(edges))}",
+        f"challenge_burst = {max(200, 10 * len(edges))}",
     ]
     for e in edges:
         lines += [

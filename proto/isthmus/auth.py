@@ -54,13 +54,39 @@ AUTH_LEN = KEY_LEN + CHALLENGE_LEN + PROOF_LEN  # 113
 CHALLENGE_LIFETIME = 60.0  # seconds a challenge is good for
 CLOCK_SLACK = 5.0  # seconds a challenge may appear to come from the future
 MAX_SHARED_CACHE = 4096
+# Redeemed challenges remembered per edge key (each for CHALLENGE_LIFETIME): an edge
+# that uses more in one lifetime is refused until its oldest expire; others are not.
+MAX_REDEEMED_PER_EDGE = 600
 
 _PROOF_CONTEXT = b"isthmus auth v1\0"
 _U64 = struct.Struct(">Q")
 
 
+# The reason codes of AuthError (a bounded set: metrics and log keys use them).
+AUTH_REASONS = (
+    "missing",
+    "malformed",
+    "challenge_malformed",
+    "forged",
+    "other_replica",
+    "expired",
+    "future",
+    "replayed",
+    "too_many",
+    "unknown_key",
+    "proof_wrong",
+)
+
+
 class AuthError(Exception):
-    """A call is not authenticated; str(e) is the reason. Never holds secrets."""
+    """A call is not authenticated; str(e) is the reason, `code` one of AUTH_REASONS.
+
+    Never holds secrets.
+    """
+
+    def __init__(self, message: str, code: str = "malformed") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +159,8 @@ def parse_auth(value: bytes | str | None) -> AuthHeader:
     if value is None or value in (b"", ""):
         raise AuthError(
             f"missing {AUTH_METADATA} metadata: call Challenge first, then send "
-            "edge key || challenge || proof"
+            "edge key || challenge || proof",
+            "missing",
         )
     if isinstance(value, str):
         try:
@@ -174,14 +201,17 @@ class ChallengeBook:
         clock: Callable[[], float],
         random: Callable[[int], bytes],
         lifetime: float = CHALLENGE_LIFETIME,
-        max_redeemed: int = 100_000,
+        max_redeemed: int = 1_000_000,
+        max_per_owner: int = MAX_REDEEMED_PER_EDGE,
     ) -> None:
         if len(replica) != REPLICA_LEN:
             raise ValueError(f"a replica id is {REPLICA_LEN} bytes, got {len(replica)}")
         if not 16 <= len(secret) <= 64:
             raise ValueError(f"a challenge secret is 16-64 bytes, got {len(secret)}")
-        if lifetime <= 0 or max_redeemed < 1:
-            raise ValueError("lifetime must be positive and max_redeemed at least 1")
+        if lifetime <= 0 or max_redeemed < 1 or max_per_owner < 1:
+            raise ValueError(
+                "lifetime must be positive and max_redeemed and max_per_owner at least 1"
+            )
         self._secret = bytes(secret)
         self._replica = bytes(replica)
         self._clock = clock
@@ -189,8 +219,10 @@ class ChallengeBook:
         self._lifetime_ms = int(lifetime * 1000)
         self._slack_ms = int(CLOCK_SLACK * 1000)
         self._max = max_redeemed
+        self._max_per_owner = max_per_owner
         self._redeemed: set[bytes] = set()
-        self._by_age: list[tuple[int, bytes]] = []  # heap of (issued_ms, challenge)
+        self._owned: dict[bytes, int] = {}  # owner -> redeemed challenges remembered
+        self._by_age: list[tuple[int, bytes, bytes]] = []  # heap of (issued_ms, challenge, owner)
 
     @property
     def replica(self) -> bytes:
@@ -209,48 +241,64 @@ class ChallengeBook:
         )
         return body + self._mac(body)
 
-    def check(self, challenge: bytes) -> None:
-        """Check `challenge` could be redeemed now, without using it up.
+    def redeemed_by(self, owner: bytes) -> int:
+        """How many redeemed challenges of `owner` are remembered."""
+        return self._owned.get(owner, 0)
+
+    def check(self, challenge: bytes, owner: bytes | None = None) -> None:
+        """Check `challenge` could be redeemed now (by `owner`), without using it up.
 
         Raises:
             AuthError: malformed, forged, from another replica, expired, from the future,
-                already used, or too many redeemed challenges outstanding.
+                already used, or too many redeemed challenges outstanding (in all, or of
+                `owner`: each owner has its own allowance, so one cannot use up another's).
         """
         if len(challenge) != CHALLENGE_LEN or challenge[0] != CHALLENGE_VERSION:
             raise AuthError(
                 f"challenge malformed: {len(challenge)} bytes; expected {CHALLENGE_LEN} "
-                f"starting with version {CHALLENGE_VERSION}"
+                f"starting with version {CHALLENGE_VERSION}",
+                "challenge_malformed",
             )
         body, mac = challenge[:_SIGNED_LEN], challenge[_SIGNED_LEN:]
         if not hmac.compare_digest(mac, self._mac(body)):
-            raise AuthError("challenge forged: its mac is wrong")
+            raise AuthError("challenge forged: its mac is wrong", "forged")
         if challenge[1 : 1 + REPLICA_LEN] != self._replica:
-            raise AuthError("challenge from another replica: call Challenge at this one")
+            raise AuthError(
+                "challenge from another replica: call Challenge at this one", "other_replica"
+            )
         (issued,) = _U64.unpack_from(challenge, 1 + REPLICA_LEN)
         now = self._now_ms()
         if now - issued > self._lifetime_ms:
             raise AuthError(
                 f"challenge expired: issued {(now - issued) / 1000:.1f} s ago; "
-                f"good for {self._lifetime_ms / 1000:g} s"
+                f"good for {self._lifetime_ms / 1000:g} s",
+                "expired",
             )
         if issued - now > self._slack_ms:
-            raise AuthError("challenge from the future: check the controller clocks")
+            raise AuthError("challenge from the future: check the controller clocks", "future")
         self._prune(now)
         if challenge in self._redeemed:
-            raise AuthError("challenge already used: call Challenge for each call")
+            raise AuthError("challenge already used: call Challenge for each call", "replayed")
         if len(self._redeemed) >= self._max:
-            raise AuthError("too many outstanding challenges: try again later")
+            raise AuthError("too many outstanding challenges: try again later", "too_many")
+        if owner is not None and self._owned.get(owner, 0) >= self._max_per_owner:
+            raise AuthError(
+                f"too many challenges redeemed by this edge key: at most "
+                f"{self._max_per_owner} in {self._lifetime_ms / 1000:g} s; try again later",
+                "too_many",
+            )
 
-    def redeem(self, challenge: bytes) -> None:
-        """Check `challenge` and use it up.
+    def redeem(self, challenge: bytes, owner: bytes = b"") -> None:
+        """Check `challenge` and use it up, counted against `owner` (an edge key).
 
         Raises:
             AuthError: as `check`.
         """
-        self.check(challenge)
+        self.check(challenge, owner)
         (issued,) = _U64.unpack_from(challenge, 1 + REPLICA_LEN)
         self._redeemed.add(bytes(challenge))
-        heapq.heappush(self._by_age, (issued, bytes(challenge)))
+        self._owned[owner] = self._owned.get(owner, 0) + 1
+        heapq.heappush(self._by_age, (issued, bytes(challenge), owner))
 
     def _now_ms(self) -> int:
         return max(0, int(self._clock() * 1000))
@@ -261,8 +309,13 @@ class ChallengeBook:
     def _prune(self, now_ms: int) -> None:
         # A challenge older than its lifetime is refused as expired, so forget it.
         while self._by_age and now_ms - self._by_age[0][0] > self._lifetime_ms:
-            _, old = heapq.heappop(self._by_age)
+            _, old, owner = heapq.heappop(self._by_age)
             self._redeemed.discard(old)
+            left = self._owned.get(owner, 0) - 1
+            if left > 0:
+                self._owned[owner] = left
+            else:
+                self._owned.pop(owner, None)
 
 
 class Authenticator:
@@ -275,6 +328,24 @@ class Authenticator:
 
     def challenge(self) -> bytes:
         return self._book.issue()
+
+    def precheck(
+        self, value: bytes | str | None, key_known: Callable[[PublicKey], bool]
+    ) -> AuthHeader:
+        """Every check that needs no request body: the value's form, the challenge (mac,
+        replica, age, not used, the key's allowance) and the key known. Cheap (one
+        BLAKE2b of 33 bytes, no X25519), so it runs before the body is read or parsed.
+
+        Raises:
+            AuthError: the first failed check (module docstring order).
+        """
+        header = parse_auth(value)
+        self._book.check(header.challenge, header.edge_key.raw)
+        if not key_known(header.edge_key):
+            raise AuthError(
+                f"unknown edge key {header.edge_key}: not in the controller config", "unknown_key"
+            )
+        return header
 
     def verify(
         self,
@@ -291,17 +362,20 @@ class Authenticator:
             AuthError: the first failed check (module docstring order).
         """
         header = parse_auth(value)
-        self._book.check(header.challenge)
+        self._book.check(header.challenge, header.edge_key.raw)
         if not key_known(header.edge_key):
-            raise AuthError(f"unknown edge key {header.edge_key}: not in the controller config")
+            raise AuthError(
+                f"unknown edge key {header.edge_key}: not in the controller config", "unknown_key"
+            )
         shared = self._shared_secret(header.edge_key)
         expected = make_proof(shared, method, header.challenge, header.edge_key, request)
         if not hmac.compare_digest(header.proof, expected):
             raise AuthError(
                 f"proof wrong for edge key {header.edge_key}: "
-                "wrong controller key, method or request"
+                "wrong controller key, method or request",
+                "proof_wrong",
             )
-        self._book.redeem(header.challenge)
+        self._book.redeem(header.challenge, header.edge_key.raw)
         return header.edge_key
 
     def _shared_secret(self, edge: PublicKey) -> bytes:
@@ -312,7 +386,9 @@ class Authenticator:
         try:
             shared = self._key.shared_secret(edge)
         except ValueError:
-            raise AuthError(f"edge key {edge} gives no usable shared secret") from None
+            raise AuthError(
+                f"edge key {edge} gives no usable shared secret", "unknown_key"
+            ) from None
         self._shared[edge.raw] = shared
         if len(self._shared) > MAX_SHARED_CACHE:
             self._shared.popitem(last=False)

@@ -297,8 +297,9 @@ def test_unknown_top_level_key() -> None:
     t = good()
     t["listen_addr"] = "x"
     assert error_of(t) == (
-        "listen_addr: unknown key; allowed: one of addresses, admin_socket, admission, edges, "
-        "lease_ttl, listen, log_format, metrics, signing_key_file, state_dir, store"
+        "listen_addr: unknown key; allowed: one of addresses, admin_socket, admission, audit, "
+        "edges, lease_ttl, limits, listen, log_format, metrics, signing_key_file, state_dir, "
+        "store"
     )
 
 
