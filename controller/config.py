@@ -17,9 +17,12 @@ Keys (the example file deploy/examples/controller.toml shows each):
     log_format        optional  "kv" (key=value lines, the default) or "json" (one object a line)
     [store]           optional  where the state lives
       kind              optional  "file" (default) or "etcd"
-      endpoints         etcd: required, others: refused; 1-16 distinct "http://host:port"
-                                (https is not supported yet)
+      endpoints         etcd: required, others: refused; 1-16 distinct "http://host:port",
+                                or all "https://host:port" (TLS: needs the three files below)
       prefix            etcd only; the key prefix, default "/isthmus/"; starts and ends with '/'
+      ca_file           etcd only; all three or none, required with https:// endpoints and
+      cert_file           refused with http:// ones: the PEM CA that signed the members'
+      key_file            certificates, this replica's PEM client certificate and its key
     [admission]       optional  what happens to overlapping and reserved routes
       more_specific     optional  "pending" (default) or "refuse"
       less_specific     optional  "pending" (default) or "refuse"
@@ -72,11 +75,20 @@ LEASE_TTL_RULE = f"an integer number of seconds {LEASE_TTL_MIN}-{LEASE_TTL_MAX} 
 STORE_KIND_RULE = '"file" or "etcd"'
 MAX_STORE_ENDPOINTS = 16
 STORE_ENDPOINT_RULE = (
-    "'http://host:port' with a host name or IP address ([ipv6] in brackets) and a port "
-    "1-65535; https is not supported yet"
+    "'http://host:port' or 'https://host:port' with a host name or IP address ([ipv6] in "
+    "brackets) and a port 1-65535; one scheme for every endpoint"
 )
 STORE_ENDPOINTS_RULE = (
     f"a list of 1-{MAX_STORE_ENDPOINTS} distinct etcd endpoints, each {STORE_ENDPOINT_RULE}"
+)
+STORE_TLS_FILES = ("ca_file", "cert_file", "key_file")
+STORE_TLS_RULE = (
+    "ca_file, cert_file and key_file all three (with https:// endpoints) or none (with "
+    "http:// endpoints)"
+)
+STORE_TLS_FILE_RULE = (
+    "a PEM file path: ca_file the CA of the etcd members' certificates, cert_file this "
+    "replica's client certificate, key_file its private key"
 )
 STORE_PREFIX_RULE = "a key prefix of printable ASCII without spaces, starting and ending with '/'"
 POLICY_RULE = '"pending" or "refuse"'
@@ -102,7 +114,7 @@ _TOP_KEYS = {
     "admission",
     "edges",
 }
-_STORE_KEYS = {"kind", "endpoints", "prefix"}
+_STORE_KEYS = {"kind", "endpoints", "prefix", *STORE_TLS_FILES}
 _ADMISSION_KEYS = {"more_specific", "less_specific", "allow_reserved"}
 _EDGE_KEYS = {"name", "public_key", "routes"}
 _POLICIES = {"pending": RouteState.PENDING, "refuse": RouteState.REFUSED}
@@ -120,12 +132,22 @@ class AllowedEdge:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreTLS:
+    """The files of TLS to etcd ([store] ca_file, cert_file, key_file)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
 class StoreConfig:
     """Where the controller keeps its state ([store])."""
 
     kind: Literal["file", "etcd"] = "file"
-    endpoints: tuple[str, ...] = ()  # etcd only: "http://host:port"
+    endpoints: tuple[str, ...] = ()  # etcd only: "http://host:port" or "https://host:port"
     prefix: str = DEFAULT_STORE_PREFIX  # etcd only
+    tls: StoreTLS | None = None  # etcd only, with https:// endpoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +222,10 @@ def _listen(value: Any) -> Endpoint:
     return Endpoint.parse(value, allow_port_zero=True)
 
 
-def _path(table: Table, key: str, rule: str) -> Path:
-    value = _required(table, "", key, rule)
+def _path(table: Table, key: str, rule: str, where: str = "") -> Path:
+    value = _required(table, where, key, rule)
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(key, f"{value!r} is not a non-empty string", rule)
+        raise ConfigError(join(where, key), f"{value!r} is not a non-empty string", rule)
     return Path(value)
 
 
@@ -227,7 +249,7 @@ def _store(value: Any) -> StoreConfig:
     table = _table(value, "store", _STORE_KEYS)
     kind = table.get("kind", "file")
     if kind == "file":
-        for key in ("endpoints", "prefix"):
+        for key in ("endpoints", "prefix", *STORE_TLS_FILES):
             if key in table:
                 raise ConfigError(f"store.{key}", 'is only used with kind = "etcd"', "leave it out")
         return StoreConfig()
@@ -249,23 +271,45 @@ def _store(value: Any) -> StoreConfig:
                 f"{url} is listed twice (also store.endpoints[{endpoints.index(url)}])",
                 "each endpoint once",
             )
+        if endpoints and url.split("://")[0] != endpoints[0].split("://")[0]:
+            raise ConfigError(
+                at,
+                f"{url} does not use the scheme of store.endpoints[0] ({endpoints[0]})",
+                "one scheme for every endpoint",
+            )
         endpoints.append(url)
     prefix = table.get("prefix", DEFAULT_STORE_PREFIX)
     if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
         raise ConfigError("store.prefix", f"{prefix!r} is not a key prefix", STORE_PREFIX_RULE)
-    return StoreConfig(kind="etcd", endpoints=tuple(endpoints), prefix=prefix)
+    tls = _store_tls(table, https=endpoints[0].startswith("https://"))
+    return StoreConfig(kind="etcd", endpoints=tuple(endpoints), prefix=prefix, tls=tls)
+
+
+def _store_tls(table: Table, https: bool) -> StoreTLS | None:
+    given = [key for key in STORE_TLS_FILES if key in table]
+    if not https:
+        if given:
+            raise ConfigError(
+                f"store.{given[0]}", "is set but store.endpoints are http://", STORE_TLS_RULE
+            )
+        return None
+    for key in STORE_TLS_FILES:
+        if key not in table:
+            why = "https:// endpoints need it" if not given else f"{given[0]} is set"
+            raise ConfigError(f"store.{key}", f"is missing ({why})", STORE_TLS_RULE)
+    paths = [_path(table, key, STORE_TLS_FILE_RULE, "store") for key in STORE_TLS_FILES]
+    return StoreTLS(*paths)
 
 
 def _store_endpoint(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
-    if value.startswith("https://"):
-        raise ValueError(f"{value!r} uses https, which is not supported yet")
-    if not value.startswith("http://"):
-        raise ValueError(f"{value!r} is not an http:// URL")
-    host, sep, port = value.removeprefix("http://").rpartition(":")
+    scheme = next((s for s in ("http://", "https://") if value.startswith(s)), None)
+    if scheme is None:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    host, sep, port = value.removeprefix(scheme).rpartition(":")
     if not sep or not _HOST_RE.match(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not http://host:port")
+        raise ValueError(f"{value!r} is not {scheme}host:port")
     return value
 
 

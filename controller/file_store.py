@@ -5,6 +5,9 @@ directory.
   temporary file in the same directory is written, fsynced and renamed over state.json,
   then the directory is fsynced, so a crash leaves the old or the new state, never a mix.
 - Liveness stays in memory. Nothing else writes, so `changes()` never yields.
+- The state is not signed (controller.state_signature): state_dir is the controller's own
+  (mode 0700, beside or holding the signing key), so whoever can write state.json can read
+  the key too, and a signature would prove nothing. Nothing is ever adopted from it.
 - The audit log is `<state_dir>/audit.log`, JSON lines (`controller.audit.encode`), only
   ever appended to (O_APPEND, one write per batch, fsynced); a line torn by a crash is
   ended before the next append, and a line that does not decode is skipped with a
@@ -29,7 +32,7 @@ from controller.audit import encode as encode_audit
 from controller.errors import StoreConflict, StoreError
 from controller.liveness import Liveness
 from controller.state import State, dumps, loads
-from controller.store import decode_lines, default_replica
+from controller.store import Stored, decode_lines, default_replica
 from isthmus.ids import EdgeName
 
 STATE_FILE = "state.json"
@@ -85,7 +88,7 @@ class FileStore:
         await asyncio.to_thread(self._write, dumps(state))
         self._known = state.version
 
-    async def changes(self) -> AsyncIterator[State]:
+    async def changes(self) -> AsyncIterator[Stored]:
         await self._closed.wait()
         return
         yield  # makes this an async generator that ends at close() without yielding

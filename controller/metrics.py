@@ -68,6 +68,7 @@ class ControllerMetrics:
         self.store_conflicts = 0
         self.audit_failures = 0
         self.calls_refused: dict[str, int] = {}
+        self.states_refused: dict[str, int] = {}
         self._source: ControllerSource | None = None
         self._store_up: Callable[[], bool] = lambda: False
         self._edges: tuple[EdgeView, ...] = ()
@@ -88,6 +89,10 @@ class ControllerMetrics:
     def count_refused_call(self, code: str) -> None:
         """`code`: a gRPC status code name (a bounded set)."""
         self.calls_refused[code] = self.calls_refused.get(code, 0) + 1
+
+    def count_state_refused(self, reason: str) -> None:
+        """`reason`: a controller.state_signature.Refusal (a bounded set)."""
+        self.states_refused[reason] = self.states_refused.get(reason, 0) + 1
 
     # --- scraping ----------------------------------------------------------------------
 
@@ -172,6 +177,15 @@ class ControllerMetrics:
         for code, n in sorted(self.calls_refused.items()):
             refused.add_metric([code], n)
         yield refused
+        states = CounterMetricFamily(
+            PREFIX + "states_refused",
+            "Stored states this replica did not adopt (unsigned, another key, not newer), "
+            "by reason.",
+            labels=["reason"],
+        )
+        for why, n in sorted(self.states_refused.items()):
+            states.add_metric([why], n)
+        yield states
 
 
 class _Collector(Collector):
