@@ -280,6 +280,11 @@ class EtcdCluster:
         self._killed.add(member)
         process.kill()
 
+    @property
+    def killed(self) -> tuple[int, ...]:
+        """The members `kill` stopped and `restart` has not started again."""
+        return tuple(sorted(self._killed))
+
     def restart(self, member: int, timeout: float = 20.0) -> None:
         """Start a killed member `member` again on its data directory (it rejoins), and
         wait until every running member knows the same leader.
