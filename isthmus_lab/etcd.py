@@ -188,14 +188,18 @@ class EtcdCluster:
     def _spawn(self, argv: list[str], log_path: Path) -> Process:
         if self.lab is not None and self.ns is not None:
             return self.lab.spawn(self.ns, argv, log_path)
+        # setpriv sets the parent-death signal and execs etcd: no Python code runs between
+        # fork and exec, so the at-fork handlers of a gRPC runtime in this process (tests
+        # run controllers in-process) never run in the child, where they can abort it.
+        setpriv = shutil.which("setpriv")
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                argv,
+                [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=None if setpriv else _die_with_parent,
             )
         return Process("(host)", argv, log_path, popen)
 

@@ -27,13 +27,14 @@ import pytest
 from controller.__main__ import ControllerServer
 from controller.config import ControllerConfig, StoreConfig, StoreTLS
 from controller.errors import StoreConflict, StoreError
-from controller.etcd import EtcdClient, tls_context
+from controller.etcd import EtcdClient, TLSFileError, tls_context
 from controller.etcd_store import EtcdStore
 from controller.etcd_wire import PLAINTEXT_TO_TLS_HINT, EtcdError
 from controller.health import SERVING as HEALTHY
 from controller.state import dumps, loads
 from controller.state_signature import Refusal, Signature, sign, verify
 from controller.store import Stored
+from isthmus.configfile import ConfigError
 from isthmus.signing import ControllerKey
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1 import isthmus_pb2_grpc as pb_grpc
@@ -356,3 +357,41 @@ def test_s15_quorum_loss_and_recovery_over_tls(ca: TestCA, tmp_path: Path) -> No
     with EtcdCluster(tmp_path / "etcd", tls=ca) as c:
         c.start()
         asyncio.run(asyncio.wait_for(body(c), 120))
+
+
+def test_the_tls_context_trusts_ca_file_alone_and_checks_names(ca: TestCA, tmp_path: Path) -> None:
+    context = client_tls(ca)
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert [dict(c["subject"][0])["commonName"] for c in context.get_ca_certs()] == [
+        "isthmus-test-ca"
+    ]
+    pair = ca.client("isthmus-controller")
+    with pytest.raises(TLSFileError) as e:
+        tls_context(tmp_path / "missing.pem", pair.cert, pair.key)
+    missing = tmp_path / "missing.pem"
+    assert (e.value.which, str(e.value)) == (
+        "ca_file",
+        f"{missing}: not a readable PEM CA certificate (No such file or directory)",
+    )
+    with pytest.raises(TLSFileError) as e:
+        tls_context(ca.ca.cert, pair.cert, ca.server.key)  # a key of another certificate
+    assert e.value.which == "cert_file"
+    assert str(e.value).startswith(f"{pair.cert} with key_file {ca.server.key}: ")
+
+
+def test_an_unusable_tls_file_is_a_startup_error_naming_its_key(
+    cluster: EtcdCluster, ca: TestCA, prefix: str, tmp_path: Path
+) -> None:
+    cfg = etcd_config(tmp_path, cluster, ca, prefix)
+    assert cfg.store.tls is not None
+    bad = dataclasses.replace(cfg.store.tls, cert_file=tmp_path / "nothing.pem")
+    cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, tls=bad))
+
+    async def body() -> None:
+        with pytest.raises(ConfigError) as e:
+            async with running(cfg):
+                pass
+        assert str(e.value).startswith(f"store.cert_file: {tmp_path / 'nothing.pem'} with ")
+
+    run(body)
