@@ -33,8 +33,9 @@ import grpc
 from controller import config as controller_config
 from controller.admin import start_admin_server, stop_admin_server
 from controller.change import Change
-from controller.config import ControllerConfig, overlay_addresses
+from controller.config import STORE_TLS_FILE_RULE, ControllerConfig, overlay_addresses
 from controller.errors import StoreConflict, StoreError
+from controller.etcd import TLSFileError, tls_context
 from controller.etcd_store import EtcdStore
 from controller.file_store import FileStore
 from controller.guard import max_concurrent_calls, server_options
@@ -162,7 +163,7 @@ class ControllerServer:
         except ValueError as e:
             raise ConfigError("signing_key_file", str(e), KEY_FILE_RULE) from None
         self._key = key
-        store = self._store or await _open_store(cfg)
+        store = self._store or await _open_store(cfg, key)
         self._store = store
         state = await _load_with_epoch(store, self._clock)
 
@@ -328,9 +329,30 @@ async def _load_with_epoch(store: Store, clock: Callable[[], float]) -> State:
     raise StoreError("cannot store an epoch: other replicas keep writing the state")
 
 
-async def _open_store(cfg: ControllerConfig) -> Store:
+async def _open_store(cfg: ControllerConfig, key: ControllerKey) -> Store:
+    """The configured store.
+
+    Raises:
+        ConfigError: a [store] TLS file is unusable (names the key).
+    """
     if cfg.store.kind == "etcd":
-        return EtcdStore(cfg.store.endpoints, cfg.store.prefix, default_replica(), audit=cfg.audit)
+        tls = None
+        if cfg.store.tls is not None:
+            files = cfg.store.tls
+            try:
+                tls = await asyncio.to_thread(
+                    tls_context, files.ca_file, files.cert_file, files.key_file
+                )
+            except TLSFileError as e:
+                raise ConfigError(f"store.{e.which}", str(e), STORE_TLS_FILE_RULE) from None
+        return EtcdStore(
+            cfg.store.endpoints,
+            cfg.store.prefix,
+            default_replica(),
+            audit=cfg.audit,
+            key=key,
+            tls=tls,
+        )
     return await asyncio.to_thread(FileStore.open, cfg.state_dir, None, cfg.audit)
 
 

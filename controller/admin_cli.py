@@ -242,7 +242,7 @@ def approve_main(argv: list[str]) -> int:
         r = reply.route
         doc = {"route": r.route, "edge": r.edge, "state": state_name(r.state)}
         doc["version"] = reply.version
-        text = (
+        text = clikit.printable(
             f"approved {r.route} of edge {r.edge!r}: {state_name(r.state)} "
             f"(map version {reply.version})"
         )

@@ -2,8 +2,9 @@
 JSON documents, the text tables made from them, and what makes each degraded.
 
 Pure: no I/O, no clock (callers pass `now`). The documents are what `--json` prints; the
-tables colour states only when asked (isthmus.clikit decides when). Must not import
-`controller` or `edge`.
+tables colour states only when asked (isthmus.clikit decides when) and show every cell
+through `clikit.printable`, so an edge's last error cannot steer the operator's terminal.
+Must not import `controller` or `edge`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from isthmus.clikit import Style, paint
+from isthmus.clikit import Style, paint, printable
 from isthmus.keys import PublicKey
 from isthmus.mapsig import epoch_text
 from isthmus.v1 import isthmus_pb2 as pb
@@ -119,7 +120,9 @@ def table(
     """Left-aligned columns two spaces apart; the last column is not padded.
 
     `styles[i][j]` colours cell j of row i when `colour` (widths count the text only).
+    Every cell is made `printable` first: cells come from edges and the controller.
     """
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
     widths = [max(len(r[i]) for r in (columns, *rows)) for i in range(len(columns) - 1)]
     lines = []
     for i, row in enumerate((columns, *rows)):

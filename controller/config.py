@@ -22,9 +22,12 @@ Keys (the example file deploy/examples/controller.toml shows each):
                                 host's interfaces, read at start and reload (controller.__main__)
     [store]           optional  where the state lives
       kind              optional  "file" (default) or "etcd"
-      endpoints         etcd: required, others: refused; 1-16 distinct "http://host:port"
-                                (https is not supported yet)
+      endpoints         etcd: required, others: refused; 1-16 distinct "http://host:port",
+                                or all "https://host:port" (TLS: needs the three files below)
       prefix            etcd only; the key prefix, default "/isthmus/"; starts and ends with '/'
+      ca_file           etcd only; all three or none, required with https:// endpoints and
+      cert_file           refused with http:// ones: the PEM CA that signed the members'
+      key_file            certificates, this replica's PEM client certificate and its key
     [admission]       optional  what happens to overlapping and reserved routes
       more_specific     optional  "pending" (default) or "refuse"
       less_specific     optional  "pending" (default) or "refuse"
@@ -83,11 +86,20 @@ LEASE_TTL_RULE = f"an integer number of seconds {LEASE_TTL_MIN}-{LEASE_TTL_MAX} 
 STORE_KIND_RULE = '"file" or "etcd"'
 MAX_STORE_ENDPOINTS = 16
 STORE_ENDPOINT_RULE = (
-    "'http://host:port' with a host name or IP address ([ipv6] in brackets) and a port "
-    "1-65535; https is not supported yet"
+    "'http://host:port' or 'https://host:port' with a host name or IP address ([ipv6] in "
+    "brackets) and a port 1-65535; one scheme for every endpoint"
 )
 STORE_ENDPOINTS_RULE = (
     f"a list of 1-{MAX_STORE_ENDPOINTS} distinct etcd endpoints, each {STORE_ENDPOINT_RULE}"
+)
+STORE_TLS_FILES = ("ca_file", "cert_file", "key_file")
+STORE_TLS_RULE = (
+    "ca_file, cert_file and key_file all three (with https:// endpoints) or none (with "
+    "http:// endpoints)"
+)
+STORE_TLS_FILE_RULE = (
+    "a PEM file path: ca_file the CA of the etcd members' certificates, cert_file this "
+    "replica's client certificate, key_file its private key"
 )
 STORE_PREFIX_RULE = "a key prefix of printable ASCII without spaces, starting and ending with '/'"
 POLICY_RULE = '"pending" or "refuse"'
@@ -121,7 +133,7 @@ _TOP_KEYS = {
     "edges",
     "addresses",
 }
-_STORE_KEYS = {"kind", "endpoints", "prefix"}
+_STORE_KEYS = {"kind", "endpoints", "prefix", *STORE_TLS_FILES}
 _ADMISSION_KEYS = {"more_specific", "less_specific", "allow_reserved", "hold_time"}
 _EDGE_KEYS = {"name", "public_key", "routes"}
 _POLICIES = {"pending": RouteState.PENDING, "refuse": RouteState.REFUSED}
@@ -139,12 +151,22 @@ class AllowedEdge:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreTLS:
+    """The files of TLS to etcd ([store] ca_file, cert_file, key_file)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
 class StoreConfig:
     """Where the controller keeps its state ([store])."""
 
     kind: Literal["file", "etcd"] = "file"
-    endpoints: tuple[str, ...] = ()  # etcd only: "http://host:port"
+    endpoints: tuple[str, ...] = ()  # etcd only: "http://host:port" or "https://host:port"
     prefix: str = DEFAULT_STORE_PREFIX  # etcd only
+    tls: StoreTLS | None = None  # etcd only, with https:// endpoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +288,10 @@ def _address(value: Any) -> IPAddress:
     return ip
 
 
-def _path(table: Table, key: str, rule: str) -> Path:
-    value = _required(table, "", key, rule)
+def _path(table: Table, key: str, rule: str, where: str = "") -> Path:
+    value = _required(table, where, key, rule)
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(key, f"{value!r} is not a non-empty string", rule)
+        raise ConfigError(join(where, key), f"{value!r} is not a non-empty string", rule)
     return Path(value)
 
 
@@ -293,7 +315,7 @@ def _store(value: Any) -> StoreConfig:
     table = _table(value, "store", _STORE_KEYS)
     kind = table.get("kind", "file")
     if kind == "file":
-        for key in ("endpoints", "prefix"):
+        for key in ("endpoints", "prefix", *STORE_TLS_FILES):
             if key in table:
                 raise ConfigError(f"store.{key}", 'is only used with kind = "etcd"', "leave it out")
         return StoreConfig()
@@ -315,23 +337,45 @@ def _store(value: Any) -> StoreConfig:
                 f"{url} is listed twice (also store.endpoints[{endpoints.index(url)}])",
                 "each endpoint once",
             )
+        if endpoints and url.split("://")[0] != endpoints[0].split("://")[0]:
+            raise ConfigError(
+                at,
+                f"{url} does not use the scheme of store.endpoints[0] ({endpoints[0]})",
+                "one scheme for every endpoint",
+            )
         endpoints.append(url)
     prefix = table.get("prefix", DEFAULT_STORE_PREFIX)
     if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
         raise ConfigError("store.prefix", f"{prefix!r} is not a key prefix", STORE_PREFIX_RULE)
-    return StoreConfig(kind="etcd", endpoints=tuple(endpoints), prefix=prefix)
+    tls = _store_tls(table, https=endpoints[0].startswith("https://"))
+    return StoreConfig(kind="etcd", endpoints=tuple(endpoints), prefix=prefix, tls=tls)
+
+
+def _store_tls(table: Table, https: bool) -> StoreTLS | None:
+    given = [key for key in STORE_TLS_FILES if key in table]
+    if not https:
+        if given:
+            raise ConfigError(
+                f"store.{given[0]}", "is set but store.endpoints are http://", STORE_TLS_RULE
+            )
+        return None
+    for key in STORE_TLS_FILES:
+        if key not in table:
+            why = "https:// endpoints need it" if not given else f"{given[0]} is set"
+            raise ConfigError(f"store.{key}", f"is missing ({why})", STORE_TLS_RULE)
+    paths = [_path(table, key, STORE_TLS_FILE_RULE, "store") for key in STORE_TLS_FILES]
+    return StoreTLS(*paths)
 
 
 def _store_endpoint(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a string")
-    if value.startswith("https://"):
-        raise ValueError(f"{value!r} uses https, which is not supported yet")
-    if not value.startswith("http://"):
-        raise ValueError(f"{value!r} is not an http:// URL")
-    host, sep, port = value.removeprefix("http://").rpartition(":")
+    scheme = next((s for s in ("http://", "https://") if value.startswith(s)), None)
+    if scheme is None:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    host, sep, port = value.removeprefix(scheme).rpartition(":")
     if not sep or not _HOST_RE.match(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not http://host:port")
+        raise ValueError(f"{value!r} is not {scheme}host:port")
     return value
 
 

@@ -18,19 +18,29 @@ when every endpoint failed it goes round again until `retry_for` seconds have pa
 one call takes at most about retry_for + timeout x endpoints. A 4xx answer is etcd's
 verdict on the request and is raised at once. A call to one given endpoint is tried once.
 Every failure is an `EtcdError` naming the endpoint(s) and the reason.
+
+TLS: https:// endpoints (all or none) need an `ssl.SSLContext` (`tls_context`: the
+cluster's CA, this client's certificate and key, TLS 1.2 or newer, the certificate's
+names checked against the endpoint's host). A member that serves TLS only and is asked
+in plaintext fails with a reason that says so.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from controller.etcd_watch import Watch
 from controller.etcd_wire import (
     HEADERS,
+    PLAINTEXT_TO_TLS,
+    PLAINTEXT_TO_TLS_HINT,
+    PLAINTEXT_TO_TLS_REASON,
     EtcdError,
     EtcdLease,
     KeyValue,
@@ -45,6 +55,7 @@ from controller.etcd_wire import (
     parse_endpoint,
     range_result,
     revision_of,
+    uses_tls,
 )
 
 _ROUND_PAUSE = 0.2  # seconds between two rounds over every endpoint
@@ -54,14 +65,32 @@ class EtcdClient:
     """Blocking calls to an etcd cluster through any of its members' JSON gateways."""
 
     def __init__(
-        self, endpoints: Sequence[str], timeout: float = 2.0, retry_for: float = 5.0
+        self,
+        endpoints: Sequence[str],
+        timeout: float = 2.0,
+        retry_for: float = 5.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: required with https:// endpoints, refused with http:// ones.
+
+        Raises:
+            ValueError: no endpoints, a malformed one, http and https mixed, or `tls`
+                given for http:// endpoints or missing for https:// ones.
+        """
         if not endpoints:
             raise ValueError("etcd endpoints: empty; give at least one http://host:port")
         if timeout <= 0:
             raise ValueError(f"etcd timeout: {timeout} is not a positive number of seconds")
         self.endpoints = tuple(endpoints)
         self._addresses = {e: parse_endpoint(e) for e in self.endpoints}
+        secure = {uses_tls(e) for e in self.endpoints}
+        if len(secure) > 1:
+            raise ValueError("etcd endpoints: http:// and https:// mixed; use one scheme")
+        if secure == {True} and tls is None:
+            raise ValueError("etcd endpoints: https:// needs a TLS context (tls_context)")
+        if secure == {False} and tls is not None:
+            raise ValueError("etcd endpoints: a TLS context needs https:// endpoints")
+        self._tls = tls
         self.timeout = timeout
         self.retry_for = retry_for
         self._preferred = 0
@@ -251,7 +280,11 @@ class EtcdClient:
     def connect(self, endpoint: str, timeout: float) -> http.client.HTTPConnection:
         """A connection to `endpoint`, or `Unreachable` (for calls and watch streams)."""
         host, port = self._addresses[endpoint]
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn = (
+            http.client.HTTPConnection(host, port, timeout=timeout)
+            if self._tls is None
+            else http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+        )
         try:
             conn.connect()
         except TimeoutError:
@@ -272,10 +305,18 @@ class EtcdClient:
             raw = response.read()
         except TimeoutError:
             raise Unreachable(f"no answer within {timeout:g} s", ambiguous=True) from None
+        except http.client.RemoteDisconnected as e:
+            if self._tls is None:  # what etcd does to plaintext on a TLS-only port
+                raise Unreachable(
+                    f"{os_reason(e)}; {PLAINTEXT_TO_TLS_HINT}", ambiguous=True
+                ) from None
+            raise Unreachable(os_reason(e), ambiguous=True) from None
         except (OSError, http.client.HTTPException) as e:
             raise Unreachable(os_reason(e), ambiguous=True) from None
         finally:
             conn.close()
+        if PLAINTEXT_TO_TLS in raw:
+            raise Unreachable(PLAINTEXT_TO_TLS_REASON, ambiguous=False)
         try:
             doc = json.loads(raw)
         except ValueError:
@@ -285,3 +326,45 @@ class EtcdClient:
         if not isinstance(doc, dict):
             raise Unreachable(f"HTTP {response.status}: not a JSON object", ambiguous=True)
         return response.status, doc
+
+
+class TLSFileError(ValueError):
+    """A TLS file of [store] is unusable; `which` names its key."""
+
+    def __init__(self, which: str, message: str) -> None:
+        super().__init__(message)
+        self.which = which
+
+
+def tls_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A client context for an etcd cluster: trusts `ca_file` only, presents `cert_file`
+    with `key_file`, speaks TLS 1.2 or newer and checks the member's certificate names
+    against the endpoint's host.
+
+    Raises:
+        TLSFileError: a file is unreadable or not what it should be; names the file and
+            the [store] key (`which`: "ca_file" or "cert_file").
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no system CAs: ca_file alone
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as e:
+        raise TLSFileError(
+            "ca_file", f"{ca_file}: not a readable PEM CA certificate ({_reason(e)})"
+        ) from None
+    try:
+        context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
+    except (OSError, ssl.SSLError) as e:
+        raise TLSFileError(
+            "cert_file",
+            f"{cert_file} with key_file {key_file}: not a readable PEM certificate and its "
+            f"key ({_reason(e)})",
+        ) from None
+    return context
+
+
+def _reason(e: BaseException) -> str:
+    return str(getattr(e, "strerror", None) or getattr(e, "reason", None) or e)

@@ -1,9 +1,16 @@
 """`EtcdStore`: the `Store` (controller.store) shared by every replica of one controller,
 in etcd (through controller.etcd).
 
-- The key `<prefix>state` holds the state's JSON document (`controller.state.dumps`); a
-  save is a transaction comparing the key's mod revision with the one this store last
-  loaded, saved or saw.
+- The key `<prefix>state` holds the state's JSON document (`controller.state.dumps`)
+  signed with the controller key (`controller.state_signature`); a save is a transaction
+  comparing the key's mod revision with the one this store last loaded, saved or saw.
+- Whoever can write etcd can write that key. `load()` refuses a document that is not
+  signed by the controller key (a `StoreError` saying how to recover); `changes()` yields
+  every newer document with its `Signature`, for `Registry.adopt` to refuse. A refused
+  document's mod revision counts as seen, so the next save replaces it with a signed one;
+  its version never counts as stored.
+- TLS (`tls`, controller.etcd.tls_context): https:// endpoints, the cluster's CA, this
+  replica's client certificate.
 - `<prefix>live/<edge>` holds a `Liveness` put with an etcd lease the store keeps alive
   every ttl/3, so the records of a replica that dies vanish after the TTL.
 - Audit entries are keys `<prefix>audit/<version, 20 digits>-<index, 6 digits>` (so key
@@ -21,6 +28,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -33,9 +41,11 @@ from controller.etcd import EtcdClient
 from controller.etcd_wire import IDLE, EtcdError, WatchBatch, prefix_end
 from controller.liveness import Liveness, liveness_from_json, liveness_to_json
 from controller.state import State, dumps, loads
-from controller.store import HEALTH_TIMEOUT, decode_lines
+from controller.state_signature import Signature, sign, verify
+from controller.store import HEALTH_TIMEOUT, Stored, decode_lines
 from isthmus.ids import EdgeName
 from isthmus.logfmt import kv
+from isthmus.signing import ControllerKey
 
 WATCH_IDLE = 30.0  # seconds after which a silent watch stream is reopened (after a reload)
 _RETRY_FIRST, _RETRY_MAX = 0.5, 5.0  # backoff while no etcd endpoint answers a watch
@@ -57,15 +67,22 @@ class EtcdStore:
         liveness_ttl: int = 10,
         retry_for: float = 5.0,
         audit: AuditConfig | None = None,
+        *,
+        key: ControllerKey,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """`timeout`: seconds one request may take at one endpoint; `retry_for`: seconds a
-        call keeps going round the endpoints when none answers (see controller.etcd).
+        call keeps going round the endpoints when none answers (see controller.etcd);
+        `key`: the controller key, which signs and checks the state document; `tls`: the
+        context for https:// endpoints (controller.etcd.tls_context).
 
         Raises:
-            ValueError: no endpoints, or one that is not http://host:port.
+            ValueError: no endpoints, one that is neither http:// nor https://host:port,
+                or `tls` and the endpoints' scheme disagree.
         """
         self.replica = replica
-        self._client = EtcdClient(endpoints, timeout, retry_for)
+        self._key = key
+        self._client = EtcdClient(endpoints, timeout, retry_for, tls)
         self._state_key = (prefix + "state").encode("utf-8")
         self._live_prefix = (prefix + "live/").encode("utf-8")
         self._audit_prefix = (prefix + "audit/").encode("utf-8")
@@ -102,12 +119,24 @@ class EtcdStore:
                 self._revision, self._known = 0, 0
                 return State()
             kv_ = result.kvs[0]
-            state = await self._decode(kv_.value, kv_.mod_revision)
+            state, signature = await self._decode(kv_.value, kv_.mod_revision)
+            if signature is not Signature.VALID:
+                self._revision = kv_.mod_revision  # a later save may replace it
+                what = "not signed" if signature is Signature.MISSING else "signed by another key"
+                log.error(
+                    kv("state_refused", key=self.state_key, signature=signature.value, at="load")
+                )
+                raise StoreError(
+                    f"etcd key {self.state_key!r} (mod revision {kv_.mod_revision}) holds a "
+                    f"state {what}: anyone with write access to etcd may have written it, so "
+                    "it is not adopted; restore a signed copy from a backup, or delete the "
+                    "key to start from an empty state (the edges register again)"
+                )
             self._revision, self._known = kv_.mod_revision, state.version
             return state
 
     async def save(self, state: State) -> None:
-        data = await asyncio.to_thread(dumps, state)
+        data = await asyncio.to_thread(lambda: sign(dumps(state), self._key))
         async with self._lock:
             self._check_open()
             if self._known is not None and state.version <= self._known:
@@ -137,7 +166,7 @@ class EtcdStore:
                 f"found {found}, expected {wanted}"
             )
 
-    async def changes(self) -> AsyncIterator[State]:
+    async def changes(self) -> AsyncIterator[Stored]:
         queue: asyncio.Queue[WatchBatch | EtcdError | None] = asyncio.Queue()
         self._queues.add(queue)
         delay = _RETRY_FIRST
@@ -153,9 +182,9 @@ class EtcdStore:
                     continue
                 delay = _RETRY_FIRST
                 if result.kvs:
-                    state = await self._seen(result.kvs[0].value, result.kvs[0].mod_revision)
-                    if state is not None:
-                        yield state
+                    stored = await self._seen(result.kvs[0].value, result.kvs[0].mod_revision)
+                    if stored is not None:
+                        yield stored
                 watch = self._client.watch(
                     self._state_key,
                     result.revision + 1,
@@ -172,9 +201,9 @@ class EtcdStore:
                             break
                         for event in item.events:
                             if event.type == "put":
-                                state = await self._seen(event.kv.value, event.kv.mod_revision)
-                                if state is not None:
-                                    yield state
+                                stored = await self._seen(event.kv.value, event.kv.mod_revision)
+                                if stored is not None:
+                                    yield stored
                             else:
                                 log.warning(
                                     kv("store_state_deleted", key=self.state_key, by="etcd")
@@ -326,9 +355,13 @@ class EtcdStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
-    async def _decode(self, data: bytes, mod_revision: int) -> State:
+    async def _decode(self, data: bytes, mod_revision: int) -> tuple[State, Signature]:
+        def decode() -> tuple[State, Signature]:
+            document, signature = verify(data, self._key.public)
+            return loads(document), signature
+
         try:
-            return await asyncio.to_thread(loads, data)
+            return await asyncio.to_thread(decode)
         except ValueError as e:
             raise StoreError(
                 f"etcd key {self.state_key!r} (mod revision {mod_revision}) is not a valid "
@@ -336,14 +369,16 @@ class EtcdStore:
                 "from an empty state"
             ) from None
 
-    async def _seen(self, data: bytes, mod_revision: int) -> State | None:
+    async def _seen(self, data: bytes, mod_revision: int) -> Stored | None:
         """The state at `mod_revision` if it is newer than what this store knows."""
         async with self._lock:
             if mod_revision <= (self._revision or 0):
                 return None  # known: loaded, saved here, or seen before
-            state = await self._decode(data, mod_revision)
-            self._revision, self._known = mod_revision, state.version
-            return state
+            state, signature = await self._decode(data, mod_revision)
+            self._revision = mod_revision
+            if signature is Signature.VALID:
+                self._known = max(self._known or 0, state.version)
+            return Stored(state, signature)
 
     async def _sleep(self, seconds: float) -> None:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that

@@ -5,7 +5,8 @@ fields at their default value left out; an error body is {"error": ..., "code": 
 gRPC status code), nested in a stream. Owns the records a call returns (`KeyValue`,
 `RangeResult`, `TxnResult`, `EtcdLease`, `MemberStatus`, `WatchEvent`, `WatchBatch`),
 `EtcdError` (every failure, naming each endpoint tried and why it failed there), the
-endpoint form http://host:port and the headers every request carries. Pure: no sockets.
+endpoint forms http://host:port and https://host:port and the headers every request
+carries. Pure: no sockets.
 """
 
 from __future__ import annotations
@@ -117,19 +118,19 @@ class WatchBatch:
 
 
 def parse_endpoint(url: str) -> tuple[str, int]:
-    """`http://host:port` as (host, port).
+    """`http://host:port` or `https://host:port` as (host, port).
 
     Raises:
-        ValueError: naming the endpoint and the allowed form.
+        ValueError: naming the endpoint and the allowed forms.
     """
-    problem = f"etcd endpoint {url!r} is not of the form http://host:port"
+    problem = f"etcd endpoint {url!r} is not of the form http://host:port or https://host:port"
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError:
         raise ValueError(problem) from None
     if (
-        parts.scheme != "http"
+        parts.scheme not in ("http", "https")
         or not parts.hostname
         or port is None
         or parts.path not in ("", "/")
@@ -139,6 +140,23 @@ def parse_endpoint(url: str) -> tuple[str, int]:
     ):
         raise ValueError(problem)
     return parts.hostname, port
+
+
+def uses_tls(url: str) -> bool:
+    """Whether the endpoint `url` (checked by `parse_endpoint`) is https://."""
+    return url.startswith("https://")
+
+
+# What a Go TLS server answers a plaintext request; etcd itself closes the connection.
+PLAINTEXT_TO_TLS = b"Client sent an HTTP request to an HTTPS server"
+PLAINTEXT_TO_TLS_REASON = (
+    "this member serves TLS only: use https:// endpoints with [store] ca_file, cert_file "
+    "and key_file"
+)
+PLAINTEXT_TO_TLS_HINT = (
+    "a member that serves TLS only does that to plaintext: use https:// endpoints with "
+    "[store] ca_file, cert_file and key_file"
+)
 
 
 def prefix_end(prefix: bytes) -> bytes:

@@ -5,6 +5,9 @@ directory.
   temporary file in the same directory is written, fsynced and renamed over state.json,
   then the directory is fsynced, so a crash leaves the old or the new state, never a mix.
 - Liveness stays in memory. Nothing else writes, so `changes()` never yields.
+- The state is not signed (controller.state_signature): state_dir is the controller's own
+  (mode 0700, beside or holding the signing key), so whoever can write state.json can read
+  the key too, and a signature would prove nothing. Nothing is ever adopted from it.
 - The audit log is `<state_dir>/audit.log`, JSON lines (`controller.audit.encode`),
   appended to and rotated by size (controller.auditfile, `[audit] max_bytes` and `keep`);
   a line that does not decode is skipped with a warning when reading, and reading goes
@@ -31,7 +34,7 @@ from controller.bounds import AuditConfig
 from controller.errors import StoreConflict, StoreError
 from controller.liveness import Liveness
 from controller.state import State, dumps, loads
-from controller.store import decode_lines, default_replica
+from controller.store import Stored, decode_lines, default_replica
 from isthmus.ids import EdgeName
 
 STATE_FILE = "state.json"
@@ -101,7 +104,7 @@ class FileStore:
         await asyncio.to_thread(self._write, dumps(state))
         self._known = state.version
 
-    async def changes(self) -> AsyncIterator[State]:
+    async def changes(self) -> AsyncIterator[Stored]:
         await self._closed.wait()
         return
         yield  # makes this an async generator that ends at close() without yielding

@@ -77,6 +77,7 @@ class ControllerMetrics:
         self.calls_refused: dict[str, int] = {}
         self.refusals: dict[str, int] = {}
         self.rate_limited: dict[str, int] = {}
+        self.states_refused: dict[str, int] = {}
         self._source: ControllerSource | None = None
         self._store_up: Callable[[], bool] = lambda: False
         self._edges: tuple[EdgeView, ...] = ()
@@ -105,6 +106,10 @@ class ControllerMetrics:
     def count_rate_limited(self, kind: str) -> None:
         """`kind`: the limit a call was refused by (a bounded set, see the module)."""
         self.rate_limited[kind] = self.rate_limited.get(kind, 0) + 1
+
+    def count_state_refused(self, reason: str) -> None:
+        """`reason`: a controller.state_signature.Refusal (a bounded set)."""
+        self.states_refused[reason] = self.states_refused.get(reason, 0) + 1
 
     # --- scraping ----------------------------------------------------------------------
 
@@ -198,6 +203,15 @@ class ControllerMetrics:
             "kind",
             self.rate_limited.items(),
         )
+        states = CounterMetricFamily(
+            PREFIX + "states_refused",
+            "Stored states this replica did not adopt (unsigned, another key, not newer), "
+            "by reason.",
+            labels=["reason"],
+        )
+        for why, n in sorted(self.states_refused.items()):
+            states.add_metric([why], n)
+        yield states
 
 
 class _Collector(Collector):

@@ -27,7 +27,8 @@ Rules:
   signed at the new version, expiring at int(now) + lease_ttl; `renew` re-signs leases
   with less than lease_ttl / 2 left.
 - The version rises by one on every change of the state (edges, advertised routes,
-  approvals, leases) and never otherwise; `adopt` only ever moves it forward.
+  approvals, leases) and never otherwise; `adopt` only ever moves it forward, and only
+  to a state the controller key signed (controller.state_signature).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from controller.state import (
     hold_order,
     pair_order,
 )
+from controller.state_signature import Refusal, Signature, refusal
 from isthmus.convert import Registration
 from isthmus.endpoint import IPAddress, unicast_problem
 from isthmus.ids import EdgeName
@@ -311,11 +313,14 @@ class Registry:
             for name, n in sorted(counts.items())
         )
 
-    def adopt(self, state: State) -> None:
-        """Take the state another replica wrote, if it is newer; else do nothing."""
-        if state.version > self.version:
+    def adopt(self, state: State, *, signature: Signature) -> Refusal | None:
+        """Take a stored state (another replica's write) if `controller.state_signature.
+        refusal` allows it; else change nothing and return why."""
+        refused = refusal(self._state, state, signature)
+        if refused is None and state.version > self.version:
             self._state = state
             self._decisions = self._decide(state)
+        return refused
 
     # --- internals ------------------------------------------------------------------------
 

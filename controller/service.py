@@ -49,6 +49,7 @@ from controller.presence import Presence
 from controller.publisher import Publisher
 from controller.registry import Registry
 from controller.state import State
+from controller.state_signature import Signature
 from controller.store import Store
 from isthmus.auth import Authenticator
 from isthmus.convert import WireError, registration_from_pb
@@ -217,7 +218,8 @@ class ControllerService:
                     if attempt >= SAVE_ATTEMPTS:
                         raise
                     attempt += 1
-                    await self._adopt_locked(await self._store.load())
+                    # load() returns only a state the controller key signed.
+                    await self._adopt_locked(await self._store.load(), Signature.VALID)
                     continue
                 self._registry = candidate
                 await self._publish()
@@ -233,10 +235,22 @@ class ControllerService:
             self._metrics.count_audit_failure(len(entries))
             log.error(kv("audit_not_stored", entries=len(entries), reason=str(e)))
 
-    async def _adopt_locked(self, state: State) -> None:
+    async def _adopt_locked(self, state: State, signature: Signature) -> None:
         before = self._registry.version
-        self._registry.adopt(state)
-        if self._registry.version != before:
+        refused = self._registry.adopt(state, signature=signature)
+        if refused is not None:
+            # Keep serving the current state; health is the store's reachability, unchanged.
+            self._metrics.count_state_refused(refused)
+            log.warning(
+                kv(
+                    "state_refused",
+                    version=state.version,
+                    current=before,
+                    reason=refused.value,
+                    signature=signature.value,
+                )
+            )
+        elif self._registry.version != before:
             log.info(kv("state_adopted", version=self._registry.version, previous=before))
             await self._publish()
 
@@ -272,9 +286,9 @@ class ControllerService:
     async def _follow(self) -> None:
         while True:
             try:
-                async for state in self._store.changes():
+                async for stored in self._store.changes():
                     async with self._lock:
-                        await self._adopt_locked(state)
+                        await self._adopt_locked(stored.state, stored.signature)
                 return  # the store was closed
             except StoreError as e:
                 log.error(kv("store_feed_failed", reason=str(e), retry_in=FOLLOW_RETRY))

@@ -16,6 +16,11 @@ a `StoreError` naming the file or the etcd endpoint(s) and the reason; etcd call
 bounded by timeouts and never hang. Blocking work runs in threads, never on the loop.
 An audit line that does not decode is skipped with a warning when reading
 (`decode_lines`). Holds public data only (no private keys).
+
+Trust: `load()` returns only a state this controller may take as it is (the file store's
+own file; in etcd, a document the controller key signed, see controller.state_signature);
+`changes()` yields every newer document with what its signature says, and the caller
+decides (`Registry.adopt`): a shared store may hold what someone else wrote.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from controller.audit import AuditEntry
@@ -32,12 +38,21 @@ from controller.errors import StoreConflict as StoreConflict
 from controller.errors import StoreError as StoreError
 from controller.liveness import Liveness
 from controller.state import State
+from controller.state_signature import Signature
 from isthmus.ids import EdgeName
 from isthmus.logfmt import kv
 
 HEALTH_TIMEOUT = 1.0  # seconds a linearizable read may take for the store to count healthy
 
 log = logging.getLogger("controller.store")
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A state read from the store, with what its signature says."""
+
+    state: State
+    signature: Signature
 
 
 def default_replica() -> str:
@@ -54,7 +69,8 @@ class Store(Protocol):
         """The stored state, or `State()` (version 0) when nothing is stored.
 
         Raises:
-            StoreError: the store is unreachable or the stored state is invalid.
+            StoreError: the store is unreachable, or the stored state is invalid or (in a
+                shared store) not signed by the controller key.
         """
         ...
 
@@ -67,8 +83,9 @@ class Store(Protocol):
         """
         ...
 
-    def changes(self) -> AsyncIterator[State]:
-        """States other replicas wrote, in order; ends when the store is closed.
+    def changes(self) -> AsyncIterator[Stored]:
+        """States written by others (replicas, or not), in order, each with what its
+        signature says; ends when the store is closed.
 
         Raises:
             StoreError: a stored state is invalid.

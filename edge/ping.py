@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from edge.status import DEFAULT_SOCKET, StatusError, request, socket_path
 from isthmus import clikit
-from isthmus.clikit import paint
+from isthmus.clikit import paint, printable, printable_doc
 from isthmus.configfile import ConfigError
 
 PROG: Final = "isthmus ping"
@@ -37,7 +37,8 @@ TIMEOUT: Final = 10.0  # per request: longer than the edge's wait for an answer
 
 
 def describe(reply: dict[str, Any], colour: bool = False) -> str:
-    """One line for one probe's reply."""
+    """One line for one probe's reply (its strings shown `printable`)."""
+    reply = printable_doc(reply)
     if "error" in reply:
         return paint(str(reply["error"]), "bad", colour)
     via = f" via route {reply['route']}" if reply.get("route") else ""
@@ -67,6 +68,7 @@ def summarize(replies: list[dict[str, Any]]) -> dict[str, Any]:
 def render_summary(target: str, summary: dict[str, Any]) -> str:
     sent, answered = summary["sent"], summary["answered"]
     lost = 100 * summary["lost"] // sent if sent else 0
+    target = printable(target)
     text = (
         f"--- {target} ping statistics ---\n{sent} probes sent, {answered} answered, {lost}% lost"
     )

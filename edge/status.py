@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from isthmus import clikit
-from isthmus.clikit import Style, paint
+from isthmus.clikit import Style, paint, printable_doc
 from isthmus.configfile import ConfigError
 
 DEFAULT_SOCKET = Path("/var/lib/isthmus/admin.sock")
@@ -135,7 +135,9 @@ def problems(status: dict[str, Any]) -> list[str]:
 
 
 def render(status: dict[str, Any], colour: bool = False) -> str:
-    """The status as indented text, in the manner of `wg show`; `colour` marks states."""
+    """The status as indented text, in the manner of `wg show`; `colour` marks states.
+    Every string of `status` is shown `printable` (it quotes the controller and peers)."""
+    status = printable_doc(status)
     ctl = status.get("controller", {})
     state = (
         paint("connected", "good", colour)
@@ -195,7 +197,9 @@ def _utc(t: float) -> str:
 
 
 def render_explain(doc: dict[str, Any], colour: bool = False) -> str:
-    """The explanation as indented text; `colour` marks the verdict and states."""
+    """The explanation as indented text; `colour` marks the verdict and states. Every
+    string of `doc` is shown `printable` (it quotes the map and the controller)."""
+    doc = printable_doc(doc)
     verdict = doc["verdict"]
     style: Style = "warn" if verdict == "no_route" else "good"
     lines = [

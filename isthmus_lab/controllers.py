@@ -80,6 +80,14 @@ class MeshControllers(MeshLayout):
         self.etcd.kill(member)
         self._progress(f"etcd member {member} killed")
 
+    def restart_etcd_member(self, member: int) -> None:
+        """Start a killed etcd member again on its data; returns once the members agree
+        on a leader."""
+        if self.etcd is None:
+            raise LabError("this mesh runs no etcd (store='file')")
+        self.etcd.restart(member)
+        self._progress(f"etcd member {member} restarted")
+
     # -- the controllers --------------------------------------------------------------------
 
     @property

@@ -6,10 +6,15 @@ On the host loopback (no `lab`) every member gets free client and peer ports; in
 namespace (`lab` and `ns`) the ports are fixed (2379 + 2 i, 2380 + 2 i), since a fresh
 namespace has all ports free.
 
-Rules: `kill(i)` SIGKILLs member i only; `close()` ends only the processes this cluster
-started (SIGTERM, then SIGKILL), removes their data directories, is idempotent and never
-raises. Members die with the process that started them (PR_SET_PDEATHSIG). Imports neither
-`controller` nor `edge`; needs `/usr/bin/etcd` (Debian `etcd-server`, scripts/setup.sh).
+TLS (`tls`, an isthmus_lab.certs.TestCA): client URLs are https://, every member presents
+the CA's server certificate and requires a client certificate the CA signed
+(--client-cert-auth); peers talk plain http between themselves.
+
+Rules: `kill(i)` SIGKILLs member i only; `restart(i)` starts it again on its data;
+`close()` ends only the processes this cluster started (SIGTERM, then SIGKILL), removes
+their data directories, is idempotent and never raises. Members die with the process
+that started them (PR_SET_PDEATHSIG). Imports neither `controller` nor `edge`; needs
+`/usr/bin/etcd` (Debian `etcd-server`, scripts/setup.sh).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,14 +33,19 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from isthmus_lab.certs import TestCA
 from isthmus_lab.netns import Lab, LabError, Process, _die_with_parent
 
 ETCD = "etcd"
 _PORT_ATTEMPTS = 3
 _STATUS_SCRIPT = (
-    "import sys, urllib.request\n"
+    "import ssl, sys, urllib.request\n"
+    "c = None\n"
+    "if len(sys.argv) > 2:\n"
+    "    c = ssl.create_default_context(cafile=sys.argv[2])\n"
+    "    c.load_cert_chain(sys.argv[3], sys.argv[4])\n"
     "r = urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=b'{}', "
-    "method='POST'), timeout=1)\n"
+    "method='POST'), timeout=1, context=c)\n"
     "sys.stdout.write(r.read().decode())\n"
 )
 
@@ -56,6 +67,7 @@ class EtcdCluster:
         lab: Lab | None = None,
         ns: str | None = None,
         host: str = "127.0.0.1",
+        tls: TestCA | None = None,
     ) -> None:
         if members < 1:
             raise ValueError(f"members: {members} is not a positive number")
@@ -65,11 +77,18 @@ class EtcdCluster:
         self.lab = lab
         self.ns = ns
         self.host = host
+        self.tls = tls
+        self._tls_context: ssl.SSLContext | None = None
+        if tls is not None:
+            lab_client = tls.client("etcd-lab")
+            self._tls_context = ssl.create_default_context(cafile=str(tls.ca.cert))
+            self._tls_context.load_cert_chain(str(lab_client.cert), str(lab_client.key))
         self.names = tuple(f"etcd{i}" for i in range(members))
         self.client_urls: tuple[str, ...] = ()
         self.peer_urls: tuple[str, ...] = ()
         self._pick_ports()
         self._processes: list[Process | None] = [None] * members
+        self._argv: list[list[str]] = [[] for _ in range(members)]
         self._killed: set[int] = set()
         self._closed = False
 
@@ -126,7 +145,8 @@ class EtcdCluster:
             ports = [(free_port(host), free_port(host)) for _ in range(n)]
         else:
             ports = [(2379 + 2 * i, 2380 + 2 * i) for i in range(n)]
-        self.client_urls = tuple(f"http://{url_host}:{c}" for c, _ in ports)
+        scheme = "http" if self.tls is None else "https"
+        self.client_urls = tuple(f"{scheme}://{url_host}:{c}" for c, _ in ports)
         self.peer_urls = tuple(f"http://{url_host}:{p}" for _, p in ports)
 
     def _port_taken(self) -> bool:
@@ -155,19 +175,31 @@ class EtcdCluster:
                 "--log-level", "error",
                 "--log-outputs", "stderr",
             ]  # fmt: skip
+            if self.tls is not None:
+                argv += [
+                    "--cert-file", str(self.tls.server.cert),
+                    "--key-file", str(self.tls.server.key),
+                    "--trusted-ca-file", str(self.tls.ca.cert),
+                    "--client-cert-auth",
+                ]  # fmt: skip
+            self._argv[i] = argv
             self._processes[i] = self._spawn(argv, self.log_path(i))
 
     def _spawn(self, argv: list[str], log_path: Path) -> Process:
         if self.lab is not None and self.ns is not None:
             return self.lab.spawn(self.ns, argv, log_path)
+        # setpriv sets the parent-death signal and execs etcd: no Python code runs between
+        # fork and exec, so the at-fork handlers of a gRPC runtime in this process (tests
+        # run controllers in-process) never run in the child, where they can abort it.
+        setpriv = shutil.which("setpriv")
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                argv,
+                [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=None if setpriv else _die_with_parent,
             )
         return Process("(host)", argv, log_path, popen)
 
@@ -226,12 +258,18 @@ class EtcdCluster:
         url = f"{self.client_urls[member]}/v3/maintenance/status"
         try:
             if self.lab is not None and self.ns is not None:
+                files = []
+                if self.tls is not None:
+                    lab_client = self.tls.client("etcd-lab")
+                    files = [str(self.tls.ca.cert), str(lab_client.cert), str(lab_client.key)]
                 text = self.lab.run(
-                    self.ns, [sys.executable, "-c", _STATUS_SCRIPT, url], timeout=5
+                    self.ns, [sys.executable, "-c", _STATUS_SCRIPT, url, *files], timeout=5
                 ).stdout
             else:
                 request = urllib.request.Request(url, data=b"{}", method="POST")
-                with urllib.request.urlopen(request, timeout=1) as response:
+                with urllib.request.urlopen(
+                    request, timeout=1, context=self._tls_context
+                ) as response:
                     text = response.read().decode()
             doc = json.loads(text)
             return int(doc.get("header", {}).get("member_id", 0)), int(doc.get("leader", 0))
@@ -245,6 +283,27 @@ class EtcdCluster:
             raise LabError(f"etcd member {self.names[member]} was never started")
         self._killed.add(member)
         process.kill()
+
+    @property
+    def killed(self) -> tuple[int, ...]:
+        """The members `kill` stopped and `restart` has not started again."""
+        return tuple(sorted(self._killed))
+
+    def restart(self, member: int, timeout: float = 20.0) -> None:
+        """Start a killed member `member` again on its data directory (it rejoins), and
+        wait until every running member knows the same leader.
+
+        Raises:
+            LabError: it was never started or is running, or no common leader in time.
+        """
+        process = self._processes[member]
+        if process is None or not self._argv[member]:
+            raise LabError(f"etcd member {self.names[member]} was never started")
+        if process.alive():
+            raise LabError(f"etcd member {self.names[member]} is running")
+        self._processes[member] = self._spawn(self._argv[member], self.log_path(member))
+        self._killed.discard(member)
+        self.wait_for_leader(timeout)
 
     def logs(self) -> str:
         """Every member's log, for failure messages."""

@@ -10,10 +10,11 @@ cd "$here"
 source scripts/root.sh
 
 # etcd-server provides /usr/bin/etcd for the replicated-controller tests (isthmus_lab.etcd
-# starts its own members on free ports; the Debian service is not used).
+# starts its own members on free ports; the Debian service is not used). openssl makes the
+# throwaway CA and certificates of the etcd-over-TLS tests (isthmus_lab.certs).
 # The check below runs on every call, .venv or not, so adding a package here installs it
 # on the next run of an existing checkout.
-apt_packages=(iproute2 nftables tcpdump iperf3 iputils-ping procps python3-venv etcd-server)
+apt_packages=(iproute2 nftables tcpdump iperf3 iputils-ping procps python3-venv etcd-server openssl)
 # systemd gives systemd-analyze and cloud-init gives `cloud-init schema`, for tests/deploy
 # (the units and the Terraform user data). They come without their recommends.
 norec_packages=(systemd cloud-init)

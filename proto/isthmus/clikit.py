@@ -9,6 +9,14 @@ Owns these rules (README "Command line", docs/design.md "CLI contract"):
 - Colour only when stdout is a terminal, NO_COLOR is unset or empty (no-color.org) and
   TERM is not "dumb"; never in `--json`. Colour marks states only; the words carry the
   meaning, so a colourless copy says the same.
+- Text output never passes a control character that came from data (an edge's report, a
+  controller's message, a peer's name) to the terminal: every text renderer runs data
+  through `printable` (or `printable_doc`), which writes C0 (tab and newline too), DEL, C1,
+  U+2028/U+2029 and the bidi embeddings, overrides and isolates (U+202A-U+202E,
+  U+2066-U+2069) visibly as `\\xNN` / `\\uNNNN`, so data can neither move the cursor,
+  clear the screen, set the clipboard (OSC 52) nor start a line of its own. The colour
+  codes `paint` adds are the only escape sequences written. `--json` is safe as it is:
+  json.dumps escapes every control character.
 Must not import `controller` or `edge`.
 """
 
@@ -29,6 +37,31 @@ Style = Literal["good", "bad", "warn"]
 
 # ANSI SGR codes: green, bold red, yellow.
 _SGR: Final[dict[str, str]] = {"good": "32", "bad": "1;31", "warn": "33"}
+
+
+# Every code point `printable` rewrites, with what it writes instead.
+_ESCAPES: Final[dict[int, str]] = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))},
+    **{c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+}
+CONTROL: Final = frozenset(chr(c) for c in _ESCAPES)  # what `printable` never lets through
+
+
+def printable(text: str) -> str:
+    """`text` with every control character written visibly (see the module), one line."""
+    return text.translate(_ESCAPES)
+
+
+def printable_doc(doc: Any) -> Any:
+    """A copy of the JSON-like `doc` with `printable` applied to every string in it
+    (keys too); other values are kept as they are."""
+    if isinstance(doc, str):
+        return printable(doc)
+    if isinstance(doc, dict):
+        return {printable_doc(k): printable_doc(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [printable_doc(v) for v in doc]
+    return doc
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,14 +88,14 @@ def parse(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | i
 
 
 def usage_error(prog: str, message: str) -> int:
-    """Print a usage error found after parsing; returns 1."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    """Print a usage error found after parsing (made printable); returns 1."""
+    print(f"{prog}: error: {printable(message)}", file=sys.stderr)
     return EXIT_ERROR
 
 
 def fail(prog: str, message: str) -> int:
-    """Print an error on stderr; returns 1."""
-    print(f"{prog}: {message}", file=sys.stderr)
+    """Print an error on stderr (made printable: it may quote a peer); returns 1."""
+    print(f"{prog}: {printable(message)}", file=sys.stderr)
     return EXIT_ERROR
 
 

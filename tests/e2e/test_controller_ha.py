@@ -18,7 +18,9 @@
 The tests run in file order on one mesh, each starting where the previous one left it:
 the replica vpc-a watches is killed (the edges fail over and keep receiving changes), then
 one etcd member (a follower: nothing changes), then a second member (no quorum: the
-surviving replica turns NOT_SERVING, and forwarding between the edges goes on).
+surviving replica turns NOT_SERVING, a change fails with a store error naming etcd, and
+forwarding between the edges goes on), then both members come back (reliability.md S15:
+SERVING again and changes resume, without restarting the controller).
 """
 
 from __future__ import annotations
@@ -177,3 +179,40 @@ def test_quorum_lost_health_not_serving_and_forwarding_goes_on(ha: Mesh) -> None
     _tcp_between_sites(ha, "without an etcd quorum")
     ping = ha.ping("office", DEMO.site("vpc-b").service_ip or "", count=3)
     assert ping.ok, ping.output
+    # A change cannot be stored: the replica says why in its log and keeps its map.
+    ha.rewrite_controller_config({"vpc-b": [KEPT]})
+    ha.reload_controller(survivor)
+    wait_until(
+        lambda: "reload_failed" in controller.log(),
+        60.0,
+        f"controller {survivor} logs reload_failed without an etcd quorum",
+        lambda: controller.log()[-2000:],
+    )
+    failed = next(line for line in controller.log().splitlines() if "reload_failed" in line)
+    assert "cannot save to etcd key" in failed and "no etcd endpoint answered" in failed, failed
+    assert ("vpc-b", TOGGLED, "serving") in _served(ha, survivor)
+    for site in OTHERS:
+        assert TOGGLED in ha.kernel_routes(site), site
+
+
+def test_quorum_restored_health_serving_and_writes_resume(ha: Mesh) -> None:
+    survivor = _survivor(ha)
+    assert ha.etcd is not None
+    down = ha.etcd.killed
+    assert len(down) == 2, f"etcd members down: {down}; the quorum test runs first"
+    for member in down:
+        ha.restart_etcd_member(member)
+    wait_until(
+        lambda: ha.controller_health(survivor) == SERVING,
+        HEALTH_TIMEOUT,
+        f"controller {survivor} SERVING again with the etcd quorum back",
+        lambda: f"health: {ha.controller_health(survivor)}",
+    )
+    # Quorum restored: writes resume, with the same controller process.
+    _set_toggled(ha, survivor, allowed=False)
+    assert ("vpc-b", TOGGLED, "refused") in _served(ha, survivor)
+    _set_toggled(ha, survivor, allowed=True)
+    assert ("vpc-b", TOGGLED, "serving") in _served(ha, survivor)
+    controller = ha.controllers[survivor]
+    assert controller is not None and controller.alive()
+    _tcp_between_sites(ha, "with the etcd quorum back")

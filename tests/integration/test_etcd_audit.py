@@ -18,6 +18,7 @@ from controller.etcd_store import EtcdStore
 from controller.etcd_wire import prefix_end
 from isthmus.ids import EdgeName
 from isthmus.routemap import parse_route
+from isthmus.signing import ControllerKey
 from isthmus_lab.etcd import EtcdCluster
 
 
@@ -52,8 +53,9 @@ def test_audit_entries_are_keys_in_version_order(cluster: EtcdCluster) -> None:
     ]
 
     async def body() -> None:
-        a = EtcdStore(cluster.client_urls, prefix, "replica-a")
-        b = EtcdStore(cluster.client_urls, prefix, "replica-b")
+        key = ControllerKey.generate()
+        a = EtcdStore(cluster.client_urls, prefix, "replica-a", key=key)
+        b = EtcdStore(cluster.client_urls, prefix, "replica-b", key=key)
         try:
             assert await b.audit(10) == []
             await a.append_audit(written[:2])

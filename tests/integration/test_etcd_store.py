@@ -34,13 +34,17 @@ from controller.etcd_store import EtcdStore
 from controller.etcd_wire import EtcdError, parse_endpoint, prefix_end
 from controller.liveness import Liveness
 from controller.state import Advertised, EdgeRecord, State, dumps
-from controller.store import Store
+from controller.state_signature import Signature, sign
+from controller.store import Store, Stored
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.keys import PublicKey
+from isthmus.signing import ControllerKey
 from isthmus_lab.etcd import EtcdCluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+KEY = ControllerKey.from_seed(bytes(range(32)))  # the controller key every replica shares
+VALID = Signature.VALID
 T = TypeVar("T")
 
 
@@ -107,7 +111,7 @@ def prefix(request: pytest.FixtureRequest) -> str:
 async def replicas(
     endpoints: tuple[str, ...], prefix: str, *names: str, **kwargs: Any
 ) -> AsyncIterator[list[EtcdStore]]:
-    stores = [EtcdStore(endpoints, prefix, n, **kwargs) for n in names]
+    stores = [EtcdStore(endpoints, prefix, n, key=KEY, **kwargs) for n in names]
     try:
         yield stores
     finally:
@@ -118,15 +122,18 @@ async def replicas(
 # -- the client ---------------------------------------------------------------------------------
 
 
-def test_endpoints_must_be_http_host_port() -> None:
+def test_endpoints_must_be_http_or_https_host_port() -> None:
     assert parse_endpoint("http://127.0.0.1:2379") == ("127.0.0.1", 2379)
     assert parse_endpoint("http://[::1]:2379/") == ("::1", 2379)
-    for bad in ("127.0.0.1:2379", "https://a:2379", "http://a", "http://a:x", "http://a:1/v3"):
+    assert parse_endpoint("https://etcd-0.example:2379") == ("etcd-0.example", 2379)
+    for bad in ("127.0.0.1:2379", "ftp://a:2379", "http://a", "http://a:x", "http://a:1/v3"):
         with pytest.raises(ValueError) as e:
             parse_endpoint(bad)
-        assert str(e.value) == f"etcd endpoint {bad!r} is not of the form http://host:port"
+        assert str(e.value) == (
+            f"etcd endpoint {bad!r} is not of the form http://host:port or https://host:port"
+        )
     with pytest.raises(ValueError):
-        EtcdStore((), "/p/", "r")
+        EtcdStore((), "/p/", "r", key=KEY)
 
 
 def test_prefix_end() -> None:
@@ -164,7 +171,7 @@ def test_unreachable_endpoints_are_a_store_error_naming_each() -> None:
 
 
 def test_is_a_store(cluster: EtcdCluster) -> None:
-    store: Store = EtcdStore(cluster.client_urls, "/p/", "replica-1")
+    store: Store = EtcdStore(cluster.client_urls, "/p/", "replica-1", key=KEY)
     assert store.replica == "replica-1"
     run(store.close())
 
@@ -189,7 +196,7 @@ def test_save_load_round_trip(cluster: EtcdCluster, prefix: str) -> None:
 
     run(main())
     stored = EtcdClient(cluster.client_urls).range(f"{prefix}state".encode())
-    assert [kv.value for kv in stored.kvs] == [dumps(s1)]
+    assert [kv.value for kv in stored.kvs] == [sign(dumps(s1), KEY)]
 
 
 def test_compare_and_set_between_two_replicas(cluster: EtcdCluster, prefix: str) -> None:
@@ -251,17 +258,17 @@ def test_changes_yield_what_other_replicas_save(cluster: EtcdCluster, prefix: st
             await b.load()
             feed = b.changes()
             await a.save(state(1, "10.96.0.0/16"))
-            assert await anext(feed) == state(1, "10.96.0.0/16")
+            assert await anext(feed) == Stored(state(1, "10.96.0.0/16"), VALID)
             await a.save(state(2, "10.96.0.0/16", "10.97.0.0/16"))
             await a.save(state(3, "10.97.0.0/16"))
-            assert await anext(feed) == state(2, "10.96.0.0/16", "10.97.0.0/16")
-            assert await anext(feed) == state(3, "10.97.0.0/16")
+            assert await anext(feed) == Stored(state(2, "10.96.0.0/16", "10.97.0.0/16"), VALID)
+            assert await anext(feed) == Stored(state(3, "10.97.0.0/16"), VALID)
             # What B saw counts as known: it can write on top of it, and its own write
             # does not come back to it.
             await b.save(state(4))
             await a.load()
             await a.save(state(5))
-            assert await anext(feed) == state(5)
+            assert await anext(feed) == Stored(state(5), VALID)
             await feed.aclose()
 
     run(main())
@@ -275,7 +282,7 @@ def test_changes_started_late_yield_the_newer_stored_state(
             await b.load()
             await a.save(state(1))
             feed = b.changes()
-            assert await anext(feed) == state(1)
+            assert await anext(feed) == Stored(state(1), VALID)
             await feed.aclose()
 
     run(main())
@@ -288,11 +295,11 @@ def test_changes_survive_silent_watch_streams(cluster: EtcdCluster, prefix: str)
             await b.load()
             feed = b.changes()
             await a.save(state(1))
-            assert await anext(feed) == state(1)
+            assert await anext(feed) == Stored(state(1), VALID)
             for version in (2, 3):
                 await asyncio.sleep(0.7)
                 await a.save(state(version))
-                assert await anext(feed) == state(version)
+                assert await anext(feed) == Stored(state(version), VALID)
             await feed.aclose()
 
     run(main())
@@ -300,7 +307,7 @@ def test_changes_survive_silent_watch_streams(cluster: EtcdCluster, prefix: str)
 
 def test_changes_end_when_the_store_closes(cluster: EtcdCluster, prefix: str) -> None:
     async def main() -> None:
-        a = EtcdStore(cluster.client_urls, prefix, "a")
+        a = EtcdStore(cluster.client_urls, prefix, "a", key=KEY)
         await a.load()
 
         async def collect() -> list[State]:
@@ -367,9 +374,13 @@ def test_liveness_of_a_killed_replica_expires_after_its_ttl(
         from controller.etcd_store import EtcdStore
         from controller.liveness import Liveness
         from isthmus.ids import EdgeName
+        from isthmus.signing import ControllerKey
 
         async def main() -> None:
-            store = EtcdStore(sys.argv[1].split(","), sys.argv[2], "doomed", liveness_ttl=4)
+            key = ControllerKey.from_seed(bytes(range(32)))
+            store = EtcdStore(
+                sys.argv[1].split(","), sys.argv[2], "doomed", liveness_ttl=4, key=key
+            )
             await store.set_liveness(Liveness(EdgeName("vpc-a"), "doomed", True, 1, "", 1.0))
             print("ready", flush=True)
             await asyncio.sleep(3600)
@@ -445,14 +456,15 @@ def test_one_member_down_is_fine_two_down_is_unhealthy(tmp_path: Path) -> None:
                 await a.set_liveness(live("vpc-a", "a"))
                 feed = b.changes()
                 await a.save(state(1))
-                assert await anext(feed) == state(1)
+                assert await anext(feed) == Stored(state(1), VALID)
                 await a.save(state(2))
-                assert await anext(feed) == state(2)  # from the watch stream
+                assert await anext(feed) == Stored(state(2), VALID)  # from the watch stream
 
                 # Member 0 is every client's first endpoint, so B's watch stream is on it.
                 c.kill(0)
                 await a.save(state(3))
-                assert await anext(feed) == state(3)  # the watch moved to another member
+                # The watch moved to another member.
+                assert await anext(feed) == Stored(state(3), VALID)
                 assert await b.load() == state(3)
                 await b.save(state(4))
                 assert set(await b.liveness()) == {"vpc-a"}

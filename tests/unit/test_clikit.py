@@ -7,8 +7,11 @@ import io
 import json
 import os
 import pty
+import unicodedata
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from isthmus import clikit
 
@@ -103,3 +106,67 @@ def test_exit_codes() -> None:
     assert (clikit.EXIT_OK, clikit.EXIT_ERROR, clikit.EXIT_DEGRADED) == (0, 1, 2)
     assert clikit.exit_code([]) == 0
     assert clikit.exit_code(["route 10.0.0.0/8 is pending"]) == 2
+
+
+# -- printable: data never steers the terminal ---------------------------------------------
+
+HOSTILE = (
+    "map refused\x1b[2J\x1b[H"  # clear the screen, cursor home
+    "\x1b]52;c;ZWNobyBwd25lZA==\x07"  # OSC 52: write the clipboard
+    "\r\nvpc-b  connected  7  1s ago  ctl-1  -  -"  # a fake line
+    "\x9b31m\u202eevil\u2066\u2028\x7f\t"  # C1 CSI, bidi override and isolate, LS, DEL, tab
+)
+
+
+def _is_control(c: str) -> bool:
+    return (
+        unicodedata.category(c) == "Cc" or 0x2028 <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069
+    )
+
+
+def test_printable_writes_every_control_character_visibly() -> None:
+    out = clikit.printable(HOSTILE)
+    assert out == (
+        "map refused\\x1b[2J\\x1b[H\\x1b]52;c;ZWNobyBwd25lZA==\\x07"
+        "\\x0d\\x0avpc-b  connected  7  1s ago  ctl-1  -  -"
+        "\\x9b31m\\u202eevil\\u2066\\u2028\\x7f\\x09"
+    )
+    assert clikit.printable("vpc-a: 10.244.0.0/16 ü → ok") == "vpc-a: 10.244.0.0/16 ü → ok"
+
+
+@given(st.text())
+def test_printable_output_has_no_control_character(text: str) -> None:
+    out = clikit.printable(text)
+    assert not any(_is_control(c) for c in out)
+    assert not any(c in clikit.CONTROL for c in out)
+    assert len(out.splitlines()) <= 1
+    # Text without control characters is shown as it is.
+    if not any(_is_control(c) for c in text):
+        assert out == text
+
+
+@given(
+    st.recursive(
+        st.text() | st.integers() | st.booleans() | st.none(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    )
+)
+def test_printable_doc_leaves_no_control_character_in_any_string(doc: object) -> None:
+    def strings(d: object) -> list[str]:
+        if isinstance(d, str):
+            return [d]
+        if isinstance(d, dict):
+            return [s for k, v in d.items() for s in (*strings(k), *strings(v))]
+        if isinstance(d, list):
+            return [s for v in d for s in strings(v)]
+        return []
+
+    assert not any(_is_control(c) for s in strings(clikit.printable_doc(doc)) for c in s)
+
+
+def test_fail_and_usage_error_print_messages_printable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert clikit.fail("isthmus edges", HOSTILE) == 1
+    assert clikit.usage_error("isthmus edges", HOSTILE) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err
+    assert err.count("\n") == 2  # one line each

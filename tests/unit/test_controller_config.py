@@ -12,7 +12,7 @@ import nacl.bindings
 import pytest
 
 from controller.admission import Policy, RouteState
-from controller.config import ControllerConfig, StoreConfig, load, parse
+from controller.config import ControllerConfig, StoreConfig, StoreTLS, load, parse
 from isthmus.configfile import ConfigError
 from isthmus.endpoint import Endpoint
 
@@ -25,9 +25,14 @@ LISTEN_RULE = (
 )
 KEY_RULE = "a 32-byte Curve25519 public key in standard base64, as printed by 'isthmus keygen'"
 STORE_ENDPOINT_RULE = (
-    "'http://host:port' with a host name or IP address ([ipv6] in brackets) and a port "
-    "1-65535; https is not supported yet"
+    "'http://host:port' or 'https://host:port' with a host name or IP address ([ipv6] in "
+    "brackets) and a port 1-65535; one scheme for every endpoint"
 )
+STORE_TLS_RULE = (
+    "ca_file, cert_file and key_file all three (with https:// endpoints) or none (with "
+    "http:// endpoints)"
+)
+TLS = {"ca_file": "/etc/isthmus/etcd-ca.pem", "cert_file": "/c.pem", "key_file": "/k.pem"}
 STORE_ENDPOINTS_RULE = f"a list of 1-16 distinct etcd endpoints, each {STORE_ENDPOINT_RULE}"
 ALLOW_RESERVED_RULE = (
     "a list of reserved routes (0.0.0.0/0, ::/0, or routes overlapping loopback, link-local, "
@@ -89,6 +94,9 @@ def test_example_file_documents_every_key() -> None:
         "kind",
         "endpoints",
         "prefix",
+        "ca_file",
+        "cert_file",
+        "key_file",
         "[admission]",
         "more_specific",
         "less_specific",
@@ -446,12 +454,34 @@ def test_store_file_explicit() -> None:
         ),
         (
             {"kind": "etcd", "endpoints": ["https://127.0.0.1:2379"]},
-            "store.endpoints[0]: 'https://127.0.0.1:2379' uses https, which is not supported "
-            f"yet; allowed: {STORE_ENDPOINT_RULE}",
+            f"store.ca_file: is missing (https:// endpoints need it); allowed: {STORE_TLS_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["https://a:1"], "ca_file": "/ca.pem"},
+            f"store.cert_file: is missing (ca_file is set); allowed: {STORE_TLS_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["https://a:1"], **TLS, "key_file": ""},
+            "store.key_file: '' is not a non-empty string; allowed: a PEM file path: ca_file "
+            "the CA of the etcd members' certificates, cert_file this replica's client "
+            "certificate, key_file its private key",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["http://a:1"], "cert_file": "/c.pem"},
+            f"store.cert_file: is set but store.endpoints are http://; allowed: {STORE_TLS_RULE}",
+        ),
+        (
+            {"kind": "etcd", "endpoints": ["https://a:1", "http://b:1"], **TLS},
+            "store.endpoints[1]: http://b:1 does not use the scheme of store.endpoints[0] "
+            "(https://a:1); allowed: one scheme for every endpoint",
+        ),
+        (
+            {"kind": "file", "ca_file": "/ca.pem"},
+            'store.ca_file: is only used with kind = "etcd"; allowed: leave it out',
         ),
         (
             {"kind": "etcd", "endpoints": ["127.0.0.1:2379"]},
-            "store.endpoints[0]: '127.0.0.1:2379' is not an http:// URL; "
+            "store.endpoints[0]: '127.0.0.1:2379' is not an http:// or https:// URL; "
             f"allowed: {STORE_ENDPOINT_RULE}",
         ),
         (
@@ -486,7 +516,8 @@ def test_store_file_explicit() -> None:
         ),
         (
             {"kind": "etcd", "endpoint": ["http://a:1"]},
-            "store.endpoint: unknown key; allowed: one of endpoints, kind, prefix",
+            "store.endpoint: unknown key; allowed: one of ca_file, cert_file, endpoints, "
+            "key_file, kind, prefix",
         ),
         ("etcd", "store: 'etcd' is not a table; allowed: a [store] table"),
     ],
@@ -495,6 +526,16 @@ def test_store_refused(store: object, message: str) -> None:
     t = good()
     t["store"] = store
     assert error_of(t) == message
+
+
+def test_store_over_tls() -> None:
+    t = good()
+    t["store"] = {"kind": "etcd", "endpoints": ["https://etcd-0:2379", "https://[::1]:2379"], **TLS}
+    store = parse(t).store
+    assert store.endpoints == ("https://etcd-0:2379", "https://[::1]:2379")
+    assert store.tls == StoreTLS(Path("/etc/isthmus/etcd-ca.pem"), Path("/c.pem"), Path("/k.pem"))
+    t["store"] = {"kind": "etcd", "endpoints": ["http://etcd-0:2379"]}
+    assert parse(t).store.tls is None
 
 
 def test_store_endpoints_at_most_sixteen() -> None:

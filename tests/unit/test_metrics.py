@@ -104,6 +104,7 @@ def test_controller_metric_names_labels_and_values() -> None:
     m.count_store_conflict()
     m.count_audit_failure(3)
     m.count_refused_call("UNAUTHENTICATED")
+    m.count_state_refused("since_lowered")
     asyncio.run(m.refresh())
     types, samples = scrape(m.registry)
     check_names(types, samples, "isthmus_controller_", controller_metrics.LABELS)
@@ -129,6 +130,7 @@ def test_controller_metric_names_labels_and_values() -> None:
     assert samples[(p + "store_conflicts_total", ())] == 1
     assert samples[(p + "audit_failures_total", ())] == 3
     assert samples[(p + "calls_refused_total", (("code", "UNAUTHENTICATED"),))] == 1
+    assert samples[(p + "states_refused_total", (("reason", "since_lowered"),))] == 1
     up[0] = False
     assert scrape(m.registry)[1][(p + "store_up", ())] == 0
 

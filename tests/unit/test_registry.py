@@ -22,6 +22,7 @@ from controller.config import AllowedEdge, ControllerConfig
 from controller.errors import AmbiguousRoute, KeyMismatch, NotPending, UnknownEdge, UnknownRoute
 from controller.registry import Registry
 from controller.state import State, dumps, loads
+from controller.state_signature import Refusal, Signature
 from isthmus.convert import Registration
 from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
@@ -453,13 +454,55 @@ def test_adopt_takes_only_newer_states() -> None:
     other.register(reg("rogue", 3, "10.2.1.0/24"), T0)
     assert r.version == 1 and other.version == 3
     stale = r.state
-    r.adopt(other.state)
+    assert r.adopt(other.state, signature=Signature.VALID) is None
     assert r.state == other.state
     assert r.decisions == other.decisions
-    r.adopt(stale)
+    assert r.adopt(stale, signature=Signature.VALID) is Refusal.NOT_NEWER
     assert r.version == 3
-    r.adopt(replace(other.state, edges=()))  # same version: ignored
+    same_version = replace(other.state, edges=())
+    assert r.adopt(same_version, signature=Signature.VALID) is Refusal.NOT_NEWER  # ignored
     assert r.state == other.state
+
+
+def test_adopt_refuses_a_state_the_controller_key_did_not_sign() -> None:
+    r = registry()
+    r.register(reg("vpc-a", 1, "10.1.0.0/16"), T0)
+    r.register(reg("rogue", 3, "10.1.1.0/24"), T0)  # pending: more specific, later
+    assert [d.state for d in r.decisions] == [RouteState.SERVING, RouteState.PENDING]
+    current = r.state
+    rogue = current.edge("rogue")
+    assert rogue is not None
+    # Jump the queue: rogue's route advertised since before vpc-a's.
+    earlier = replace(
+        current,
+        version=current.version + 1,
+        edges=tuple(
+            replace(e, advertised=tuple(replace(a, since=0) for a in e.advertised))
+            if e.name == "rogue"
+            else e
+            for e in current.edges
+        ),
+    )
+    # Approve it without an operator.
+    approved = replace(
+        current, version=current.version + 1, approvals=((rogue.name, rogue.routes[0]),)
+    )
+    harmless = replace(current, version=current.version + 1)
+    for candidate, signature, why in (
+        (earlier, Signature.MISSING, Refusal.SINCE_LOWERED),
+        (earlier, Signature.INVALID, Refusal.SINCE_LOWERED),
+        (approved, Signature.MISSING, Refusal.APPROVAL_ADDED),
+        (approved, Signature.INVALID, Refusal.APPROVAL_ADDED),
+        (harmless, Signature.MISSING, Refusal.UNSIGNED),
+        (harmless, Signature.INVALID, Refusal.BAD_SIGNATURE),
+    ):
+        assert r.adopt(candidate, signature=signature) is why, (candidate, signature)
+        assert r.state == current
+        assert [d.state for d in r.decisions] == [RouteState.SERVING, RouteState.PENDING]
+    # The same documents signed by the key came from a replica: taken.
+    assert r.adopt(approved, signature=Signature.VALID) is None
+    assert r.state == approved
+    assert [d.state for d in r.decisions] == [RouteState.SERVING, RouteState.SERVING]
 
 
 def test_copy_is_independent() -> None:
