@@ -37,6 +37,7 @@ from typing import Any
 
 from controller.etcd_watch import Watch
 from controller.etcd_wire import (
+    CLIENT_CERT_HINT,
     HEADERS,
     PLAINTEXT_TO_TLS,
     PLAINTEXT_TO_TLS_HINT,
@@ -311,6 +312,13 @@ class EtcdClient:
                     f"{os_reason(e)}; {PLAINTEXT_TO_TLS_HINT}", ambiguous=True
                 ) from None
             raise Unreachable(os_reason(e), ambiguous=True) from None
+        except (ssl.SSLEOFError, ConnectionResetError) as e:
+            # TLS 1.3: a member refusing this replica's client certificate may just close
+            # the connection after the handshake, before or instead of its alert.
+            reason = os_reason(e)
+            if self._tls is not None:
+                reason = f"{reason}; {CLIENT_CERT_HINT}"
+            raise Unreachable(reason, ambiguous=True) from None
         except (OSError, http.client.HTTPException) as e:
             raise Unreachable(os_reason(e), ambiguous=True) from None
         finally:

@@ -157,6 +157,10 @@ PLAINTEXT_TO_TLS_HINT = (
     "a member that serves TLS only does that to plaintext: use https:// endpoints with "
     "[store] ca_file, cert_file and key_file"
 )
+CLIENT_CERT_HINT = (
+    "a member that refuses this replica's client certificate does that: check that "
+    "[store] cert_file is signed by the CA the members trust"
+)
 
 
 def prefix_end(prefix: bytes) -> bytes:

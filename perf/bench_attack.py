@@ -50,7 +50,8 @@ from typing import Any, Final, TypeVar
 import grpc
 
 from isthmus.auth import AUTH_METADATA
-from isthmus.signing import ControllerKey
+from isthmus.signing import ControllerKey, ControllerPublicKey
+from isthmus.tlscert import channel_credentials, channel_options
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus_io.keyfiles import write_controller_key
 from perf.bench_controller import controller_config
@@ -169,15 +170,19 @@ async def challenge_flood(
         task.cancel()
 
 
-async def _attack(port: int, seconds: float, rate: int) -> Attack:
+async def _attack(port: int, controller: ControllerPublicKey, seconds: float, rate: int) -> Attack:
     """The whole attack from this process for `seconds`; what its calls got."""
     attack = Attack()
     target = f"127.0.0.1:{port}"
+    # The attacker completes TLS like an edge: the controller's public key is no secret.
+    credentials = channel_credentials(controller)
+    options = (*ATTACK_OPTIONS, *channel_options())
     junk = [
-        grpc.aio.insecure_channel(target, options=ATTACK_OPTIONS) for _ in range(JUNK_CONNECTIONS)
+        grpc.aio.secure_channel(target, credentials, options=options)
+        for _ in range(JUNK_CONNECTIONS)
     ]
     flood = [
-        grpc.aio.insecure_channel(target, options=ATTACK_OPTIONS)
+        grpc.aio.secure_channel(target, credentials, options=options)
         for _ in range(CHALLENGE_CONNECTIONS)
     ]
     stop = asyncio.Event()
@@ -193,15 +198,21 @@ async def _attack(port: int, seconds: float, rate: int) -> Attack:
     return attack
 
 
-def attacker_main(port: int, seconds: float, rate: int) -> None:
-    """Entry point of the attacker process: attacks, then prints what its calls got."""
-    attack = asyncio.run(_attack(port, seconds, rate))
+def attacker_main(port: int, controller: str, seconds: float, rate: int) -> None:
+    """Entry point of the attacker process: attacks, then prints what its calls got.
+    `controller`: the controller's public key, base64."""
+    attack = asyncio.run(_attack(port, ControllerPublicKey.from_base64(controller), seconds, rate))
     print(json.dumps({"junk_register": attack.junk, "challenge": attack.challenges}))
 
 
-async def attacker(port: int, seconds: float, rate: int, workdir: Path) -> dict[str, Any]:
+async def attacker(
+    port: int, controller: ControllerPublicKey, seconds: float, rate: int, workdir: Path
+) -> dict[str, Any]:
     """Run the attack in its own process (its client work must not slow the probes)."""
-    code = f"from perf.bench_attack import attacker_main; attacker_main({port}, {seconds}, {rate})"
+    code = (
+        "from perf.bench_attack import attacker_main; "
+        f"attacker_main({port}, {str(controller)!r}, {seconds}, {rate})"
+    )
     log = workdir / "attacker.log"
     with child([sys.executable, "-c", code], log, stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None
@@ -296,7 +307,7 @@ async def bench(
     args = [sys.executable, "-m", "isthmus", "controller", "--config", str(config)]
     log = workdir / "controller.log"
     with child(args, log, stdout=subprocess.DEVNULL) as proc:
-        legit = channels(f"[::1]:{port}", len(edges))
+        legit = channels(f"[::1]:{port}", len(edges), key.public)
         fleet = Fleet(edges, key.public, legit)
         watching = Watchers(watchers) if watchers else None
         try:
@@ -324,7 +335,7 @@ async def bench(
             baseline = await phase(proc, fleet, watching, seconds, None)
 
             # The attacker starts a second before the probes and ends after them.
-            attacking = attacker(port, seconds + 1.5, challenge_rate, workdir)
+            attacking = attacker(port, key.public, seconds + 1.5, challenge_rate, workdir)
             attacked = await phase(proc, fleet, watching, seconds, attacking)
             alive = proc.poll() is None
         finally:

@@ -34,6 +34,7 @@ from controller.ratelimit import Rate
 from isthmus.auth import AUTH_METADATA
 from isthmus.endpoint import Endpoint
 from isthmus.signing import ControllerKey
+from isthmus.tlscert import channel_credentials, channel_options
 from isthmus.v1 import health_pb2, health_pb2_grpc
 from isthmus.v1 import isthmus_pb2 as pb
 from isthmus_io.keyfiles import write_controller_key
@@ -70,8 +71,12 @@ class Controller:
 
     def __init__(self, server: ControllerServer) -> None:
         self.server = server
-        self.v4 = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=BIG)
-        self.v6 = grpc.aio.insecure_channel(f"[::1]:{server.port}", options=BIG)
+        # TLS pinned to the controller key, as edges (and any attacker who knows that
+        # public key) dial.
+        credentials = channel_credentials(server.public_key)
+        options = (*BIG, *channel_options())
+        self.v4 = grpc.aio.secure_channel(f"127.0.0.1:{server.port}", credentials, options=options)
+        self.v6 = grpc.aio.secure_channel(f"[::1]:{server.port}", credentials, options=options)
 
     def edge(self, keys: Any, channel: grpc.aio.Channel | None = None) -> EdgeClient:
         return EdgeClient(channel or self.v6, self.server.public_key, keys)

@@ -18,6 +18,7 @@ from controller.etcd import EtcdClient
 from controller.etcd_store import EtcdStore
 from controller.etcd_wire import prefix_end
 from isthmus.ids import EdgeName
+from isthmus.signing import ControllerKey
 from isthmus_lab.etcd import EtcdCluster
 
 
@@ -48,7 +49,11 @@ def test_audit_keys_beyond_max_entries_are_deleted(cluster: EtcdCluster) -> None
 
     async def body() -> None:
         store = EtcdStore(
-            cluster.client_urls, prefix, "replica-a", audit=AuditConfig(max_entries=100)
+            cluster.client_urls,
+            prefix,
+            "replica-a",
+            audit=AuditConfig(max_entries=100),
+            key=ControllerKey.generate(),
         )
         try:
             for i in range(0, 150, 3):  # batches of 3, as one change's entries
