@@ -58,10 +58,23 @@ KEY_FILE_RULE: Final = (
     "an Ed25519 key file written by 'isthmus keygen --controller' "
     "(base64 seed, one line, mode 0600)"
 )
+# The controller pings every edge too: an edge that stops answering (frozen, its host
+# gone, a dropped path) ends its watch, so `isthmus edges` shows it disconnected within
+# KEEPALIVE_TIME + KEEPALIVE_TIMEOUT. Without this a half-open stream stays "connected"
+# for gRPC's default two hours.
+KEEPALIVE_TIME_MS: Final = 10_000
+KEEPALIVE_TIMEOUT_MS: Final = 5_000
 SERVER_OPTIONS: Final = (
     # Edges ping every 20 s to keep NAT bindings and detect a dead controller; allow it,
     # also between calls, and never count it as abuse.
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # What gRPC (1.5x and later) really enforces: an unanswered ping ends the connection
+    # after this long; keepalive_timeout_ms alone is ignored (the default is 60 s).
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # A watch stream is idle between maps: keep pinging it (gRPC stops after 2 by default).
+    ("grpc.http2.max_pings_without_data", 0),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
