@@ -154,6 +154,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
 
         dataplane = Dataplane(tunnel, tun, udp)
         dataplane.start(loop)
+        applier.on_applied = dataplane.after_input
         stack.callback(dataplane.stop)
 
         registration = Registration(

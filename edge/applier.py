@@ -51,6 +51,10 @@ class MapApplier:
         self._clock = clock
         self._ipv6_enabled = False
         self.route_map = RouteMap(version=0)
+        # Called after the tunnel took a map: the data plane sends what the map started
+        # (greeting and new-key handshakes) and arms their timers at once, not on the next
+        # packet (edge.__main__ sets it to Dataplane.after_input).
+        self.on_applied: Callable[[], None] | None = None
 
     @property
     def version(self) -> int:
@@ -67,6 +71,8 @@ class MapApplier:
             _log.error(kv("map_refused", version=route_map.version, error=str(e)))
             return False
         self.route_map = route_map
+        if self.on_applied is not None:
+            self.on_applied()
         _log.info(
             kv(
                 "map_applied",
