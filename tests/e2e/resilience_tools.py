@@ -40,6 +40,28 @@ def nft_table(lab: Lab, ns: str, name: str, body: str, family: str = "inet") -> 
         lab.run(ns, ["nft", "delete", "table", family, name], check=False)
 
 
+# Run inside a namespace: turn one offload feature of an interface off (no ethtool here).
+_FEATURE_OFF = (
+    "import sys\n"
+    "from pyroute2.ethtool import Ethtool\n"
+    "tool = Ethtool()\n"
+    "found = tool.get_features(sys.argv[1])\n"
+    "found.features[sys.argv[2]].enable = False\n"
+    "tool.set_features(sys.argv[1], found)\n"
+    "assert not tool.get_features(sys.argv[1]).features[sys.argv[2]].enable\n"
+)
+
+
+def segment_on_the_wire(lab: Lab, ns: str, ifname: str) -> None:
+    """Make `ifname` cut UDP GSO runs into datagrams before the wire, as a NIC does.
+
+    A veth hands a GSO super-packet to its peer whole: netfilter on the way (and the veth
+    MTU check, which lets any GSO packet pass) would see one big packet where a real
+    underlay sees separate datagrams. With tx-udp-segmentation off the kernel segments in
+    software at this interface, so every hook beyond it sees real datagrams."""
+    lab.run(ns, [sys.executable, "-c", _FEATURE_OFF, ifname, "tx-udp-segmentation"])
+
+
 def nft_counters(lab: Lab, ns: str, table: str) -> dict[str, int]:
     """Packets of every named counter of `table` in `ns`."""
     out = lab.run(ns, ["nft", "-j", "list", "counters"]).stdout
