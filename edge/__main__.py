@@ -138,12 +138,21 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
         if any(net.version == 6 for net in cfg.routes):
             forwarding.enable(6)
 
-        tunnel = Tunnel(
-            identity, random=os.urandom, wall_clock=time.time, timers=cfg.timers, greet=True
-        )
         cache = MapCache(cfg.state_dir, cfg.controller_public_key)
+        cached = cache.load()
+        # Greet (handshake with every peer of the first map at once) only at a restart: a
+        # peer may still seal for this edge's previous process. An edge with no cached map
+        # is new, its peers may not know it yet and would drop its greeting, so its first
+        # traffic would wait for the REKEY_TIMEOUT retry instead of handshaking at once.
+        tunnel = Tunnel(
+            identity,
+            random=os.urandom,
+            wall_clock=time.time,
+            timers=cfg.timers,
+            greet=cached is not None,
+        )
         applier = MapApplier(cfg.name, tunnel, routes, cache, forwarding)
-        applier.apply(cache.load() or RouteMap(version=0), save=False)
+        applier.apply(cached or RouteMap(version=0), save=False)
 
         try:
             udp = UdpSocket.bind(cfg.listen)
