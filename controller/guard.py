@@ -88,10 +88,12 @@ MAX_SEND_BYTES: Final = 16 * 1024 * 1024
 # Edges ping every 20 s (edge.control); pings closer than this without data are strikes.
 MIN_PING_INTERVAL_MS: Final = 10_000
 MAX_PING_STRIKES: Final = 2
-# The listener pings a connection quiet for this long and drops it when no answer comes
-# in the timeout, so a vanished edge's Watch stream ends within about 40 s.
-KEEPALIVE_MS: Final = 30_000
-KEEPALIVE_TIMEOUT_MS: Final = 10_000
+# The listener pings every connection this often and drops it when no answer comes in the
+# timeout, so a frozen or vanished edge's Watch stream ends, and `isthmus edges` shows it
+# disconnected, within KEEPALIVE_MS + KEEPALIVE_TIMEOUT_MS (without it a half-open stream
+# stays "connected" for gRPC's default two hours).
+KEEPALIVE_MS: Final = 10_000
+KEEPALIVE_TIMEOUT_MS: Final = 5_000
 CALL_MARGIN: Final = 256
 # Watch streams one edge may hold open at once (a reconnect may overlap the old stream).
 MAX_WATCHES_PER_EDGE: Final = 4
@@ -114,6 +116,11 @@ def server_options(limits: Limits) -> list[tuple[str, int]]:
         ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
         ("grpc.keepalive_time_ms", KEEPALIVE_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # What gRPC (1.5x and later) really enforces: an unanswered ping ends the
+        # connection after this long; keepalive_timeout_ms alone is ignored (default 60 s).
+        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # A watch stream is idle between maps: keep pinging it (gRPC stops after 2).
+        ("grpc.http2.max_pings_without_data", 0),
     ]
 
 

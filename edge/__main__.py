@@ -150,19 +150,24 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
         if any(net.version == 6 for net in cfg.routes):
             forwarding.enable(6)
 
+        cache = MapCache(cfg.state_dir, cfg.controller_public_key)
+        cached = cache.load()
+        # Greet (handshake with every peer of the first map at once) only at a restart: a
+        # peer may still seal for this edge's previous process. An edge with no cached map
+        # is new, its peers may not know it yet and would drop its greeting, so its first
+        # traffic would wait for the REKEY_TIMEOUT retry instead of handshaking at once.
         tunnel = Tunnel(
             identity,
             random=os.urandom,
             wall_clock=time.time,
             timers=cfg.timers,
-            greet=True,
+            greet=cached is not None,
             addresses=(cfg.tun.address.ip,),
         )
-        cache = MapCache(cfg.state_dir, cfg.controller_public_key)
         applier = MapApplier(
             cfg.name, tunnel, routes, cache, forwarding, controllers=cfg.controllers
         )
-        cached = cache.load() or SignedMap(RouteMap(version=0))
+        cached = cached or SignedMap(RouteMap(version=0))
         applier.apply(drop_expired(cached.route_map, time.time())[0], signed=cached, save=False)
 
         try:
@@ -174,6 +179,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
 
         dataplane = Dataplane(tunnel, tun, udp)
         dataplane.start(loop)
+        applier.on_applied = dataplane.after_input
         stack.callback(dataplane.stop)
 
         registration = Registration(

@@ -72,6 +72,10 @@ class MapApplier:
         self.collisions: dict[Network, str] = {}  # wanted routes left out -> the reason
         self.collisions_total = 0  # routes found colliding (once per collision, not per retry)
         self.signed = SignedMap(RouteMap(version=0))
+        # Called after the tunnel took a map: the data plane sends what the map started
+        # (greeting and new-key handshakes) and arms their timers at once, not on the next
+        # packet (edge.__main__ sets it to Dataplane.after_input).
+        self.on_applied: Callable[[], None] | None = None
 
     @property
     def version(self) -> int:
@@ -102,6 +106,8 @@ class MapApplier:
         self.route_map = route_map
         if signed is not None:
             self.signed = signed
+        if self.on_applied is not None:
+            self.on_applied()
         _log.info(
             kv(
                 "map_applied",

@@ -24,9 +24,17 @@ from isthmus.v1 import isthmus_pb2 as pb
 from isthmus.v1.isthmus_pb2_grpc import ControllerStub
 
 MAX_MESSAGE = 16 * 1024 * 1024
+# A dead controller (or path) is detected within KEEPALIVE_TIME + KEEPALIVE_TIMEOUT.
+KEEPALIVE_TIME_MS = 20_000
+KEEPALIVE_TIMEOUT_MS = 10_000
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # What gRPC (1.5x and later) really enforces: an unanswered ping ends the connection
+    # after this long; keepalive_timeout_ms alone is ignored (the default is 60 s).
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # The watch stream is idle between maps: keep pinging it (gRPC stops after 2 by default).
+    ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
