@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from isthmus.lab.mesh import Mesh
-from isthmus.lab.netns import Lab, Process, host_run
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.netns import Lab, Process, host_run
 
 TOOL = (sys.executable, str(Path(__file__).resolve()))
 _REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)")

@@ -26,8 +26,9 @@ from typing import Any
 
 import pytest
 
-from isthmus.lab.mesh import Mesh, wait_until
-from isthmus.lab.topology import DEMO
+from isthmus_lab.commands import wait_until
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.topology import DEMO
 from tests.e2e.resilience_tools import (
     drops,
     nft_counters,

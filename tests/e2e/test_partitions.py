@@ -29,8 +29,9 @@ from typing import Any
 
 import pytest
 
-from isthmus.lab.mesh import Mesh, wait_until
-from isthmus.lab.topology import DEMO, EDGE_UNDERLAY_IF
+from isthmus_lab.commands import wait_until
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.topology import DEMO, EDGE_UNDERLAY_IF
 from tests.e2e.resilience_tools import nft_table, record, start_pinger, syn_times
 
 pytestmark = pytest.mark.netns

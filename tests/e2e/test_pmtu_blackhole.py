@@ -30,8 +30,9 @@ from typing import Any
 
 import pytest
 
-from isthmus.lab.mesh import PROBE, Mesh, wait_until
-from isthmus.lab.topology import DEMO, EDGE_UNDERLAY_IF, TUN_MTU, underlay_port
+from isthmus_lab.commands import PROBE, wait_until
+from isthmus_lab.mesh import Mesh
+from isthmus_lab.topology import DEMO, EDGE_UNDERLAY_IF, TUN_MTU, underlay_port
 from tests.e2e.resilience_tools import nft_counters, nft_table, record, segment_on_the_wire
 
 pytestmark = pytest.mark.netns
