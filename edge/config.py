@@ -316,7 +316,7 @@ def _masquerade(raw: Any) -> tuple[Network, ...]:
     ranges: list[Network] = []
     for i, text in enumerate(raw):
         at = f"masquerade[{i}]"
-        net = _domain(at, text, parse_route, MASQUERADE_RULE)
+        net = _domain(at, text, parse_route, ROUTE_RULE)
         for j, other in enumerate(ranges):
             if overlaps(net, other):
                 what = "is listed twice" if net == other else f"overlaps {other}"
