@@ -9,7 +9,9 @@ Around the data path: the admin socket (status, explain, ping: edge.pinger waits
 core's probe answers), Prometheus metrics on `metrics` (edge.metrics,
 read from the core's counters at scrape time; an address that cannot be bound is logged
 and the edge runs on without), rate-limited debug lines for dropped packets
-(edge.droplog) and the log format (`log_format`).
+(edge.droplog), the log format (`log_format`) and the masquerade table (`masquerade`,
+edge.nft: replaced at start, so a crashed edge's table is never duplicated, and deleted at
+a clean exit; with no ranges a stale one is deleted at start).
 SIGTERM/SIGINT stop it cleanly: closing the TUN makes the kernel drop its routes,
 and the admin socket file is removed. Exit codes: 0 stopped, 1 error (usage errors too).
 """
@@ -36,6 +38,7 @@ from edge.explain import EdgeExplain
 from edge.leases import drop_expired
 from edge.mapcache import MapCache
 from edge.metrics import EdgeMetrics
+from edge.nft import NftError, NftMasquerade
 from edge.pinger import Pinger
 from edge.ports import RouteError
 from edge.routes import KernelRoutes, Sysctl
@@ -145,9 +148,16 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             raise StartError(str(e)) from None
         _log.info(kv("tun_up", tun=tun.name, address=cfg.tun.address, mtu=cfg.tun.mtu))
 
+        masquerade = NftMasquerade(tun.name, cfg.masquerade)
+        try:
+            masquerade.apply()
+        except NftError as e:
+            raise StartError(str(e)) from None
+        stack.callback(masquerade.remove)
+
         forwarding = Sysctl()
         forwarding.enable(4)
-        if any(net.version == 6 for net in cfg.routes):
+        if any(net.version == 6 for net in (*cfg.routes, *cfg.masquerade)):
             forwarding.enable(6)
 
         cache = MapCache(cfg.state_dir, cfg.controller_public_key)
@@ -203,6 +213,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             routes=routes,
             datapath=dataplane.stats.as_dict,
             collisions=lambda: applier.collisions,
+            masquerade=masquerade.state,
         )
         explainer = EdgeExplain(
             tunnel=tunnel,
@@ -213,6 +224,8 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
             routes=routes,
             tun_mtu=cfg.tun.mtu,
             collisions=lambda: applier.collisions,
+            masquerade=masquerade.state,
+            outgoing=masquerade.outgoing,
         )
         pinger = Pinger(
             tunnel=tunnel, route_map=lambda: applier.route_map, flush=dataplane.after_input

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.control import ControllerView
+from edge.masquerade import MasqueradeState
 from edge.ports import RouteError, RouteTable
 from edge.reconcile import desired_routes
 from edge.tunnel import Tunnel
@@ -55,12 +56,14 @@ class EdgeStatus:
         clock: Callable[[], float] = time.monotonic,
         datapath: Callable[[], dict[str, int]] | None = None,
         collisions: Callable[[], Mapping[Network, str]] | None = None,
+        masquerade: Callable[[], MasqueradeState] | None = None,
     ) -> None:
         """`datapath()` gives the data path shell's own counters (Dataplane.stats): what
         the offloads did (GSO runs, GRO reads, coalesced writes), shown as "datapath".
         `collisions()` gives the routes left out because they collide with a route isthmus
         did not install, with the reason (MapApplier.collisions), shown as a route's
-        "reason"."""
+        "reason". `masquerade()` gives the masquerade ranges and whether their nftables
+        table is installed, read at request time (edge.nft), shown as "masquerade"."""
         self._endpoint = endpoint
         self._tunnel = tunnel
         self._route_map = route_map
@@ -69,6 +72,7 @@ class EdgeStatus:
         self._clock = clock
         self._datapath = datapath
         self._collisions = collisions
+        self._masquerade = masquerade
 
     def build(self) -> dict[str, Any]:
         identity = self._tunnel.identity
@@ -81,7 +85,7 @@ class EdgeStatus:
             installed = set()
         wanted = desired_routes(self._route_map(), identity.name)
         collisions = self._collisions() if self._collisions is not None else {}
-        return {
+        doc: dict[str, Any] = {
             "edge": identity.name,
             "public_key": identity.public_key.to_base64(),
             "endpoint": str(self._endpoint),
@@ -120,6 +124,9 @@ class EdgeStatus:
             "drops": self._tunnel.drops(),
             "datapath": self._datapath() if self._datapath is not None else {},
         }
+        if self._masquerade is not None:
+            doc["masquerade"] = self._masquerade().as_dict()
+        return doc
 
 
 def _ago(now: float, then: float | None) -> float | None:

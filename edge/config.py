@@ -22,6 +22,9 @@ Keys (the example file deploy/examples/edge.toml shows each):
     metrics           optional  "ip:port" serving Prometheus metrics at /metrics (port 0 = any
                                 free port); default "127.0.0.1:9587"; "" or "off" serves none
     log_format        optional  "kv" (key=value lines, the default) or "json" (one object a line)
+    masquerade        optional  default []: local ranges (CIDRs, each once); a packet from the
+                                tunnel to one of them (before or after DNAT) leaves with this
+                                edge's address as its source (edge.masquerade)
     [tun]             required
       name            optional  default "isthmus0"; 1-15 characters of A-Z a-z 0-9 _ . -
       address         required  this edge's IPv4 address on the TUN, CIDR form
@@ -50,7 +53,7 @@ from isthmus.configfile import required as _required
 from isthmus.endpoint import ENDPOINT_RULE, UNICAST_RULE, Endpoint
 from isthmus.ids import NAME_RULE, EdgeName, parse_edge_name
 from isthmus.logfmt import FORMAT_RULE, LogFormat, parse_format
-from isthmus.routemap import ROUTE_RULE, Network, parse_route
+from isthmus.routemap import ROUTE_RULE, Network, overlaps, parse_route
 from isthmus.signing import ControllerPublicKey
 from isthmus_io.metricsserver import EDGE_DEFAULT, METRICS_RULE
 from isthmus_io.metricsserver import parse_listen as parse_metrics
@@ -78,6 +81,7 @@ CONTROLLER_KEY_RULE = (
 )
 PATH_RULE = "a non-empty path"
 ROUTES_RULE = f"a list of routes: {ROUTE_RULE}"
+MASQUERADE_RULE = f"a list of local ranges, none overlapping another: {ROUTE_RULE}"
 TUN_NAME_RULE = "1-15 characters of A-Z, a-z, 0-9, '_', '.' and '-'"
 TUN_ADDRESS_RULE = "an IPv4 address with a prefix length, e.g. 10.244.255.254/32"
 TUN_RULE = "a table with address and optionally name and mtu ([tun])"
@@ -96,6 +100,7 @@ _TOP_KEYS = {
     "log_format",
     "tun",
     "tunnel",
+    "masquerade",
 }
 _TUN_KEYS = {"name", "address", "mtu"}
 _TUNNEL_KEYS = {"persistent_keepalive", "rekey_after_time", "reject_after_time"}
@@ -130,6 +135,7 @@ class EdgeConfig:
     timers: Timers = field(default_factory=Timers)
     metrics: Endpoint | None = DEFAULT_METRICS  # None: no metrics served
     log_format: LogFormat = "kv"
+    masquerade: tuple[Network, ...] = ()  # local ranges masqueraded for tunnelled packets
 
 
 def load(path: Path | str) -> EdgeConfig:
@@ -168,6 +174,7 @@ def parse(table: Table) -> EdgeConfig:
         ENDPOINT_RULE,
     )
     routes = _routes(table)
+    masquerade = _masquerade(table.get("masquerade", []))
     tun = _tun(_required(table, "", "tun", TUN_RULE))
     state_dir = _path(table, "state_dir", DEFAULT_STATE_DIR)
     admin_socket = _path(table, "admin_socket", state_dir / "admin.sock")
@@ -194,6 +201,7 @@ def parse(table: Table) -> EdgeConfig:
         timers=timers,
         metrics=metrics,
         log_format=log_format,
+        masquerade=masquerade,
     )
 
 
@@ -299,6 +307,24 @@ def _routes(table: Table) -> tuple[Network, ...]:
             )
         routes.append(net)
     return tuple(routes)
+
+
+def _masquerade(raw: Any) -> tuple[Network, ...]:
+    """`masquerade`: local ranges, each once; none may overlap another (one rule each)."""
+    if not isinstance(raw, list):
+        raise ConfigError("masquerade", f"{raw!r} is not a list", MASQUERADE_RULE)
+    ranges: list[Network] = []
+    for i, text in enumerate(raw):
+        at = f"masquerade[{i}]"
+        net = _domain(at, text, parse_route, ROUTE_RULE)
+        for j, other in enumerate(ranges):
+            if overlaps(net, other):
+                what = "is listed twice" if net == other else f"overlaps {other}"
+                raise ConfigError(
+                    at, f"{net} {what} (masquerade[{j}])", "each range once, none overlapping"
+                )
+        ranges.append(net)
+    return tuple(ranges)
 
 
 def _tun(value: Any) -> TunConfig:

@@ -21,6 +21,10 @@ Owns the explanation document (docs/design.md, "Edge explain JSON") and its rule
   session with the owning edge right now is not a problem, since sessions are made on
   demand (the first packet starts a handshake) and end after REJECT_AFTER_TIME idle, as
   in WireGuard; a note says so and what to check if traffic fails.
+- `masquerade` (only for an address inside one of the edge's masquerade ranges): packets
+  from the tunnel to it leave with this edge's address on the outgoing interface as their
+  source (edge.masquerade); the interface and source the kernel routes the address by
+  come in as `outgoing`. The table missing from the kernel is a problem.
 `explain` is pure: the tables and both clocks come in. `EdgeExplain` reads them from the
 live parts of the edge; the admin socket serves it as the "explain IP" request.
 Never puts private key material in the document: only public keys, base64.
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from edge.control import ControllerView
+from edge.masquerade import MasqueradeState, covering
 from edge.ports import RouteError, RouteTable
 from edge.tunnel import OVERHEAD, ForwardingTable, PeerView, Tunnel
 from isthmus.lease import verify_lease
@@ -96,10 +101,14 @@ class Tables:
     wall: float  # the leases' clock (unix seconds)
     # remote routes left out: the kernel routes the prefix otherwise (MapApplier.collisions)
     collisions: Mapping[Network, str] = field(default_factory=dict)
+    masquerade: MasqueradeState | None = None  # None: the edge masquerades nothing
 
 
-def explain(address: IPAddress, t: Tables) -> dict[str, Any]:
-    """The explanation document for `address` (docs/design.md, "Edge explain JSON")."""
+def explain(
+    address: IPAddress, t: Tables, outgoing: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """The explanation document for `address` (docs/design.md, "Edge explain JSON");
+    `outgoing` is the (interface, source address) the kernel routes `address` by."""
     owner = t.forwarding.owner(address.packed)
     match = None if owner is None else (owner.network, owner.edge)
     others = [
@@ -133,7 +142,7 @@ def explain(address: IPAddress, t: Tables) -> dict[str, Any]:
             f"if traffic to {address} fails, check that {peer.endpoint} is reachable on UDP "
             f"and that edge {peer.name!r} runs"
         )
-    return {
+    doc: dict[str, Any] = {
         "address": str(address),
         "edge_self": t.self_name,
         "verdict": verdict,
@@ -160,6 +169,33 @@ def explain(address: IPAddress, t: Tables) -> dict[str, Any]:
         },
         "problems": problems,
         "notes": notes,
+    }
+    masquerade = _masquerade(address, t.masquerade, outgoing, problems)
+    if masquerade is not None:
+        doc["masquerade"] = masquerade
+    return doc
+
+
+def _masquerade(
+    address: IPAddress,
+    state: MasqueradeState | None,
+    outgoing: tuple[str, str] | None,
+    problems: list[str],
+) -> dict[str, Any] | None:
+    net = None if state is None else covering(address, state.ranges)
+    if state is None or net is None:
+        return None
+    if not state.installed:
+        problems.append(
+            f"{address} is inside masquerade range {net} but the table {state.table} is "
+            f"{'unreadable' if state.installed is None else 'not installed'}: tunnelled "
+            "packets to it keep their source address"
+        )
+    return {
+        "range": str(net),
+        "installed": state.installed,
+        "interface": outgoing[0] if outgoing is not None else None,
+        "source": (outgoing[1] or None) if outgoing is not None else None,
     }
 
 
@@ -307,8 +343,12 @@ class EdgeExplain:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         collisions: Callable[[], Mapping[Network, str]] | None = None,
+        masquerade: Callable[[], MasqueradeState] | None = None,
+        outgoing: Callable[[IPAddress], tuple[str, str] | None] | None = None,
     ) -> None:
         self._tunnel = tunnel
+        self._masquerade = masquerade
+        self._outgoing = outgoing
         self._collisions = collisions
         self._route_map = route_map
         self._advertised = advertised
@@ -339,6 +379,7 @@ class EdgeExplain:
             now=now,
             wall=self._wall_clock(),
             collisions=dict(self._collisions()) if self._collisions is not None else {},
+            masquerade=self._masquerade() if self._masquerade is not None else None,
         )
 
     async def handle(self, argument: str) -> dict[str, Any]:
@@ -347,4 +388,12 @@ class EdgeExplain:
             address = parse_address(argument)
         except AddressError as e:
             return {"error": str(e)}
-        return explain(address, self.tables())
+        t = self.tables()
+        outgoing = None
+        if (
+            self._outgoing is not None
+            and t.masquerade is not None
+            and covering(address, t.masquerade.ranges) is not None
+        ):
+            outgoing = self._outgoing(address)
+        return explain(address, t, outgoing)

@@ -11,7 +11,8 @@ a usage error, an address that is not one IP address); 2 degraded:
 - status: the controller is disconnected, a route of another edge is not installed on the
   TUN (with the reason when the edge knows it: "collides with an existing route ..."),
   or a peer that owns a route has neither a session nor an endpoint (no handshake can
-  start). A peer without a session alone is healthy: sessions are made on demand (the
+  start), or masquerade ranges are configured and their nftables table is not installed.
+  A peer without a session alone is healthy: sessions are made on demand (the
   first packet starts a handshake) and end after 180 s idle, as in WireGuard;
 - explain: the explanation lists a problem (edge.explain says which).
 Colour (clikit) marks states only on a terminal.
@@ -131,6 +132,10 @@ def problems(status: dict[str, Any]) -> list[str]:
         for p in status.get("peers", [])
         if p["name"] in owners and p.get("session_age_seconds") is None and not p.get("endpoint")
     ]
+    masq = status.get("masquerade") or {}
+    if masq.get("ranges") and not masq.get("installed"):
+        state = "could not be read" if masq.get("installed") is None else "is not installed"
+        found.append(f"the masquerade table {masq.get('table')} {state}")
     return found
 
 
@@ -182,6 +187,17 @@ def render(status: dict[str, Any], colour: bool = False) -> str:
         )
         why = f" ({r['reason']})" if r.get("reason") and not r.get("installed") else ""
         lines.append(f"  {r['route']:<{width}}  via {r['edge']}  {mark}{why}")
+    masq = status.get("masquerade")
+    if masq is not None and masq.get("ranges"):
+        mark = (
+            paint("installed", "good", colour)
+            if masq.get("installed")
+            else paint("NOT installed", "bad", colour)
+        )
+        lines += ["", f"masquerade: {', '.join(masq['ranges'])}"]
+        lines.append(f"  table {masq.get('table')}: {mark}")
+    elif masq is not None:
+        lines += ["", "masquerade: (none)"]
     drops = status.get("drops", {})
     lines += ["", "drops:"]
     lines += [f"  {reason}: {count}" for reason, count in drops.items()]
@@ -265,6 +281,18 @@ def render_explain(doc: dict[str, Any], colour: bool = False) -> str:
         f"    controller: {ctl.get('address')} ({state})",
         f"    map version: {health.get('map_version')}",
     ]
+    masq = doc.get("masquerade")
+    if masq is not None:
+        via = (
+            f" on {masq['interface']}"
+            if masq.get("interface")
+            else " on the interface it leaves by (the kernel routes it only after a DNAT)"
+        )
+        source = f" ({masq['source']})" if masq.get("source") else ""
+        lines.append(
+            f"  masquerade: {masq['range']}: from the tunnel, masqueraded to this edge's "
+            f"address{via}{source}"
+        )
     lines += [f"  note: {text}" for text in doc.get("notes", [])]
     found = doc.get("problems", [])
     if found:

@@ -187,8 +187,8 @@ def test_mtu_out_of_range() -> None:
 def test_unknown_key() -> None:
     assert error(table(listen_port=51820)) == (
         "listen_port: unknown key; allowed: one of admin_socket, controller, "
-        "controller_public_key, endpoint, listen, log_format, metrics, name, private_key_file, "
-        "routes, state_dir, tun, tunnel"
+        "controller_public_key, endpoint, listen, log_format, masquerade, metrics, name, "
+        "private_key_file, routes, state_dir, tun, tunnel"
     )
     assert error(table(tun={"address": "10.244.255.254/32", "mut": 1400})) == (
         "tun.mut: unknown key; allowed: one of address, mtu, name"
