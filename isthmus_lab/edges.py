@@ -46,6 +46,13 @@ class MeshEdges(MeshLayout):
         self.start_edge(site)
         self.wait_ready([site], controller_connected=controller_connected)
 
+    def flush_nat(self, site: str) -> None:
+        """Forget every mapping of the NAT router in front of `site` (`conntrack -F` in its
+        namespace), as a NAT that rebooted or timed its flows out: the edge's next packet
+        out gets a new mapping, a new public port when the old one is taken by then."""
+        self.lab.run(self.nat_ns(site), ["conntrack", "-F"])
+        self._progress(f"NAT of {site}: conntrack flushed")
+
     def status(self, site: str, timeout: float = 2.0) -> dict[str, Any]:
         """The edge's status JSON, read from its admin socket.
 

@@ -54,6 +54,7 @@ class PeerView:
     session_age: float | None  # of the current session
     handshakes: int  # completed
     last_handshake: float | None
+    behind_nat: bool = False  # the map lists no endpoint: only its own packets tell where
 
 
 class Tunnel:
@@ -61,6 +62,7 @@ class Tunnel:
 
     __slots__ = (
         "_addresses",
+        "_behind_nat",
         "_context",
         "_greeted",
         "_identity",
@@ -78,18 +80,23 @@ class Tunnel:
         wall_clock: Callable[[], float],
         timers: Timers = Timers(),  # noqa: B008 - frozen, so one shared default is safe
         greet: bool = False,
+        behind_nat: bool = False,
         addresses: Sequence[IPAddress] = (),
     ) -> None:
         """`random(n)`: n random bytes (os.urandom); `wall_clock()`: Unix time (time.time),
         read only for handshake timestamps. Every `now` argument comes from one monotonic
         clock in seconds. `greet`: on the first map with peers, handshake with all of them
         at once (a process start: peers move off our previous process's sessions now).
+        `behind_nat`: this edge advertises no endpoint, so no peer can start a session with
+        it: it handshakes with every peer with an endpoint that is new in a map (all of the
+        first map's), and peers learn its address from that session's data.
         `addresses`: this edge's own addresses (its TUN address): peers may send to them
         besides this edge's routes in the map (bad_inner_destination otherwise)."""
         self._identity = identity
         self._addresses = tuple(addresses)
         self._unanswered_timeout = timers_.unanswered_timeout(timers)
         self._greeted = not greet
+        self._behind_nat = behind_nat
         self._context = Context(
             self_name=identity.name,
             static=StaticKeys(identity.private_key, identity.public_key.raw),
@@ -154,6 +161,11 @@ class Tunnel:
         for peer in table.peers:
             if peer.name in rekey and peer not in kept:
                 self._sender.start(peer, now)
+        if self._behind_nat:
+            # Behind NAT: a peer new in this map cannot reach us before we send to it.
+            for peer in table.peers:
+                if peer not in kept and peer.endpoint is not None and not peer.sessions():
+                    self._sender.start(peer, now)
         if not self._greeted and table.peers:
             # The first map after a start: handshake with every peer at once, so peers
             # still sealing for our previous process's sessions move to new ones now
@@ -291,6 +303,7 @@ class Tunnel:
             PeerView(
                 name=p.name,
                 endpoint=p.endpoint_text(),
+                behind_nat=p.advertised is None,
                 rx_packets=p.rx_packets,
                 rx_bytes=p.rx_bytes,
                 tx_packets=p.tx_packets,
