@@ -23,13 +23,9 @@ rogue-host 10.98.1.10), which owns 10.98.0.0/16 but also claims another site's r
 specific of one, and the default route, with broad allowed routes in the controller config.
 With two controllers both listen on the underlay bridge address, on ports 7000 and 7001.
 
-A site with `nat` sits behind a NAT router: a namespace "<site>-nat" holds the site's
-underlay address on its ul0 and masquerades (nftables) what the edge sends from its private
-link (the edge's ul0 192.168.13.2/24, the router's lan0 192.168.13.1, the edge's default
-route). "masquerade" maps endpoint-independently (one public port per inside port, kept
-while conntrack keeps the flow); "symmetric" is `masquerade random,fully-random`, a random
-public port per flow, for relay tests. Such an edge's config has no `endpoint`. `NAT_OFFICE`
-is vpc-a and the office behind "masquerade".
+A site with `nat` sits behind a NAT router (`isthmus_lab.nat`): a namespace "<site>-nat"
+holds the site's underlay address and masquerades what its edge sends; such an edge's config
+has no `endpoint`. `NAT_OFFICE` is vpc-a and the office behind a "masquerade" router.
 Owns no process; `isthmus_lab.mesh` runs the controllers and the edges.
 """
 
@@ -40,8 +36,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
+from isthmus_lab import nat as nat_router
+from isthmus_lab.nat import NatKind
 from isthmus_lab.netns import Lab
 
 UNDERLAY_BRIDGE = "br0"
@@ -50,12 +47,6 @@ EDGE_LAN_IF = "lan0"
 WORKLOAD_IF = "eth0"
 TUN_NAME = "isthmus0"
 TUN_MTU = 1420
-NatKind = Literal["masquerade", "symmetric"]
-NAT_LAN_IF = "lan0"  # the NAT router's side of its private link to the edge
-NAT_ROUTER_IP = "192.168.13.1"
-NAT_EDGE_ADDRESS = "192.168.13.2/24"  # the edge's ul0 behind the router
-NAT_TABLE = "isthmus_nat"
-_MASQUERADE = {"masquerade": "masquerade", "symmetric": "masquerade random,fully-random"}
 
 _EDGE_SYSCTLS = {
     "net.ipv4.ip_forward": 1,
@@ -241,7 +232,16 @@ def build(lab: Lab, topology: Topology) -> Namespaces:
             lab.set_master(underlay, underlay_port(site), UNDERLAY_BRIDGE)
             lab.add_address(edge, EDGE_UNDERLAY_IF, f"{site.underlay_ip}/{prefixlen}")
         else:
-            nats[site.name] = _nat_router(lab, underlay, edge, site, prefixlen)
+            nats[site.name] = nat_router.add_router(
+                lab,
+                site.nat,
+                short=f"{site.name}-nat",
+                uplink_ns=underlay,
+                uplink_port=underlay_port(site),
+                public=f"{site.underlay_ip}/{prefixlen}",
+                edge=edge,
+            )
+            lab.set_master(underlay, underlay_port(site), UNDERLAY_BRIDGE)
 
         lab.add_veth(edge, EDGE_LAN_IF, workload, WORKLOAD_IF)
         lab.add_address(edge, EDGE_LAN_IF, site.edge_lan)
@@ -252,36 +252,6 @@ def build(lab: Lab, topology: Topology) -> Namespaces:
         if site.service_route is not None:
             lab.add_route(edge, site.service_route, via=site.workload_ip, dev=EDGE_LAN_IF)
     return Namespaces(underlay=underlay, edges=edges, workloads=workloads, nats=nats)
-
-
-def _nat_router(lab: Lab, underlay: str, edge: str, site: Site, prefixlen: int) -> str:
-    """Put `site`'s edge behind a NAT router namespace holding its underlay address."""
-    if site.nat not in _MASQUERADE:
-        raise ValueError(f"site {site.name}: nat {site.nat!r}; allowed: {', '.join(_MASQUERADE)}")
-    nat = lab.add_netns(f"{site.name}-nat")
-    lab.sysctl(nat, _EDGE_SYSCTLS)
-    lab.add_veth(underlay, underlay_port(site), nat, EDGE_UNDERLAY_IF)
-    lab.set_master(underlay, underlay_port(site), UNDERLAY_BRIDGE)
-    lab.add_address(nat, EDGE_UNDERLAY_IF, f"{site.underlay_ip}/{prefixlen}")
-    lab.add_veth(nat, NAT_LAN_IF, edge, EDGE_UNDERLAY_IF)
-    router = ipaddress.IPv4Interface(NAT_EDGE_ADDRESS).network.prefixlen
-    lab.add_address(nat, NAT_LAN_IF, f"{NAT_ROUTER_IP}/{router}")
-    lab.add_address(edge, EDGE_UNDERLAY_IF, NAT_EDGE_ADDRESS)
-    lab.add_route(edge, "default", via=NAT_ROUTER_IP)
-    lab.nft(nat, nat_ruleset(site.nat))
-    return nat
-
-
-def nat_ruleset(kind: NatKind) -> str:
-    """The NAT router's nftables ruleset: masquerade what leaves on the underlay."""
-    return (
-        f"table ip {NAT_TABLE} {{\n"
-        "  chain postrouting {\n"
-        "    type nat hook postrouting priority srcnat; policy accept;\n"
-        f'    oifname "{EDGE_UNDERLAY_IF}" {_MASQUERADE[kind]}\n'
-        "  }\n"
-        "}\n"
-    )
 
 
 # -- config files (docs/design.md "Config files") --------------------------------------------

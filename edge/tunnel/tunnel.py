@@ -14,7 +14,9 @@ MapError for a map that breaks a map rule and keeps the old map.
 Map rules (docs/protocol.md "Roaming, revocation"):
 - a peer is the same peer across versions while its name and public key are; it keeps its
   sessions, queue, counters and learned endpoint, but a changed advertised endpoint
-  replaces the endpoint in use;
+  replaces the endpoint in use (an advertisement withdrawn, the peer now behind NAT,
+  keeps the one in use: its greeting may have come before the map);
+- behind NAT (`behind_nat`), every peer new in a map with an endpoint gets a handshake;
 - a peer gone from the map, or whose key changed, loses every session, index, pending
   handshake and queued packet (no_session) at once; when its key changed and we had a
   session with it, a handshake with the new key starts at once.
@@ -155,7 +157,9 @@ class Tunnel:
         for peer, entry in kept.items():
             advertised = advertised_endpoint(entry)
             if advertised != peer.advertised:
-                peer.advertised = peer.endpoint = advertised
+                peer.advertised = advertised
+                if advertised is not None:  # none (now behind NAT): keep what is in use
+                    peer.endpoint = advertised
             peer.entry = entry
         self._context.table = table
         for peer in table.peers:

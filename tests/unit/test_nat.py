@@ -14,12 +14,15 @@ address from authenticated packets only (docs/protocol.md "NAT").
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from edge.status import problems, render
-from edge.tunnel import DropReason, EndpointChanged, HandshakeCompleted, Role, Timers
+from edge.tunnel import DropReason, EndpointChanged, HandshakeCompleted, Role, Timers, wire
 from isthmus.convert import Registration, registration_from_pb, registration_to_pb
+from isthmus.endpoint import Endpoint
 from isthmus.ids import EdgeName
 from isthmus.routemap import RouteMap, parse_route
-from tests.unit.test_tunnel import A, B, D, Net, entry, ipv4, nonzero, peer_view
+from tests.unit.test_tunnel import A_TO_B, A, B, D, Net, entry, ipv4, nonzero, peer_view
 
 NAT_MAP = RouteMap(version=1, edges=(entry(A), entry(B), entry(D)))
 PUBLIC = ("198.51.100.1", 40000)
@@ -99,29 +102,38 @@ def test_persistent_keepalives_keep_the_mapping_open() -> None:
     assert all(not nonzero(t) for t in net.tunnels.values())
 
 
-def test_a_new_mapping_is_learned_from_authenticated_data_only() -> None:
+def test_a_new_mapping_is_learned_from_the_next_keepalive_only() -> None:
     net = nat_net()
     net.pump()
-    net.run(10.0)
-    sealed = net.send("d", D_TO_A)
-    assert sealed is not None
-    net.pump()
-    # The NAT's mapping changes: d's packets now come from a new port.
+    handshakes = peer_view(net["d"], "a", net.now).handshakes
+    # d idle: its persistent keepalive is due 25 s after the greeting; take the one to a.
+    net.now += KEEPALIVE
+    net["d"].handle_timer(net.now)
+    out = net["d"].datagrams_to_send()
+    assert sorted(dst for _, dst in out) == [("192.0.2.1", 51820), ("192.0.2.2", 51820)]
+    keepalive = next(d for d, dst in out if dst == ("192.0.2.1", 51820))
+    for datagram, dst in out:
+        net.deliver(datagram, PUBLIC, dst)
+    # The NAT's mapping changes (its conntrack flushed): d's packets now leave from a new port.
     moved = ("198.51.100.1", 40001)
     net.addr["d"] = moved
-    # Unauthenticated: a replay, a forgery, and an initiation's copy move nothing.
-    net.deliver(sealed, moved, ("192.0.2.1", 51820))
-    net.deliver(sealed[:-1] + bytes([sealed[-1] ^ 1]), moved, ("192.0.2.1", 51820))
+    # Unauthenticated: a replay and a forgery from the new address move nothing.
+    net.deliver(keepalive, moved, ("192.0.2.1", 51820))
+    index, counter, box = wire.unpack_data(keepalive)
+    forged = wire.pack_data(index, counter + 1, bytes(box)[:-1] + bytes([box[-1] ^ 1]))
+    net.deliver(forged, moved, ("192.0.2.1", 51820))
     assert peer_view(net["a"], "d").endpoint == "198.51.100.1:40000"
+    assert nonzero(net["a"]) == {"replay": 1, "decrypt_failed": 1}
     # a's traffic goes to the old mapping and is lost until d's next keepalive.
     assert net.send("a", A_TO_D) is not None
-    net.pump()
+    net.run(KEEPALIVE - 0.1)
     assert net.tun["d"] == []
-    start = net.now
-    net.run(KEEPALIVE)  # the keepalive falls due 25 s after d last sent
+    assert peer_view(net["a"], "d").endpoint == "198.51.100.1:40000"
+    net.run(0.2)  # d's next keepalive, from the new port, authenticates: a roams there
     assert peer_view(net["a"], "d").endpoint == "198.51.100.1:40001"
+    assert peer_view(net["b"], "d").endpoint == "198.51.100.1:40001"
     assert EndpointChanged("d", moved) in net.events["a"]
-    assert net.now - start <= KEEPALIVE
+    assert peer_view(net["d"], "a", net.now).handshakes == handshakes  # the keepalive did it
     assert net.send("a", A_TO_D) is not None
     net.pump()
     assert net.tun["d"] == [A_TO_D]
@@ -164,3 +176,22 @@ def test_status_shows_a_peer_behind_nat_not_yet_heard_from_without_a_problem() -
 def test_a_registration_without_endpoints_crosses_the_wire() -> None:
     reg = Registration(EdgeName("office"), D.public_key, (), (parse_route("10.4.0.0/16"),))
     assert registration_from_pb(registration_to_pb(reg)) == reg
+
+
+def test_a_withdrawn_endpoint_keeps_the_one_in_use_a_new_one_replaces_it() -> None:
+    """b moves behind NAT (its map entry loses its endpoint): a keeps sending where b's
+    packets last came from, which b's greeting may have set before a got the map."""
+    net = Net(idents=(A, B), route_map=NAT_MAP)
+    net.connect()
+    no_endpoint = replace(entry(B), endpoints=())
+    net["a"].apply_map(RouteMap(2, (entry(A), no_endpoint, entry(D))), net.now)
+    view = peer_view(net["a"], "b")
+    assert view.endpoint == "192.0.2.2:51820" and view.behind_nat
+    net.send("a", A_TO_B)
+    net.pump()
+    assert net.tun["b"][-1] == A_TO_B
+    # Advertised again, elsewhere: the map's endpoint replaces the one in use.
+    back = entry(B, endpoint=Endpoint.parse("192.0.2.22:51820"))
+    net["a"].apply_map(RouteMap(3, (entry(A), back, entry(D))), net.now)
+    view = peer_view(net["a"], "b")
+    assert view.endpoint == "192.0.2.22:51820" and not view.behind_nat
