@@ -166,12 +166,15 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
         # peer may still seal for this edge's previous process. An edge with no cached map
         # is new, its peers may not know it yet and would drop its greeting, so its first
         # traffic would wait for the REKEY_TIMEOUT retry instead of handshaking at once.
+        # An edge behind NAT (no endpoint) always reaches out: no peer can start a session
+        # with it, so it handshakes with every peer it gets (a dropped one is retried).
         tunnel = Tunnel(
             identity,
             random=os.urandom,
             wall_clock=time.time,
             timers=cfg.timers,
             greet=cached is not None,
+            behind_nat=cfg.endpoint is None,
             addresses=(cfg.tun.address.ip,),
         )
         applier = MapApplier(
@@ -195,7 +198,7 @@ async def run(cfg: edge_config.EdgeConfig, identity: Identity) -> None:
         registration = Registration(
             name=cfg.name,
             public_key=identity.public_key,
-            endpoints=(cfg.endpoint,),
+            endpoints=(cfg.endpoint,) if cfg.endpoint is not None else (),
             routes=cfg.routes,
         )
         control = ControlLoop(

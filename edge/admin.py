@@ -48,7 +48,7 @@ class EdgeStatus:
     def __init__(
         self,
         *,
-        endpoint: Endpoint,
+        endpoint: Endpoint | None,
         tunnel: Tunnel,
         route_map: Callable[[], RouteMap],
         controller: Callable[[], ControllerView],
@@ -88,7 +88,7 @@ class EdgeStatus:
         doc: dict[str, Any] = {
             "edge": identity.name,
             "public_key": identity.public_key.to_base64(),
-            "endpoint": str(self._endpoint),
+            "endpoint": str(self._endpoint) if self._endpoint is not None else None,
             "map_version": self._tunnel.map_version,
             "controller": {
                 "controllers": list(ctl.controllers),
@@ -101,6 +101,7 @@ class EdgeStatus:
                 {
                     "name": p.name,
                     "endpoint": p.endpoint,
+                    "behind_nat": p.behind_nat,
                     "rx_packets": p.rx_packets,
                     "rx_bytes": p.rx_bytes,
                     "tx_packets": p.tx_packets,

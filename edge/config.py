@@ -14,8 +14,10 @@ Keys (the example file deploy/examples/edge.toml shows each):
                       required  the controller's Ed25519 public key, base64, as printed by
                                 `isthmus keygen --controller`; it signs every route lease
     listen            required  "ip:port" the UDP socket binds; port 0 picks any free port
-    endpoint          required  "ip:port" peers send to (advertised to the controller); a
-                                unicast address (isthmus.endpoint.UNICAST_RULE)
+    endpoint          optional  "ip:port" peers send to (advertised to the controller); a
+                                unicast address (isthmus.endpoint.UNICAST_RULE). Omitted: the
+                                edge is behind NAT, advertises none, starts sessions to every
+                                peer itself and keeps its NAT mapping open (docs/protocol.md "NAT")
     routes            required  the routes (CIDRs) this edge advertises; may be empty; each once
     state_dir         optional  default /var/lib/isthmus; holds the cached map (map.pb)
     admin_socket      optional  default <state_dir>/admin.sock; `isthmus status` connects here
@@ -30,8 +32,9 @@ Keys (the example file deploy/examples/edge.toml shows each):
       address         required  this edge's IPv4 address on the TUN, CIDR form
       mtu             optional  default 1420 (= 1500 - 48 IPv6+UDP - 32 isthmus); 576-9000
     [tunnel]          optional
-      persistent_keepalive  optional  default 0 (off); seconds, 0-3600: send a keepalive to each
-                            peer whenever nothing was sent to it for this long (NAT mappings)
+      persistent_keepalive  optional  default 0 (off), or 25 when `endpoint` is omitted; seconds,
+                            0-3600: send a keepalive to each peer whenever nothing was sent
+                            to it for this long (keeps NAT mappings open)
       rekey_after_time      optional  default 120; seconds, 1-120; lower only for tests
       reject_after_time     optional  default 180; seconds, up to 180 and more than
                             rekey_after_time + 5.333; lower only for tests
@@ -67,6 +70,9 @@ MTU_MIN, MTU_MAX = 576, MAX_TUN_MTU  # above it, peers drop our datagrams as ove
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 DEFAULT_METRICS = Endpoint.parse(EDGE_DEFAULT)
+# An edge behind NAT (no endpoint) keeps its mapping open by default: 25 s is WireGuard's
+# advice, below the 30 s UDP timeout of the strictest common NATs.
+NAT_PERSISTENT_KEEPALIVE = 25
 
 LISTEN_RULE = (
     "'ip:port' or '[ipv6]:port' with a literal IP address and a port 0-65535 (0 = any free port)"
@@ -127,7 +133,7 @@ class EdgeConfig:
     controllers: tuple[str, ...]  # "host:port" as grpc takes it; tried in this order
     controller_public_key: ControllerPublicKey
     listen: Endpoint
-    endpoint: Endpoint
+    endpoint: Endpoint | None  # None: behind NAT, peers learn it from its packets
     routes: tuple[Network, ...]
     tun: TunConfig
     state_dir: Path = DEFAULT_STATE_DIR
@@ -166,12 +172,10 @@ def parse(table: Table) -> EdgeConfig:
     listen = _domain(
         "listen", _required(table, "", "listen", LISTEN_RULE), _listen, LISTEN_RULE, ENDPOINT_RULE
     )
-    endpoint = _domain(
-        "endpoint",
-        _required(table, "", "endpoint", ENDPOINT_USE),
-        _endpoint,
-        ENDPOINT_USE,
-        ENDPOINT_RULE,
+    endpoint = (
+        _domain("endpoint", table["endpoint"], _endpoint, ENDPOINT_USE, ENDPOINT_RULE)
+        if "endpoint" in table
+        else None
     )
     routes = _routes(table)
     masquerade = _masquerade(table.get("masquerade", []))
@@ -184,7 +188,7 @@ def parse(table: Table) -> EdgeConfig:
             f"the admin socket path {str(admin_socket)!r} is {len(bytes(admin_socket))} bytes long",
             f"a socket path of at most {MAX_SOCKET_PATH} bytes",
         )
-    timers = _tunnel(table.get("tunnel", {}))
+    timers = _tunnel(table.get("tunnel", {}), behind_nat=endpoint is None)
     metrics = _domain("metrics", table.get("metrics", EDGE_DEFAULT), parse_metrics, METRICS_RULE)
     log_format = _domain("log_format", table.get("log_format", "kv"), parse_format, FORMAT_RULE)
     return EdgeConfig(
@@ -205,13 +209,15 @@ def parse(table: Table) -> EdgeConfig:
     )
 
 
-def _tunnel(value: Any) -> Timers:
-    """The `[tunnel]` table: WireGuard's timers unless a test lowers them."""
+def _tunnel(value: Any, *, behind_nat: bool) -> Timers:
+    """The `[tunnel]` table: WireGuard's timers unless a test lowers them; behind NAT the
+    persistent keepalive is on unless set."""
     if not isinstance(value, dict):
         raise ConfigError("tunnel", f"{value!r} is not a table", TUNNEL_RULE)
     check_keys(value, "tunnel", _TUNNEL_KEYS)
     defaults = Timers()
-    keepalive = get_int(value, "tunnel", "persistent_keepalive", 0, 3600, 0)
+    default_keepalive = NAT_PERSISTENT_KEEPALIVE if behind_nat else 0
+    keepalive = get_int(value, "tunnel", "persistent_keepalive", 0, 3600, default_keepalive)
     rekey = get_int(value, "tunnel", "rekey_after_time", 1, 120, int(defaults.rekey_after_time))
     reject = get_int(value, "tunnel", "reject_after_time", 1, 180, int(defaults.reject_after_time))
     try:

@@ -311,9 +311,15 @@ def _remote_problems(
         problems.append(f"edge {entry.name!r} is not a peer of the tunnel")
         return
     if peer.endpoint is None and peer.session_age is None:
-        problems.append(
-            f"edge {entry.name!r} has no endpoint and no session: no handshake can start"
-        )
+        if not entry.endpoints:
+            problems.append(
+                f"edge {entry.name!r} is behind NAT (the map lists no endpoint) and not yet "
+                "heard from: packets to it are dropped (no_route) until it handshakes"
+            )
+        else:
+            problems.append(
+                f"edge {entry.name!r} has no endpoint and no session: no handshake can start"
+            )
 
 
 def _advertised_problems(address: IPAddress, t: Tables, problems: list[str]) -> None:

@@ -11,9 +11,12 @@ a usage error, an address that is not one IP address); 2 degraded:
 - status: the controller is disconnected, a route of another edge is not installed on the
   TUN (with the reason when the edge knows it: "collides with an existing route ..."),
   or a peer that owns a route has neither a session nor an endpoint (no handshake can
-  start), or masquerade ranges are configured and their nftables table is not installed.
-  A peer without a session alone is healthy: sessions are made on demand (the
-  first packet starts a handshake) and end after 180 s idle, as in WireGuard;
+  start) though the map advertises one, or masquerade ranges are configured and their
+  nftables table is not installed. A peer without a session alone is healthy:
+  sessions are made on demand (the first packet starts a handshake) and end after 180 s
+  idle, as in WireGuard. A peer behind NAT (the map lists no endpoint for it) that has not
+  been heard from is shown so, not as a problem: it starts the session itself, and packets
+  to it count as no_route drops until it does;
 - explain: the explanation lists a problem (edge.explain says which).
 Colour (clikit) marks states only on a terminal.
 """
@@ -112,6 +115,13 @@ def _age(seconds: float | None) -> str:
     return "no session" if seconds is None else f"{int(seconds)} seconds"
 
 
+def _peer_endpoint(peer: dict[str, Any]) -> str:
+    endpoint = peer.get("endpoint")
+    if peer.get("behind_nat"):
+        return f"{endpoint} (behind NAT, learned)" if endpoint else "behind NAT, not yet heard from"
+    return endpoint or "(none)"
+
+
 def problems(status: dict[str, Any]) -> list[str]:
     """Why the status is degraded (exit 2), in plain words; empty when healthy."""
     found = []
@@ -130,7 +140,10 @@ def problems(status: dict[str, Any]) -> list[str]:
     found += [
         f"peer {p['name']} owns routes and has neither a session nor an endpoint"
         for p in status.get("peers", [])
-        if p["name"] in owners and p.get("session_age_seconds") is None and not p.get("endpoint")
+        if p["name"] in owners
+        and p.get("session_age_seconds") is None
+        and not p.get("endpoint")
+        and not p.get("behind_nat")
     ]
     masq = status.get("masquerade") or {}
     if masq.get("ranges") and not masq.get("installed"):
@@ -152,7 +165,7 @@ def render(status: dict[str, Any], colour: bool = False) -> str:
     lines = [
         f"edge: {status['edge']}",
         f"  public key: {status.get('public_key')}",
-        f"  endpoint: {status.get('endpoint')}",
+        f"  endpoint: {status.get('endpoint') or '(none: behind NAT)'}",
         f"  map version: {status.get('map_version')}",
         f"  controller: {ctl.get('address')} ({state})",
     ]
@@ -168,7 +181,7 @@ def render(status: dict[str, Any], colour: bool = False) -> str:
         lines += [
             "",
             f"peer: {p['name']}",
-            f"  endpoint: {p.get('endpoint') or '(none)'}",
+            f"  endpoint: {_peer_endpoint(p)}",
             f"  latest handshake: {_ago(p.get('last_handshake_seconds_ago'))}"
             f" ({p.get('handshakes', 0)} in all)",
             f"  session age: {paint(_age(age), 'warn' if age is None else None, colour)}",

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from isthmus.routemap import ROUTE_PROTO
+from isthmus_lab import nat
 from isthmus_lab.commands import ISTHMUS, POLL_INTERVAL, READY_TIMEOUT, tail
 from isthmus_lab.layout import MeshLayout
 from isthmus_lab.netns import LabError, Process, host_run
@@ -45,6 +46,13 @@ class MeshEdges(MeshLayout):
         self.kill_edge(site)
         self.start_edge(site)
         self.wait_ready([site], controller_connected=controller_connected)
+
+    def flush_nat(self, site: str) -> None:
+        """Forget every mapping of the NAT router in front of `site` (`conntrack -F` in its
+        namespace), as a NAT that rebooted or timed its flows out: the edge's next packet
+        out gets a new mapping, a new public port when the old one is taken by then."""
+        nat.flush(self.lab, self.nat_ns(site))
+        self._progress(f"NAT of {site}: conntrack flushed")
 
     def status(self, site: str, timeout: float = 2.0) -> dict[str, Any]:
         """The edge's status JSON, read from its admin socket.

@@ -117,6 +117,13 @@ class MeshLayout:
     def workload_ns(self, site: str) -> str:
         return self.namespaces.workloads[site]
 
+    def nat_ns(self, site: str) -> str:
+        """The NAT router namespace in front of `site`'s edge (`Site.nat`)."""
+        try:
+            return self.namespaces.nats[site]
+        except KeyError:
+            raise LabError(f"site {site} is not behind NAT") from None
+
     def edge_paths(self, site: str) -> EdgePaths:
         return edge_paths(self.dir, self.topology.site(site))
 

@@ -22,6 +22,10 @@ workload. `ROGUE` is the demo plus a fourth site, "rogue" (ul0 198.18.0.14, lan0
 rogue-host 10.98.1.10), which owns 10.98.0.0/16 but also claims another site's route, a more
 specific of one, and the default route, with broad allowed routes in the controller config.
 With two controllers both listen on the underlay bridge address, on ports 7000 and 7001.
+
+A site with `nat` sits behind a NAT router (`isthmus_lab.nat`): a namespace "<site>-nat"
+holds the site's underlay address and masquerades what its edge sends; such an edge's config
+has no `endpoint`. `NAT_OFFICE` is vpc-a and the office behind a "masquerade" router.
 Owns no process; `isthmus_lab.mesh` runs the controllers and the edges.
 """
 
@@ -30,9 +34,11 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from isthmus_lab import nat as nat_router
+from isthmus_lab.nat import NatKind
 from isthmus_lab.netns import Lab
 
 UNDERLAY_BRIDGE = "br0"
@@ -66,6 +72,8 @@ class Site:
     claims: tuple[str, ...] = ()
     # The routes the controller config allows this edge to advertise; None: `routes`.
     allowed: tuple[str, ...] | None = None
+    # Behind a NAT router of this kind (its edge advertises no endpoint); None: not.
+    nat: NatKind | None = None
 
     @property
     def advertised(self) -> tuple[str, ...]:
@@ -185,6 +193,8 @@ ROGUE_SITE = Site(
 
 ROGUE = Topology(sites=(*DEMO.sites, ROGUE_SITE))
 
+NAT_OFFICE = Topology(sites=(DEMO.site("vpc-a"), replace(DEMO.site("office"), nat="masquerade")))
+
 
 @dataclass(frozen=True, slots=True)
 class Namespaces:
@@ -193,6 +203,7 @@ class Namespaces:
     underlay: str
     edges: Mapping[str, str]
     workloads: Mapping[str, str]
+    nats: Mapping[str, str] = field(default_factory=dict)  # the NAT routers, by site name
 
 
 def underlay_port(site: Site) -> str:
@@ -208,6 +219,7 @@ def build(lab: Lab, topology: Topology) -> Namespaces:
     lab.add_address(underlay, UNDERLAY_BRIDGE, f"{topology.controller_ip}/{prefixlen}")
     edges: dict[str, str] = {}
     workloads: dict[str, str] = {}
+    nats: dict[str, str] = {}
     for site in topology.sites:
         edge = lab.add_netns(site.name)
         workload = lab.add_netns(f"{site.name}-{site.workload}")
@@ -215,9 +227,21 @@ def build(lab: Lab, topology: Topology) -> Namespaces:
         workloads[site.name] = workload
         lab.sysctl(edge, _EDGE_SYSCTLS)
 
-        lab.add_veth(underlay, underlay_port(site), edge, EDGE_UNDERLAY_IF)
-        lab.set_master(underlay, underlay_port(site), UNDERLAY_BRIDGE)
-        lab.add_address(edge, EDGE_UNDERLAY_IF, f"{site.underlay_ip}/{prefixlen}")
+        if site.nat is None:
+            lab.add_veth(underlay, underlay_port(site), edge, EDGE_UNDERLAY_IF)
+            lab.set_master(underlay, underlay_port(site), UNDERLAY_BRIDGE)
+            lab.add_address(edge, EDGE_UNDERLAY_IF, f"{site.underlay_ip}/{prefixlen}")
+        else:
+            nats[site.name] = nat_router.add_router(
+                lab,
+                site.nat,
+                short=f"{site.name}-nat",
+                uplink_ns=underlay,
+                uplink_port=underlay_port(site),
+                public=f"{site.underlay_ip}/{prefixlen}",
+                edge=edge,
+            )
+            lab.set_master(underlay, underlay_port(site), UNDERLAY_BRIDGE)
 
         lab.add_veth(edge, EDGE_LAN_IF, workload, WORKLOAD_IF)
         lab.add_address(edge, EDGE_LAN_IF, site.edge_lan)
@@ -227,7 +251,7 @@ def build(lab: Lab, topology: Topology) -> Namespaces:
             lab.add_address(workload, "lo", site.service)
         if site.service_route is not None:
             lab.add_route(edge, site.service_route, via=site.workload_ip, dev=EDGE_LAN_IF)
-    return Namespaces(underlay=underlay, edges=edges, workloads=workloads)
+    return Namespaces(underlay=underlay, edges=edges, workloads=workloads, nats=nats)
 
 
 # -- config files (docs/design.md "Config files") --------------------------------------------
@@ -268,7 +292,8 @@ def edge_config(
 ) -> str:
     """The edge's config file; it advertises `site.advertised`. `controllers` are the
     controller addresses it tries in turn (default: the topology's one controller);
-    `endpoint` replaces the advertised endpoint (e.g. an impairment proxy's address);
+    `endpoint` replaces the advertised endpoint (e.g. an impairment proxy's address); a
+    site behind NAT advertises none;
     `extra_tables` are appended as `[name]` tables."""
     addresses = tuple(controllers) or (topology.controller_address,)
     controller = _s(addresses[0]) if len(addresses) == 1 else _list(addresses)
@@ -278,7 +303,7 @@ def edge_config(
         f"controller = {controller}",
         f"controller_public_key = {_s(controller_public_key)}",
         f"listen = {_s(f'0.0.0.0:{topology.udp_port}')}",
-        f"endpoint = {_s(endpoint or topology.endpoint(site))}",
+        *([] if site.nat else [f"endpoint = {_s(endpoint or topology.endpoint(site))}"]),
         f"routes = {_list(site.advertised)}",
         f"state_dir = {_s(str(paths.state_dir))}",
         f"admin_socket = {_s(str(paths.admin_socket))}",

@@ -14,7 +14,7 @@ source scripts/root.sh
 # throwaway CA and certificates of the etcd-over-TLS tests (isthmus_lab.certs).
 # The check below runs on every call, .venv or not, so adding a package here installs it
 # on the next run of an existing checkout.
-apt_packages=(iproute2 nftables tcpdump iperf3 iputils-ping procps python3-venv etcd-server openssl)
+apt_packages=(iproute2 nftables conntrack tcpdump iperf3 iputils-ping procps python3-venv etcd-server openssl)
 # systemd gives systemd-analyze and cloud-init gives `cloud-init schema`, for tests/deploy
 # (the units and the Terraform user data). They come without their recommends.
 norec_packages=(systemd cloud-init)

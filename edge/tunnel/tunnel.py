@@ -14,7 +14,9 @@ MapError for a map that breaks a map rule and keeps the old map.
 Map rules (docs/protocol.md "Roaming, revocation"):
 - a peer is the same peer across versions while its name and public key are; it keeps its
   sessions, queue, counters and learned endpoint, but a changed advertised endpoint
-  replaces the endpoint in use;
+  replaces the endpoint in use (an advertisement withdrawn, the peer now behind NAT,
+  keeps the one in use: its greeting may have come before the map);
+- behind NAT (`behind_nat`), every peer new in a map with an endpoint gets a handshake;
 - a peer gone from the map, or whose key changed, loses every session, index, pending
   handshake and queued packet (no_session) at once; when its key changed and we had a
   session with it, a handshake with the new key starts at once.
@@ -54,6 +56,7 @@ class PeerView:
     session_age: float | None  # of the current session
     handshakes: int  # completed
     last_handshake: float | None
+    behind_nat: bool = False  # the map lists no endpoint: only its own packets tell where
 
 
 class Tunnel:
@@ -61,6 +64,7 @@ class Tunnel:
 
     __slots__ = (
         "_addresses",
+        "_behind_nat",
         "_context",
         "_greeted",
         "_identity",
@@ -78,18 +82,23 @@ class Tunnel:
         wall_clock: Callable[[], float],
         timers: Timers = Timers(),  # noqa: B008 - frozen, so one shared default is safe
         greet: bool = False,
+        behind_nat: bool = False,
         addresses: Sequence[IPAddress] = (),
     ) -> None:
         """`random(n)`: n random bytes (os.urandom); `wall_clock()`: Unix time (time.time),
         read only for handshake timestamps. Every `now` argument comes from one monotonic
         clock in seconds. `greet`: on the first map with peers, handshake with all of them
         at once (a process start: peers move off our previous process's sessions now).
+        `behind_nat`: this edge advertises no endpoint, so no peer can start a session with
+        it: it handshakes with every peer with an endpoint that is new in a map (all of the
+        first map's), and peers learn its address from that session's data.
         `addresses`: this edge's own addresses (its TUN address): peers may send to them
         besides this edge's routes in the map (bad_inner_destination otherwise)."""
         self._identity = identity
         self._addresses = tuple(addresses)
         self._unanswered_timeout = timers_.unanswered_timeout(timers)
         self._greeted = not greet
+        self._behind_nat = behind_nat
         self._context = Context(
             self_name=identity.name,
             static=StaticKeys(identity.private_key, identity.public_key.raw),
@@ -148,12 +157,19 @@ class Tunnel:
         for peer, entry in kept.items():
             advertised = advertised_endpoint(entry)
             if advertised != peer.advertised:
-                peer.advertised = peer.endpoint = advertised
+                peer.advertised = advertised
+                if advertised is not None:  # none (now behind NAT): keep what is in use
+                    peer.endpoint = advertised
             peer.entry = entry
         self._context.table = table
         for peer in table.peers:
             if peer.name in rekey and peer not in kept:
                 self._sender.start(peer, now)
+        if self._behind_nat:
+            # Behind NAT: a peer new in this map cannot reach us before we send to it.
+            for peer in table.peers:
+                if peer not in kept and peer.endpoint is not None and not peer.sessions():
+                    self._sender.start(peer, now)
         if not self._greeted and table.peers:
             # The first map after a start: handshake with every peer at once, so peers
             # still sealing for our previous process's sessions move to new ones now
@@ -291,6 +307,7 @@ class Tunnel:
             PeerView(
                 name=p.name,
                 endpoint=p.endpoint_text(),
+                behind_nat=p.advertised is None,
                 rx_packets=p.rx_packets,
                 rx_bytes=p.rx_bytes,
                 tx_packets=p.tx_packets,

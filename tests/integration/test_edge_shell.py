@@ -235,6 +235,7 @@ def test_status_json_has_the_documented_shape() -> None:
         {
             "name": "vpc-b",
             "endpoint": "198.18.0.2:51820",
+            "behind_nat": False,  # the map lists an endpoint for vpc-b
             "rx_packets": 0,
             "rx_bytes": 0,
             "tx_packets": 0,

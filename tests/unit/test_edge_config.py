@@ -148,9 +148,10 @@ def test_the_example_file_is_valid() -> None:
 
 
 def test_missing_key() -> None:
-    assert error(table(endpoint=None)) == (
-        "endpoint: is missing; allowed: 'ip:port' or '[ipv6]:port' with a literal IP address "
-        f"and a port 1-65535, with {UNICAST}"
+    # `endpoint` was required until edges behind NAT: test_endpoint_omitted_is_behind_nat.
+    assert error(table(listen=None)) == (
+        "listen: is missing; allowed: 'ip:port' or '[ipv6]:port' with a literal IP address "
+        "and a port 0-65535 (0 = any free port)"
     )
     assert error(table(private_key_file=None)) == (
         "private_key_file: is missing; allowed: a non-empty path"
@@ -301,3 +302,19 @@ def test_tunnel_table_sets_timers_and_names_bad_keys() -> None:
     )
     with pytest.raises(ConfigError, match=r"^tunnel.reject_after_time: reject_after_time \(10"):
         parse({**base, "tunnel": {"rekey_after_time": 6, "reject_after_time": 10}})
+
+
+def test_endpoint_omitted_is_behind_nat() -> None:
+    cfg = parse(table(endpoint=None))
+    assert cfg.endpoint is None
+    assert cfg.timers.persistent_keepalive == 25.0  # keeps the NAT mapping open
+    off = parse(table(endpoint=None, tunnel={"persistent_keepalive": 0}))
+    assert off.endpoint is None and off.timers.persistent_keepalive == 0.0
+    set_ = parse(table(endpoint=None, tunnel={"persistent_keepalive": 10}))
+    assert set_.timers.persistent_keepalive == 10.0
+    # With an endpoint the default stays off, and the endpoint is validated as before.
+    assert parse(table()).timers.persistent_keepalive == 0.0
+    assert parse(table()).endpoint == Endpoint.parse("198.18.0.11:51820")
+    assert error(table(endpoint="0.0.0.0:51820")).startswith(
+        "endpoint: '0.0.0.0:51820' is an unspecified address peers cannot send to; "
+    )

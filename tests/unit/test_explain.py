@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -398,3 +399,22 @@ def test_edge_explain_reads_the_live_tunnel_and_refuses_bad_addresses() -> None:
         "the kernel routes could not be read: whether 10.245.0.0/16 is installed is unknown"
         in (blind["problems"])
     )
+
+
+def test_an_edge_behind_nat_not_yet_heard_from_is_named_so() -> None:
+    nat = replace(B, endpoints=())  # the map lists no endpoint: the edge is behind NAT
+    doc = ask(
+        "10.245.0.7",
+        route_map=RouteMap(3, (A, nat, C)),
+        peers=[peer("vpc-b", endpoint=None, session_age=None, behind_nat=True)],
+    )
+    assert doc["problems"] == [
+        "edge 'vpc-b' is behind NAT (the map lists no endpoint) and not yet heard from: "
+        "packets to it are dropped (no_route) until it handshakes"
+    ]
+    heard = ask(
+        "10.245.0.7",
+        route_map=RouteMap(3, (A, nat, C)),
+        peers=[peer("vpc-b", endpoint="198.18.0.2:1024", behind_nat=True)],
+    )
+    assert heard["problems"] == []

@@ -576,3 +576,22 @@ def test_random_walk_keeps_the_invariants(ops: list[tuple[object, ...]]) -> None
         # nothing holds a lease with less than half its lifetime left right after renew
         if op[0] == "renew":
             assert all(lease.expires - now >= TTL / 2 for _, _, lease in r.state.leases)
+
+
+def test_a_registration_without_endpoints_is_accepted() -> None:
+    """An edge behind NAT registers no endpoint: it serves, and its map entry has none."""
+    r = registry()
+    nat = replace(reg("vpc-b", 2, "10.97.0.0/16"), endpoints=())
+    decisions, changes = r.register(nat, T0)
+    assert [(str(d.route), d.state) for d in decisions] == [("10.97.0.0/16", SERVING)]
+    assert changes[0] == Change(
+        "edge_joined", EdgeName("vpc-b"), None, "edge 'vpc-b' joined (endpoints none)"
+    )
+    (entry,) = r.snapshot().edges
+    assert entry.endpoints == () and entry.routes == (net("10.97.0.0/16"),)
+    # A later registration with an endpoint (or back without) replaces it, as any other.
+    r.register(reg("vpc-b", 2, "10.97.0.0/16"), T0)
+    assert r.snapshot().edges[0].endpoints == (Endpoint.parse("198.18.0.2:51820"),)
+    r.register(nat, T0)
+    assert r.snapshot().edges[0].endpoints == ()
+    check_invariants(r)

@@ -149,6 +149,7 @@ class Net:
         seed: int,
         timers: Timers | None = None,
         greet: bool = False,
+        behind_nat: bool = False,
     ) -> Tunnel:
         tunnel = Tunnel(
             ident,
@@ -156,6 +157,7 @@ class Net:
             wall_clock=lambda: self.now + WALL,
             timers=timers or self.timers,
             greet=greet,
+            behind_nat=behind_nat,
         )
         tunnel.apply_map(route_map, self.now)
         self.tunnels[ident.name] = tunnel
