@@ -44,6 +44,10 @@ from isthmus_lab.netns import LabError, host_problems
 from isthmus_lab.topology import DEMO, Topology
 
 NATTED = "office"
+# DEMO's three sites, the office behind a NAT router (its config has no endpoint), and the k8s
+# site advertising only its ClusterIP range and masquerading into it. Its pods' 10.244.2.0/24
+# is not advertised: it lies inside vpc-a's 10.244.0.0/16, and on node-1 the /24 via the VPC
+# router is more specific than vpc-a's route on the TUN.
 TOPOLOGY = Topology(
     sites=(
         DEMO.site("vpc-a"),
