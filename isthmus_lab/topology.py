@@ -25,7 +25,8 @@ With two controllers both listen on the underlay bridge address, on ports 7000 a
 
 A site with `nat` sits behind a NAT router (`isthmus_lab.nat`): a namespace "<site>-nat"
 holds the site's underlay address and masquerades what its edge sends; such an edge's config
-has no `endpoint`. `NAT_OFFICE` is vpc-a and the office behind a "masquerade" router.
+has no `endpoint`. A site with `masquerade` lists those ranges in its edge config.
+`NAT_OFFICE` is vpc-a and the office behind a "masquerade" router.
 Owns no process; `isthmus_lab.mesh` runs the controllers and the edges.
 """
 
@@ -74,6 +75,8 @@ class Site:
     allowed: tuple[str, ...] | None = None
     # Behind a NAT router of this kind (its edge advertises no endpoint); None: not.
     nat: NatKind | None = None
+    # The edge config's `masquerade`: local ranges its tunnelled packets are masqueraded into.
+    masquerade: tuple[str, ...] = ()
 
     @property
     def advertised(self) -> tuple[str, ...]:
@@ -305,6 +308,7 @@ def edge_config(
         f"listen = {_s(f'0.0.0.0:{topology.udp_port}')}",
         *([] if site.nat else [f"endpoint = {_s(endpoint or topology.endpoint(site))}"]),
         f"routes = {_list(site.advertised)}",
+        *([f"masquerade = {_list(site.masquerade)}"] if site.masquerade else []),
         f"state_dir = {_s(str(paths.state_dir))}",
         f"admin_socket = {_s(str(paths.admin_socket))}",
         "",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the three-site demo mesh in network namespaces: sets up .venv first, then
+# Runs the four-site demo mesh in network namespaces: sets up .venv first, then
 # `isthmus demo`, passing its arguments on (e.g. --keep to keep configs and logs).
 # Needs root: re-runs itself through sudo when not root (scripts/root.sh).
 set -euo pipefail
