@@ -51,7 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "make an edge key pair (--out FILE), or the controller's (--controller --out FILE)\n"
         f"{'':14}[--json]",
     ),
-    "demo": ("isthmus_lab.demo", "run a three-site demo mesh in network namespaces"),
+    "demo": ("isthmus_lab.demo", "run a four-site demo mesh in network namespaces"),
     "bench": ("isthmus_lab.bench", "measure isthmus vs WireGuard, nebula, tinc ([core] [--help])"),
 }
 
