@@ -361,12 +361,7 @@ class Authenticator:
         Raises:
             AuthError: the first failed check (module docstring order).
         """
-        header = parse_auth(value)
-        self._book.check(header.challenge, header.edge_key.raw)
-        if not key_known(header.edge_key):
-            raise AuthError(
-                f"unknown edge key {header.edge_key}: not in the controller config", "unknown_key"
-            )
+        header = self.precheck(value, key_known)
         shared = self._shared_secret(header.edge_key)
         expected = make_proof(shared, method, header.challenge, header.edge_key, request)
         if not hmac.compare_digest(header.proof, expected):
