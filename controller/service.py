@@ -140,8 +140,10 @@ class ControllerService:
         """Watch streams open at this replica."""
         return self._presence.streams
 
-    async def register(self, request: pb.RegisterRequest) -> tuple[Decision, ...]:
-        """Decide, persist and publish a registration; the decisions in route order.
+    async def register(self, request: pb.RegisterRequest) -> tuple[tuple[Decision, ...], int]:
+        """Decide, persist and publish a registration: the decisions in route order and the
+        map version that holds them (read inside the change, not after it: another
+        replica's state adopted meanwhile may have raised the registry's version).
 
         A request that decodes takes one of its edge's Register calls (`EdgeLimits`) before
         anything is decided: the limit guards the change path, while a malformed request
@@ -156,7 +158,14 @@ class ControllerService:
         except WireError as e:
             raise InvalidRequest(str(e)) from None
         self._edge_limits.check(reg.name, REGISTER)
-        return await self._change(lambda r, now: r.register(reg, now), actor=reg.name)
+
+        def step(
+            r: Registry, now: float
+        ) -> tuple[tuple[tuple[Decision, ...], int], tuple[Change, ...]]:
+            decisions, changes = r.register(reg, now)
+            return (decisions, r.version), changes
+
+        return await self._change(step, actor=reg.name)
 
     async def apply_config(
         self, config: ControllerConfig, actor: str = CONFIG

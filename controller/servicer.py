@@ -106,7 +106,7 @@ class ControllerServicer(pb_grpc.ControllerServicer):
     ) -> pb.RegisterResponse:
         name, _ = await self._calls.authenticate(context, REGISTER, request)
         try:
-            decisions = await self._service.register(request)
+            decisions, version = await self._service.register(request)
         except RateLimited as e:
             limit = to_status(e).message
             await self._service.guard.limited(context, REGISTER, e.kind, limit, edge=name)
@@ -124,7 +124,6 @@ class ControllerServicer(pb_grpc.ControllerServicer):
                 ),
             )
             await context.abort(status.code, status.message)
-        version = self._service.registry.version
         log.info(
             kv(
                 "registered",
